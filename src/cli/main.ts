@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile } from '../config/index.js';
+import { startApp } from '../app.js';
+import { startDemo } from '../demo/demo.js';
+import { hashPassword } from '../listener/index.js';
+import { describeConfig } from './check.js';
+import { readSecretFromStdin } from './stdin.js';
+
+const USAGE = `Usage: smtp-oauth-relay <command> [options]
+
+Commands:
+  serve [--config FILE]   run the relay (without a config file: the built-in demo)
+  check [--config FILE]   validate the config and print what it sets up; exit 1 on problems
+  hash-password           read a password on stdin, print a passwordHash for the config
+  demo [--port N] [--http-port N] [--data-dir DIR]
+                          run the relay against a built-in local stand-in provider
+
+The config file is --config FILE, else $SMTP_OAUTH_RELAY_CONFIG, else ./config.yaml.
+`;
+
+const DEFAULT_CONFIG = './config.yaml';
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      port: { type: 'string' },
+      'http-port': { type: 'string' },
+      'data-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command = 'help'] = positionals;
+  const explicitConfig = values.config ?? process.env.SMTP_OAUTH_RELAY_CONFIG;
+  const configPath = explicitConfig ?? DEFAULT_CONFIG;
+
+  if (values.help || command === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  switch (command) {
+    case 'serve':
+      if (!explicitConfig && !existsSync(DEFAULT_CONFIG)) {
+        process.stdout.write(`No ${DEFAULT_CONFIG} here and no --config given: starting the built-in demo.\n`);
+        return runDemo(values);
+      }
+      return serve(configPath);
+    case 'demo':
+      return runDemo(values);
+    case 'check':
+      return check(configPath);
+    case 'hash-password': {
+      const password = await readSecretFromStdin('Password: ');
+      if (!password) {
+        process.stderr.write('hash-password: no password given on stdin\n');
+        return 1;
+      }
+      process.stdout.write(`${await hashPassword(password)}\n`);
+      return 0;
+    }
+    default:
+      process.stderr.write(`Unknown command "${command}".\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+async function serve(configPath: string): Promise<number> {
+  const app = await startApp(loadConfigFile(configPath));
+  await untilSignal();
+  await app.stop();
+  return 0;
+}
+
+async function runDemo(values: { port?: string; 'http-port'?: string; 'data-dir'?: string }): Promise<number> {
+  const demo = await startDemo({
+    dataDir: values['data-dir'] ?? './data',
+    smtpHost: '0.0.0.0',
+    smtpPort: Number(values.port ?? 2525),
+    httpHost: '0.0.0.0',
+    httpPort: Number(values['http-port'] ?? 9464),
+    logLevel: 'info',
+  });
+  process.stdout.write(demo.banner + '\n');
+  await untilSignal();
+  await demo.stop();
+  return 0;
+}
+
+async function check(configPath: string): Promise<number> {
+  const loaded = loadConfigFile(configPath);
+  process.stdout.write(await describeConfig(loaded));
+  return 0;
+}
+
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.stderr.write(`${signal} received, stopping\n`);
+      resolve();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`Configuration problems in ${error.source}:\n${error.problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}\n`);
+      process.exit(1);
+    }
+    const err = error as NodeJS.ErrnoException;
+    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+      process.stderr.write(`Cannot listen: ${err.message}. Choose another port (smtp.port / http.port) or stop what uses it.\n`);
+      process.exit(1);
+    }
+    process.stderr.write(`${err.stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,77 @@
+import type { AccountConfig, ProviderName, OAuthFlow } from './schema.js';
+
+/** What a provider fills in when the account leaves it out. */
+interface ProviderPreset {
+  tokenUrl(tenant: string | undefined): string | undefined;
+  scopes(flow: OAuthFlow): string | undefined;
+  upstream?: { host: string; port: number; maxConnections: number };
+}
+
+const PRESETS: Record<ProviderName, ProviderPreset> = {
+  microsoft: {
+    tokenUrl: (tenant) => tenant && `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0/token`,
+    scopes: (flow) =>
+      flow === 'client_credentials'
+        ? 'https://outlook.office365.com/.default'
+        : 'https://outlook.office.com/SMTP.Send offline_access',
+    // Exchange Online allows 3 concurrent connections per mailbox.
+    upstream: { host: 'smtp.office365.com', port: 587, maxConnections: 3 },
+  },
+  google: {
+    tokenUrl: () => 'https://oauth2.googleapis.com/token',
+    scopes: () => 'https://mail.google.com/',
+    upstream: { host: 'smtp.gmail.com', port: 587, maxConnections: 3 },
+  },
+  custom: {
+    tokenUrl: () => undefined,
+    scopes: () => undefined,
+  },
+};
+
+export interface ResolvedUpstream {
+  host: string;
+  port: number;
+  ca?: string;
+  maxConnections: number;
+  timeoutMs: number;
+}
+
+export interface ResolvedAccount {
+  name: string;
+  provider: ProviderName;
+  mailbox: string;
+  flow: OAuthFlow;
+  clientId: string;
+  clientSecret?: string;
+  refreshToken?: string;
+  tokenUrl: string;
+  scopes?: string;
+  upstream: ResolvedUpstream;
+  sendAs: string[];
+}
+
+/** Fills provider defaults into a validated account (the schema has made sure custom gives them). */
+export function resolveAccount(name: string, account: AccountConfig): ResolvedAccount {
+  const preset = PRESETS[account.provider];
+  const scopes = Array.isArray(account.scopes) ? account.scopes.join(' ') : account.scopes;
+  const host = account.upstream?.host ?? preset.upstream?.host;
+  return {
+    name,
+    provider: account.provider,
+    mailbox: account.mailbox,
+    flow: account.flow,
+    clientId: account.clientId,
+    clientSecret: account.clientSecret,
+    refreshToken: account.refreshToken,
+    tokenUrl: (account.tokenUrl ?? preset.tokenUrl(account.tenant))!,
+    scopes: scopes ?? preset.scopes(account.flow),
+    upstream: {
+      host: host!,
+      port: account.upstream?.port ?? preset.upstream?.port ?? 587,
+      ca: account.upstream?.ca,
+      maxConnections: account.upstream?.maxConnections ?? preset.upstream?.maxConnections ?? 3,
+      timeoutMs: (account.upstream?.timeout ?? 60) * 1000,
+    },
+    sendAs: account.sendAs.map((address) => address.toLowerCase()),
+  };
+}

@@ -1,0 +1,157 @@
+import { z } from 'zod';
+import { parseByteSize } from './size.js';
+
+/**
+ * The one description of the configuration file: zod validates it and the TypeScript types are
+ * derived from it, so the two can never disagree. Every key is documented in config.example.yaml.
+ */
+
+const byteSize = z
+  .union([z.number().int().positive(), z.string()])
+  .transform((value, ctx) => {
+    const bytes = typeof value === 'number' ? value : parseByteSize(value);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; write bytes or e.g. "35MB", "512KB"` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const port = z.number().int().min(0).max(65535);
+const durationSeconds = z.number().positive();
+
+const tlsFiles = z
+  .object({
+    cert: z.string().min(1),
+    key: z.string().min(1),
+  })
+  .strict();
+
+const smtpSchema = z
+  .object({
+    host: z.string().default('0.0.0.0'),
+    port: port.default(2525),
+    /** Name used in the greeting and EHLO reply. */
+    hostname: z.string().optional(),
+    maxMessageSize: byteSize.default(35 * 1024 * 1024),
+    maxClients: z.number().int().positive().default(100),
+    /** Seconds of silence from a device before its session is closed. */
+    socketTimeout: durationSeconds.default(120),
+    tls: tlsFiles.optional(),
+  })
+  .strict();
+
+const httpSchema = z
+  .object({
+    host: z.string().default('0.0.0.0'),
+    port: port.default(9464),
+  })
+  .strict();
+
+const upstreamSchema = z
+  .object({
+    host: z.string().min(1),
+    port: port.default(587),
+    /** PEM file of an extra CA to trust (a private or test upstream). */
+    ca: z.string().optional(),
+    /** Pooled connections per account; Exchange Online allows 3 per mailbox. */
+    maxConnections: z.number().int().positive().optional(),
+    /** Seconds allowed for connect, greeting and each command. */
+    timeout: durationSeconds.default(60),
+  })
+  .strict();
+
+const emailAddress = z.string().regex(/^[^\s@<>]+@[^\s@<>]+$/, 'must be an e-mail address like scanner@contoso.com');
+
+const accountSchema = z
+  .object({
+    provider: z.enum(['microsoft', 'google', 'custom']),
+    mailbox: emailAddress,
+    tenant: z.string().optional(),
+    clientId: z.string().min(1),
+    clientSecret: z.string().optional(),
+    flow: z.enum(['refresh_token', 'client_credentials']).default('refresh_token'),
+    refreshToken: z.string().optional(),
+    tokenUrl: z.string().url().optional(),
+    scopes: z.union([z.string(), z.array(z.string())]).optional(),
+    upstream: upstreamSchema.partial({ host: true }).optional(),
+    /** Addresses this mailbox may send as (shared mailboxes, aliases): kept as they are. */
+    sendAs: z.array(emailAddress).default([]),
+  })
+  .strict();
+
+const userSchema = z
+  .object({
+    username: z.string().min(1).regex(/^[^\s\x00-\x1f]+$/, 'must not contain spaces or control characters'),
+    password: z.string().min(1).optional(),
+    passwordHash: z.string().regex(/^scrypt\$/, 'must be the output of `smtp-oauth-relay hash-password`').optional(),
+    account: z.string().min(1),
+  })
+  .strict();
+
+const oauthSchema = z
+  .object({
+    /** Seconds between keep-alive refreshes of every account, mail or not (refresh tokens die unused). */
+    keepAliveInterval: durationSeconds.default(24 * 3600),
+    /** Attempts at the token endpoint on network errors and 5xx before a send is deferred. */
+    retries: z.number().int().min(0).default(3),
+    /** Seconds before the first retry; doubled each time. */
+    retryDelay: durationSeconds.default(0.5),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    smtp: smtpSchema.default(() => smtpSchema.parse({})),
+    http: httpSchema.default(() => httpSchema.parse({})),
+    dataDir: z.string().default('./data'),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+    oauth: oauthSchema.default(() => oauthSchema.parse({})),
+    accounts: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'account names use letters, digits, _ . -'), accountSchema),
+    users: z.array(userSchema).min(1, 'add at least one device user'),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    for (const [name, account] of Object.entries(config.accounts)) {
+      const at = (key: string) => ['accounts', name, key];
+      if (account.provider === 'microsoft' && !account.tenant && !account.tokenUrl) {
+        ctx.addIssue({ code: 'custom', path: at('tenant'), message: 'required for provider microsoft: the directory id or domain, e.g. contoso.onmicrosoft.com' });
+      }
+      if (account.provider === 'custom') {
+        if (!account.tokenUrl) ctx.addIssue({ code: 'custom', path: at('tokenUrl'), message: 'required for provider custom' });
+        if (!account.upstream?.host) ctx.addIssue({ code: 'custom', path: at('upstream'), message: 'required for provider custom: give upstream.host (and port)' });
+      }
+      if (account.flow === 'refresh_token' && !account.refreshToken) {
+        ctx.addIssue({ code: 'custom', path: at('refreshToken'), message: 'required for flow refresh_token (or set refreshTokenFile)' });
+      }
+      if (account.flow === 'client_credentials' && !account.clientSecret) {
+        ctx.addIssue({ code: 'custom', path: at('clientSecret'), message: 'required for flow client_credentials (or set clientSecretFile)' });
+      }
+      if (account.flow === 'client_credentials' && account.provider === 'google') {
+        ctx.addIssue({ code: 'custom', path: at('flow'), message: 'Google has no client_credentials grant for Gmail; use refresh_token' });
+      }
+    }
+    const seen = new Set<string>();
+    config.users.forEach((user, index) => {
+      const at = (key: string) => ['users', index, key];
+      if (!(user.account in config.accounts)) {
+        ctx.addIssue({ code: 'custom', path: at('account'), message: `no account named "${user.account}"; accounts are: ${Object.keys(config.accounts).join(', ') || 'none'}` });
+      }
+      if (!user.password === !user.passwordHash) {
+        ctx.addIssue({ code: 'custom', path: at('password'), message: 'give exactly one of password, passwordFile or passwordHash' });
+      }
+      if (seen.has(user.username)) {
+        ctx.addIssue({ code: 'custom', path: at('username'), message: `"${user.username}" is listed twice` });
+      }
+      seen.add(user.username);
+    });
+  });
+
+export type Config = z.output<typeof configSchema>;
+export type AccountConfig = Config['accounts'][string];
+export type UserConfig = Config['users'][number];
+export type ProviderName = AccountConfig['provider'];
+export type OAuthFlow = AccountConfig['flow'];

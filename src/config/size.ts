@@ -1,0 +1,15 @@
+const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, KB: 1024, M: 1024 ** 2, MB: 1024 ** 2, G: 1024 ** 3, GB: 1024 ** 3 };
+
+/** "35MB" → 36700160. Units are binary (1 MB = 1024 × 1024 bytes), as Postfix and Exchange count. */
+export function parseByteSize(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*$/i.exec(text);
+  if (!match) return undefined;
+  const bytes = Math.floor(Number(match[1]) * UNITS[match[2].toUpperCase()]);
+  return bytes > 0 ? bytes : undefined;
+}
+
+export function formatByteSize(bytes: number): string {
+  if (bytes % 1024 ** 2 === 0) return `${bytes / 1024 ** 2}MB`;
+  if (bytes % 1024 === 0) return `${bytes / 1024}KB`;
+  return `${bytes} bytes`;
+}

@@ -1,0 +1,89 @@
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { parseConfig } from '../config/index.js';
+import { startApp, type RunningApp } from '../app.js';
+import { FakeProvider, FAKE_TLS } from './fake-provider.js';
+
+export const DEMO_USER = { username: 'demo', password: 'demo-password' };
+const DEMO_MAILBOX = 'scanner@demo.invalid';
+
+export interface DemoOptions {
+  dataDir: string;
+  smtpHost: string;
+  smtpPort: number;
+  httpHost: string;
+  httpPort: number;
+  logLevel: string;
+}
+
+export interface RunningDemo {
+  app: RunningApp;
+  provider: FakeProvider;
+  outboxDir: string;
+  banner: string;
+  stop(): Promise<void>;
+}
+
+/** The relay wired to a local stand-in provider: the whole path, with nothing leaving the machine. */
+export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
+  const outboxDir = path.resolve(options.dataDir, 'demo-outbox');
+  const provider = await new FakeProvider({ mailboxes: [DEMO_MAILBOX], outboxDir, tokenLifetime: 3600 }).start();
+  const configText = stringify({
+    smtp: { host: options.smtpHost, port: options.smtpPort },
+    http: { host: options.httpHost, port: options.httpPort },
+    dataDir: path.resolve(options.dataDir),
+    log: { level: options.logLevel },
+    accounts: {
+      demo: {
+        provider: 'custom',
+        mailbox: DEMO_MAILBOX,
+        clientId: provider.clientId,
+        clientSecret: provider.clientSecret,
+        flow: 'refresh_token',
+        refreshToken: provider.issueRefreshToken(),
+        tokenUrl: provider.tokenUrl,
+        upstream: { host: '127.0.0.1', port: provider.smtpPort, ca: FAKE_TLS.ca() },
+      },
+    },
+    users: [{ ...DEMO_USER, account: 'demo' }],
+  });
+  const loaded = parseConfig(configText, '(built-in demo)');
+  loaded.warnings = [];
+  const app = await startApp(loaded);
+  return {
+    app,
+    provider,
+    outboxDir,
+    banner: demoBanner(options.smtpHost, app.smtpPort, app.httpPort, outboxDir),
+    async stop() {
+      await app.stop();
+      await provider.stop();
+    },
+  };
+}
+
+function demoBanner(host: string, smtpPort: number, httpPort: number, outboxDir: string): string {
+  const local = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return [
+    '',
+    '  smtp-oauth-relay DEMO: nothing leaves this machine.',
+    '  The relay runs against a built-in stand-in for the mail provider (an OAuth token endpoint and',
+    `  a STARTTLS + XOAUTH2 submission server on 127.0.0.1). What it "delivers" is written to`,
+    `  ${outboxDir}`,
+    '',
+    '  Point a device or mail client at:',
+    `    SMTP server   ${host === '0.0.0.0' ? "this machine's address" : host}, port ${smtpPort} (no TLS)`,
+    `    Username      ${DEMO_USER.username}`,
+    `    Password      ${DEMO_USER.password}`,
+    '    Auth          PLAIN or LOGIN',
+    '',
+    '  Try it:',
+    `    swaks --server ${local}:${smtpPort} --auth PLAIN --auth-user ${DEMO_USER.username} --auth-password ${DEMO_USER.password} \\`,
+    '          --from printer@example.com --to you@example.com',
+    '',
+    `  Metrics http://${local}:${httpPort}/metrics   Readiness http://${local}:${httpPort}/readyz`,
+    '  For real use, write a config.yaml (see config.example.yaml) and run: smtp-oauth-relay serve',
+    '  Press Ctrl+C to stop.',
+    '',
+  ].join('\n');
+}

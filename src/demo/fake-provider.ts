@@ -1,0 +1,225 @@
+import { createServer, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
+import '../listener/replies.js';
+import { packageRoot } from '../util/package-root.js';
+
+/**
+ * A local stand-in for Exchange Online or Gmail: an OAuth token endpoint that issues short-lived
+ * tokens and rotates refresh tokens, and a submission server that demands STARTTLS, really checks
+ * the XOAUTH2 bearer token and user, and fails the way the real provider does. Used by `demo` and
+ * by the tests; it listens on loopback only.
+ */
+
+export type ProviderStyle = 'office365' | 'gmail';
+
+export interface FakeProviderOptions {
+  style?: ProviderStyle;
+  /** Mailboxes the provider knows (the XOAUTH2 user must be one of them). */
+  mailboxes: string[];
+  clientId?: string;
+  clientSecret?: string;
+  /** Seconds an access token lives. */
+  tokenLifetime?: number;
+  /** Where to write each received message as an .eml file (the demo's outbox). */
+  outboxDir?: string;
+  /** When set, a From header outside the mailbox (and these) gets 550 5.7.60 SendAsDenied. */
+  enforceSendAs?: string[];
+  /** SIZE advertised by the submission server. */
+  maxSize?: number;
+}
+
+export interface ReceivedMessage {
+  mailbox: string;
+  envelope: { from: string; to: string[] };
+  raw: Buffer;
+}
+
+export interface ScriptedReply {
+  code: number;
+  message: string;
+}
+
+export const FAKE_TLS = {
+  ca: () => path.join(packageRoot(), 'fixtures', 'demo-tls', 'ca.pem'),
+  cert: () => path.join(packageRoot(), 'fixtures', 'demo-tls', 'localhost.pem'),
+  key: () => path.join(packageRoot(), 'fixtures', 'demo-tls', 'localhost.key'),
+};
+
+export class FakeProvider {
+  readonly clientId: string;
+  readonly clientSecret: string;
+  style: ProviderStyle;
+  tokenLifetime: number;
+  tokenRequests = 0;
+  readonly received: ReceivedMessage[] = [];
+  readonly authAttempts: { user: string; ok: boolean }[] = [];
+  /** Each token request takes the next scripted answer, if any (e.g. 500s, invalid_grant). */
+  readonly tokenScript: { status: number; body: Record<string, unknown> }[] = [];
+  /** Each XOAUTH2 login with a valid token fails while this is above zero (a token revoked upstream). */
+  failNextLogins = 0;
+  /** Each DATA takes the next scripted reply, if any (e.g. 432 4.3.2 throttling). */
+  readonly dataScript: ScriptedReply[] = [];
+  /** Recipients refused at RCPT TO with 550 5.1.1. */
+  readonly unknownRecipients = new Set<string>();
+
+  private readonly refreshTokens = new Map<string, string>(); // refresh token → mailbox
+  private readonly accessTokens = new Map<string, { mailbox: string; expiresAt: number }>();
+  private readonly http: Server;
+  private readonly smtp: SMTPServer;
+  tokenUrl = '';
+  smtpPort = 0;
+
+  constructor(private readonly options: FakeProviderOptions) {
+    this.style = options.style ?? 'office365';
+    this.clientId = options.clientId ?? 'demo-client';
+    this.clientSecret = options.clientSecret ?? 'demo-secret';
+    this.tokenLifetime = options.tokenLifetime ?? 3600;
+    this.http = createServer((request, response) => {
+      let body = '';
+      request.setEncoding('utf8');
+      request.on('data', (chunk: string) => (body += chunk));
+      request.on('end', () => {
+        const { status, payload } = this.tokenResponse(new URLSearchParams(body));
+        response.writeHead(status, { 'content-type': 'application/json' });
+        response.end(JSON.stringify(payload));
+      });
+    });
+    this.smtp = new SMTPServer({
+      name: 'localhost',
+      key: readFileSync(FAKE_TLS.key()),
+      cert: readFileSync(FAKE_TLS.cert()),
+      authMethods: ['XOAUTH2'],
+      allowInsecureAuth: false,
+      size: options.maxSize ?? 35882577,
+      logger: false,
+      onAuth: (auth, session, callback) => this.onAuth(auth, session, callback),
+      onRcptTo: (address, _session, callback) =>
+        this.unknownRecipients.has(address.address.toLowerCase())
+          ? callback(Object.assign(new Error('5.1.1 Recipient address rejected: User unknown'), { responseCode: 550 }))
+          : callback(),
+      onData: (stream, session, callback) => {
+        const chunks: Buffer[] = [];
+        stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+        stream.on('end', () => {
+          this.onMessage(Buffer.concat(chunks), session).then(
+            (reply) => callback(null, reply),
+            (error: Error) => callback(error),
+          );
+        });
+      },
+    });
+  }
+
+  /** Issues a refresh token as if a user had signed in, for the config of the relay. */
+  issueRefreshToken(mailbox = this.options.mailboxes[0]): string {
+    const token = `rt-${randomBytes(12).toString('hex')}`;
+    this.refreshTokens.set(token, mailbox);
+    return token;
+  }
+
+  revokeRefreshToken(token: string): void {
+    this.refreshTokens.delete(token);
+  }
+
+  /** Makes every access token issued so far invalid, as a password change or revocation does. */
+  revokeAccessTokens(): void {
+    this.accessTokens.clear();
+  }
+
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.http.listen(0, '127.0.0.1', resolve));
+    this.tokenUrl = `http://127.0.0.1:${(this.http.address() as AddressInfo).port}/oauth2/v2.0/token`;
+    await new Promise<void>((resolve) => this.smtp.listen(0, '127.0.0.1', resolve));
+    this.smtpPort = (this.smtp.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.http.closeAllConnections();
+    await new Promise((resolve) => this.http.close(resolve));
+    await new Promise((resolve) => this.smtp.close(() => resolve(undefined)));
+  }
+
+  private tokenResponse(form: URLSearchParams): { status: number; payload: Record<string, unknown> } {
+    this.tokenRequests++;
+    const scripted = this.tokenScript.shift();
+    if (scripted) return { status: scripted.status, payload: scripted.body };
+    if (form.get('client_id') !== this.clientId) {
+      return oauthError(400, 'invalid_client', "AADSTS700016: Application with identifier was not found in the directory.");
+    }
+    const grant = form.get('grant_type');
+    let mailbox: string | undefined;
+    let refreshToken: string | undefined;
+    if (grant === 'refresh_token') {
+      mailbox = this.refreshTokens.get(form.get('refresh_token') ?? '');
+      if (!mailbox) return oauthError(400, 'invalid_grant', 'AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.');
+      refreshToken = this.issueRefreshToken(mailbox); // rotated; the old one stays valid, as at Microsoft
+    } else if (grant === 'client_credentials') {
+      if (form.get('client_secret') !== this.clientSecret) return oauthError(401, 'invalid_client', 'AADSTS7000215: Invalid client secret provided.');
+      mailbox = '*';
+    } else {
+      return oauthError(400, 'unsupported_grant_type', `grant_type ${grant} is not supported`);
+    }
+    const accessToken = `at-${randomBytes(16).toString('hex')}`;
+    this.accessTokens.set(accessToken, { mailbox, expiresAt: Date.now() + this.tokenLifetime * 1000 });
+    const payload: Record<string, unknown> = { token_type: 'Bearer', access_token: accessToken, expires_in: this.tokenLifetime, scope: form.get('scope') };
+    if (refreshToken) payload.refresh_token = refreshToken;
+    return { status: 200, payload };
+  }
+
+  private onAuth(
+    auth: SMTPServerAuthentication,
+    _session: SMTPServerSession,
+    callback: (error: Error | null | undefined, response?: { user?: unknown; data?: Record<string, string> }) => void,
+  ): void {
+    const user = (auth.username ?? '').toLowerCase();
+    const grant = this.accessTokens.get(auth.accessToken ?? '');
+    let ok = !!grant && grant.expiresAt > Date.now() && (grant.mailbox === '*' || grant.mailbox.toLowerCase() === user);
+    ok &&= this.options.mailboxes.some((mailbox) => mailbox.toLowerCase() === user);
+    if (ok && this.failNextLogins > 0) {
+      this.failNextLogins--;
+      ok = false;
+    }
+    this.authAttempts.push({ user, ok });
+    if (ok) return callback(null, { user });
+    if (this.style === 'gmail') {
+      // Gmail: a 334 challenge carrying base64 JSON, then 535 5.7.8 after the client's empty line.
+      return callback(null, { data: { status: '401', schemes: 'bearer', scope: 'https://mail.google.com/' } });
+    }
+    callback(Object.assign(new Error('5.7.3 Authentication unsuccessful [BN0PR04CA0012.namprd04.prod.outlook.com]'), { responseCode: 535 }));
+  }
+
+  private async onMessage(raw: Buffer, session: SMTPServerSession): Promise<string> {
+    const scripted = this.dataScript.shift();
+    if (scripted) throw Object.assign(new Error(scripted.message), { responseCode: scripted.code });
+    const mailbox = String(session.user);
+    if (this.options.enforceSendAs) {
+      const from = /^From:[^\r\n]*?<?([^\s<>]+@[^\s<>]+)>?\s*$/im.exec(raw.subarray(0, 64 * 1024).toString('latin1'))?.[1]?.toLowerCase();
+      const allowed = [mailbox, ...this.options.enforceSendAs].map((address) => address.toLowerCase());
+      if (!from || !allowed.includes(from)) {
+        throw Object.assign(new Error('5.7.60 SMTP; Client does not have permissions to send as this sender'), { responseCode: 550 });
+      }
+    }
+    const message: ReceivedMessage = {
+      mailbox,
+      envelope: { from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((rcpt) => rcpt.address) },
+      raw,
+    };
+    this.received.push(message);
+    const id = randomBytes(6).toString('hex').toUpperCase();
+    if (this.options.outboxDir) {
+      await mkdir(this.options.outboxDir, { recursive: true });
+      await writeFile(path.join(this.options.outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${id}.eml`), raw);
+    }
+    return `2.6.0 <${id}@fake-provider> [Hostname=localhost] Queued mail for delivery`;
+  }
+}
+
+function oauthError(status: number, error: string, description: string) {
+  return { status, payload: { error, error_description: `${description}\r\nTrace ID: ${randomBytes(8).toString('hex')}` } };
+}

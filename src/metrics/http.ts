@@ -1,0 +1,77 @@
+import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../log.js';
+
+/** Per-account state as /readyz reports it; `ready` decides the status code. */
+export interface ReadinessReport {
+  ready: boolean;
+  accounts: Record<string, unknown>;
+}
+
+export interface StatusServerOptions {
+  host: string;
+  port: number;
+  registry: Registry;
+  readiness: () => ReadinessReport;
+  logger: Logger;
+}
+
+/** /metrics for Prometheus, /healthz (the process answers) and /readyz (every account can send). */
+export class StatusServer {
+  private readonly server: Server;
+
+  constructor(private readonly options: StatusServerOptions) {
+    this.server = createServer((request, response) => {
+      this.route(request, response).catch((error: Error) => {
+        options.logger.error({ err: error.message, path: request.url }, 'status endpoint failed');
+        if (!response.headersSent) response.writeHead(500);
+        response.end();
+      });
+    });
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const path = (request.url ?? '/').split('?')[0];
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    switch (path) {
+      case '/metrics':
+        response.writeHead(200, { 'content-type': this.options.registry.contentType });
+        response.end(await this.options.registry.metrics());
+        return;
+      case '/healthz':
+        sendJson(response, 200, { status: 'ok' });
+        return;
+      case '/readyz': {
+        const report = this.options.readiness();
+        sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', accounts: report.accounts });
+        return;
+      }
+      default:
+        sendJson(response, 404, { error: 'not found', endpoints: ['/metrics', '/healthz', '/readyz'] });
+    }
+  }
+}
+
+function sendJson(response: ServerResponse, status: number, body: unknown): void {
+  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  response.end(JSON.stringify(body, null, 2) + '\n');
+}

@@ -1,0 +1,64 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { FAILURE_REASONS } from '../reply.js';
+
+export const METRIC_PREFIX = 'smtp_relay_';
+
+export const TOKEN_REFRESH_RESULTS = ['success', 'reauth_required', 'error'] as const;
+export type TokenRefreshResult = (typeof TOKEN_REFRESH_RESULTS)[number];
+
+/**
+ * Every metric the relay exposes, on a registry of its own so that several relays can live in
+ * one process (tests) without sharing series. Labels are account names from the config and fixed
+ * reason words, never addresses or user input.
+ */
+export function createMetrics(accountNames: string[]) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+  const p = METRIC_PREFIX;
+  const metrics = {
+    registry,
+    connections: new Counter({ name: `${p}smtp_connections_total`, help: 'Device connections accepted', registers: [registry] }),
+    activeConnections: new Gauge({ name: `${p}smtp_active_connections`, help: 'Device connections open now', registers: [registry] }),
+    authFailures: new Counter({ name: `${p}smtp_auth_failures_total`, help: 'Failed device AUTH attempts', registers: [registry] }),
+    messagesReceived: new Counter({ name: `${p}messages_received_total`, help: 'Messages whose DATA a device completed', labelNames: ['account'], registers: [registry] }),
+    messagesRelayed: new Counter({ name: `${p}messages_relayed_total`, help: 'Messages the upstream accepted', labelNames: ['account'], registers: [registry] }),
+    messagesFailed: new Counter({
+      name: `${p}messages_failed_total`,
+      help: 'Messages not relayed, by reason (the device was told 4xx or 5xx)',
+      labelNames: ['account', 'reason'],
+      registers: [registry],
+    }),
+    messageSize: new Histogram({
+      name: `${p}message_size_bytes`,
+      help: 'Size of received messages',
+      labelNames: ['account'],
+      buckets: [10e3, 100e3, 1e6, 5e6, 10e6, 25e6, 50e6],
+      registers: [registry],
+    }),
+    upstreamSendDuration: new Histogram({
+      name: `${p}upstream_send_duration_seconds`,
+      help: 'Time from handing a message to the upstream to its final reply',
+      labelNames: ['account'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    tokenRefreshes: new Counter({ name: `${p}token_refreshes_total`, help: 'Access token requests, by result', labelNames: ['account', 'result'], registers: [registry] }),
+    tokenExpiry: new Gauge({ name: `${p}token_expiry_timestamp_seconds`, help: 'When the current access token expires (Unix time)', labelNames: ['account'], registers: [registry] }),
+    tokenLastRefresh: new Gauge({
+      name: `${p}token_last_success_timestamp_seconds`,
+      help: 'When a token was last obtained successfully (Unix time); alert when this grows old',
+      labelNames: ['account'],
+      registers: [registry],
+    }),
+    accountReady: new Gauge({ name: `${p}account_ready`, help: '1 when the account can send, 0 when it needs attention', labelNames: ['account'], registers: [registry] }),
+  };
+  for (const account of accountNames) {
+    metrics.messagesReceived.inc({ account }, 0);
+    metrics.messagesRelayed.inc({ account }, 0);
+    for (const reason of FAILURE_REASONS) metrics.messagesFailed.inc({ account, reason }, 0);
+    for (const result of TOKEN_REFRESH_RESULTS) metrics.tokenRefreshes.inc({ account, result }, 0);
+  }
+  return metrics;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

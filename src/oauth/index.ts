@@ -1,0 +1,2 @@
+export { TokenManager, TokenError, type AccountTokenStatus, type AccountState } from './token-manager.js';
+export { TokenStore } from './token-store.js';

@@ -1,0 +1,261 @@
+import type { Logger } from '../log.js';
+import type { Metrics, TokenRefreshResult } from '../metrics/metrics.js';
+import type { ResolvedAccount } from '../config/index.js';
+import { fingerprint, type TokenStore } from './token-store.js';
+
+export type AccountState = 'starting' | 'ready' | 'needs_reauth' | 'unavailable';
+
+export interface AccountTokenStatus {
+  state: AccountState;
+  flow: ResolvedAccount['flow'];
+  tokenExpiresAt?: string;
+  lastRefreshAt?: string;
+  /** The provider's own words (error_description) or the network error. */
+  lastError?: string;
+  /** What the operator should do about lastError. */
+  hint?: string;
+}
+
+/**
+ * Why no access token could be had. `reauth`: a human must act (sign in again, fix the secret);
+ * retrying will not help. `unavailable`: the token endpoint could not be reached or failed.
+ */
+export class TokenError extends Error {
+  constructor(
+    readonly kind: 'reauth' | 'unavailable',
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+    this.name = 'TokenError';
+  }
+}
+
+interface CachedToken {
+  accessToken: string;
+  expiresAt: number;
+  refreshAt: number;
+}
+
+/** OAuth errors after which only a human can help; anything else 4xx is a config problem, too. */
+const HUMAN_ERRORS: Record<string, string> = {
+  invalid_grant: 'the refresh token was revoked, expired or unused too long: sign in again and put the new refresh token in the config (or token store)',
+  invalid_client: 'the client id or secret is wrong or the secret expired: create a new client secret and update clientSecret',
+  unauthorized_client: 'the app is not allowed this grant: check the app registration (public client flows, API permissions, admin consent)',
+  invalid_scope: 'the scopes are not granted to the app: add the SMTP permission and grant consent',
+};
+
+const TEN_MINUTES = 10 * 60 * 1000;
+const DEFAULT_LIFETIME_S = 3600;
+/** After a rejection, the same refresh token is tried again no sooner than this. */
+const REAUTH_RECHECK_MS = 5 * 60 * 1000;
+
+export interface TokenManagerOptions {
+  store: TokenStore;
+  metrics: Metrics;
+  logger: Logger;
+  retries: number;
+  retryDelayMs: number;
+}
+
+/**
+ * Owns one account's access token: cached in memory, refreshed ahead of expiry, one request at a
+ * time however many sends ask, rotated refresh tokens persisted, and the account's health kept
+ * for /readyz and the metrics.
+ */
+export class TokenManager {
+  private current?: CachedToken;
+  private inflight?: Promise<CachedToken>;
+  private state: AccountState = 'starting';
+  private lastRefreshAt?: number;
+  private lastError?: string;
+  private hint?: string;
+  private rejected?: { refreshToken?: string; at: number; error: TokenError };
+  private keepAlive?: NodeJS.Timeout;
+  private readonly log: Logger;
+
+  constructor(
+    readonly account: ResolvedAccount,
+    private readonly options: TokenManagerOptions,
+  ) {
+    this.log = options.logger.child({ account: account.name });
+    options.metrics.accountReady.set({ account: account.name }, 0);
+  }
+
+  /** A token good for at least the next few minutes. */
+  async getToken(): Promise<string> {
+    const cached = this.current;
+    if (cached && Date.now() < cached.refreshAt) return cached.accessToken;
+    try {
+      return (await this.refresh()).accessToken;
+    } catch (error) {
+      // Refreshing early leaves room: a still-valid token beats deferring the message.
+      if (cached && Date.now() < cached.expiresAt - 60_000) {
+        this.log.warn({ err: (error as Error).message }, 'token refresh failed; using the current token until it expires');
+        return cached.accessToken;
+      }
+      throw error;
+    }
+  }
+
+  /** The upstream refused this token: forget it so the next send fetches a new one. */
+  invalidate(accessToken: string): void {
+    if (this.current?.accessToken === accessToken) this.current = undefined;
+  }
+
+  /** Requests a new access token now; concurrent callers share one request. */
+  refresh(): Promise<CachedToken> {
+    this.inflight ??= this.requestWithRetries().finally(() => (this.inflight = undefined));
+    return this.inflight;
+  }
+
+  /** Refreshes on a timer, mail or not: an unused refresh token dies (Microsoft: 90 days). */
+  startKeepAlive(intervalMs: number): void {
+    this.stopKeepAlive();
+    const tick = () => void this.refresh().catch(() => undefined);
+    tick();
+    this.keepAlive = setInterval(tick, intervalMs).unref();
+  }
+
+  stopKeepAlive(): void {
+    clearInterval(this.keepAlive);
+  }
+
+  status(): AccountTokenStatus {
+    return {
+      state: this.state,
+      flow: this.account.flow,
+      tokenExpiresAt: this.current && new Date(this.current.expiresAt).toISOString(),
+      lastRefreshAt: this.lastRefreshAt ? new Date(this.lastRefreshAt).toISOString() : undefined,
+      lastError: this.lastError,
+      hint: this.hint,
+    };
+  }
+
+  private async requestWithRetries(): Promise<CachedToken> {
+    const refreshToken = this.account.flow === 'refresh_token' ? await this.currentRefreshToken() : undefined;
+    const rejected = this.rejected;
+    if (rejected && rejected.refreshToken === refreshToken && Date.now() - rejected.at < REAUTH_RECHECK_MS) {
+      throw rejected.error;
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const token = await this.request(refreshToken);
+        this.recordSuccess(token);
+        return token;
+      } catch (error) {
+        const tokenError = error instanceof TokenError ? error : new TokenError('unavailable', `token endpoint unreachable: ${(error as Error).message}`);
+        if (tokenError.kind === 'reauth') {
+          this.recordFailure(tokenError, 'reauth_required');
+          this.rejected = { refreshToken, at: Date.now(), error: tokenError };
+          throw tokenError;
+        }
+        if (attempt >= this.options.retries) {
+          this.recordFailure(tokenError, 'error');
+          throw tokenError;
+        }
+        this.log.warn({ attempt: attempt + 1, err: tokenError.message }, 'token request failed; retrying');
+        await sleep(this.options.retryDelayMs * 2 ** attempt);
+      }
+    }
+  }
+
+  private async request(refreshToken: string | undefined): Promise<CachedToken> {
+    const account = this.account;
+    const form = new URLSearchParams({ client_id: account.clientId });
+    if (account.clientSecret) form.set('client_secret', account.clientSecret);
+    if (account.scopes) form.set('scope', account.scopes);
+    if (refreshToken) {
+      form.set('grant_type', 'refresh_token');
+      form.set('refresh_token', refreshToken);
+    } else {
+      form.set('grant_type', 'client_credentials');
+    }
+    const response = await fetch(account.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body: form,
+      signal: AbortSignal.timeout(15_000),
+    });
+    const body = (await response.json().catch(() => ({}))) as Record<string, unknown>;
+    if (!response.ok || typeof body.access_token !== 'string') {
+      throw describeTokenFailure(response.status, body);
+    }
+    if (typeof body.refresh_token === 'string' && body.refresh_token !== refreshToken) {
+      await this.persistRefreshToken(body.refresh_token);
+    }
+    return schedule(body.access_token, Number(body.expires_in) || DEFAULT_LIFETIME_S);
+  }
+
+  /** A rotated token in the store wins over the config's, unless the config's was replaced since. */
+  private async currentRefreshToken(): Promise<string | undefined> {
+    const configured = this.account.refreshToken;
+    const stored = await this.options.store.read(this.account.name).catch((error: Error) => {
+      this.log.error({ err: error.message }, 'cannot read the token store; using the configured refresh token');
+      return undefined;
+    });
+    if (stored && (!configured || stored.seed === fingerprint(configured))) return stored.refreshToken;
+    return configured;
+  }
+
+  private async persistRefreshToken(refreshToken: string): Promise<void> {
+    const configured = this.account.refreshToken;
+    try {
+      await this.options.store.write(this.account.name, {
+        refreshToken,
+        seed: configured ? fingerprint(configured) : '',
+        updatedAt: new Date().toISOString(),
+      });
+    } catch (error) {
+      // The previous refresh token stays valid at the providers, so mail keeps flowing.
+      this.log.error({ err: (error as Error).message }, 'cannot save the rotated refresh token');
+    }
+  }
+
+  private recordSuccess(token: CachedToken): void {
+    const wasState = this.state;
+    this.current = token;
+    this.state = 'ready';
+    this.lastRefreshAt = Date.now();
+    this.lastError = this.hint = this.rejected = undefined;
+    const { metrics } = this.options;
+    const account = this.account.name;
+    metrics.tokenRefreshes.inc({ account, result: 'success' });
+    metrics.tokenExpiry.set({ account }, token.expiresAt / 1000);
+    metrics.tokenLastRefresh.set({ account }, this.lastRefreshAt / 1000);
+    metrics.accountReady.set({ account }, 1);
+    this.log[wasState === 'ready' ? 'debug' : 'info']({ expiresAt: new Date(token.expiresAt).toISOString() }, 'access token obtained');
+  }
+
+  private recordFailure(error: TokenError, result: TokenRefreshResult): void {
+    this.state = error.kind === 'reauth' ? 'needs_reauth' : 'unavailable';
+    this.lastError = error.message;
+    this.hint = error.hint;
+    const account = this.account.name;
+    this.options.metrics.tokenRefreshes.inc({ account, result });
+    if (!this.current || Date.now() >= this.current.expiresAt) this.options.metrics.accountReady.set({ account }, 0);
+    this.log.error({ err: error.message, hint: error.hint, state: this.state }, 'cannot obtain an access token');
+  }
+}
+
+function schedule(accessToken: string, lifetimeSeconds: number): CachedToken {
+  const lifetime = lifetimeSeconds * 1000;
+  const now = Date.now();
+  // Exchange's high-volume endpoints refuse tokens about to expire (501 5.5.127): renew 10 minutes
+  // early, or halfway through a short-lived token.
+  const margin = lifetime >= 2 * TEN_MINUTES ? TEN_MINUTES : lifetime / 2;
+  return { accessToken, expiresAt: now + lifetime, refreshAt: now + lifetime - margin };
+}
+
+function describeTokenFailure(status: number, body: Record<string, unknown>): TokenError {
+  const code = typeof body.error === 'string' ? body.error : undefined;
+  const description = typeof body.error_description === 'string' ? body.error_description.split(/\r?\n/)[0] : undefined;
+  const text = `token endpoint answered HTTP ${status}${code ? ` ${code}` : ''}${description ? `: ${description}` : ''}`;
+  const transient = status >= 500 || status === 429 || status === 408 || (status < 400 && !code);
+  if (transient) return new TokenError('unavailable', text);
+  return new TokenError('reauth', text, (code && HUMAN_ERRORS[code]) || 'check the account settings (clientId, tenant, scopes, tokenUrl)');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,62 @@
+/**
+ * The outcome of anything that answers a device: a reply code, its RFC 3463 enhanced status code
+ * and text, plus a low-cardinality reason for metrics and logs. Mapped to the wire in one place
+ * (the listener), never compared by message text.
+ */
+export interface SmtpReply {
+  code: number;
+  enhanced: string;
+  text: string;
+}
+
+export type FailureReason =
+  | 'too_large'
+  | 'header_too_large'
+  | 'upstream_rejected'
+  | 'upstream_deferred'
+  | 'upstream_auth'
+  | 'upstream_unreachable'
+  | 'upstream_tls'
+  | 'token_unavailable'
+  | 'needs_reauth'
+  | 'internal';
+
+export const FAILURE_REASONS: readonly FailureReason[] = [
+  'too_large',
+  'header_too_large',
+  'upstream_rejected',
+  'upstream_deferred',
+  'upstream_auth',
+  'upstream_unreachable',
+  'upstream_tls',
+  'token_unavailable',
+  'needs_reauth',
+  'internal',
+];
+
+export class SmtpError extends Error {
+  /** smtp-server answers an error with err.responseCode and err.message. */
+  readonly responseCode: number;
+
+  constructor(
+    readonly reply: SmtpReply,
+    readonly reason: FailureReason,
+    options?: { cause?: unknown },
+  ) {
+    super(`${reply.enhanced} ${reply.text}`, options);
+    this.name = 'SmtpError';
+    this.responseCode = reply.code;
+  }
+
+  get isTemporary(): boolean {
+    return this.reply.code < 500;
+  }
+}
+
+export function defer(reason: FailureReason, text: string, enhanced = '4.3.0', cause?: unknown): SmtpError {
+  return new SmtpError({ code: 451, enhanced, text }, reason, { cause });
+}
+
+export function reject(reason: FailureReason, code: number, enhanced: string, text: string, cause?: unknown): SmtpError {
+  return new SmtpError({ code, enhanced, text }, reason, { cause });
+}

@@ -1,0 +1,3 @@
+export { SenderRewriter } from './sender-rewriter.js';
+export { SizeGuard } from './size-guard.js';
+export { formatMailbox, type SenderRules, type SenderDecision } from './headers.js';

@@ -1,0 +1,1 @@
+export { Spool, type StagedMessage } from './spool.js';

@@ -1,0 +1,2 @@
+export { Upstream, type Envelope, type SendReceipt } from './upstream.js';
+export { parseReply } from './classify.js';

@@ -1,0 +1,117 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { Readable } from 'node:stream';
+import nodemailer, { type Mail, type SMTPPoolOptions } from 'nodemailer';
+import type { ResolvedAccount } from '../config/index.js';
+import type { TokenManager } from '../oauth/index.js';
+import type { Logger } from '../log.js';
+import { classifySendError, type NodemailerError } from './classify.js';
+
+export interface Envelope {
+  from: string;
+  to: string[];
+}
+
+export interface SendReceipt {
+  accepted: string[];
+  /** Recipients the upstream refused while it took the message for the others. */
+  rejected: { address: string; response: string }[];
+  response: string;
+}
+
+/** The relay's own XOAUTH2 login failed with this upstream reply (the token was already dropped). */
+class XOAuth2Rejected extends Error {}
+
+interface AuthContext {
+  sendCommand(command: string): Promise<{ status: number; response: string }>;
+}
+
+/**
+ * One account's way out: a pooled nodemailer transport that must use STARTTLS with a verified
+ * certificate and logs in with AUTH XOAUTH2 using the token manager's token. Nodemailer's own
+ * OAuth2 client is bypassed (it caches per connection and does not retry Office 365's plain 535).
+ */
+export class Upstream {
+  private readonly transport: Mail;
+
+  constructor(
+    readonly account: ResolvedAccount,
+    private readonly tokens: TokenManager,
+    private readonly logger: Logger,
+    hostname: string,
+  ) {
+    const upstream = account.upstream;
+    this.transport = nodemailer.createTransport({
+      pool: true,
+      maxConnections: upstream.maxConnections,
+      host: upstream.host,
+      port: upstream.port,
+      secure: false,
+      requireTLS: true,
+      // SNI carries host names only (RFC 6066); an IP address is still checked against the certificate.
+      tls: { ca: upstream.ca ? readFileSync(upstream.ca) : undefined, minVersion: 'TLSv1.2', servername: isIP(upstream.host) ? undefined : upstream.host },
+      name: hostname,
+      connectionTimeout: upstream.timeoutMs,
+      greetingTimeout: upstream.timeoutMs,
+      socketTimeout: upstream.timeoutMs,
+      logger: false,
+      auth: { type: 'custom', method: 'XOAUTH2', user: account.mailbox, pass: 'oauth2' },
+      customAuth: { XOAUTH2: (ctx: AuthContext) => this.authenticate(ctx) },
+    } as SMTPPoolOptions & { pool: true });
+  }
+
+  /**
+   * Sends a message read from `openMessage` (called again for the one retry). Resolves with the
+   * upstream's receipt or rejects with an SmtpError saying what the device should be told.
+   */
+  async send(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
+    try {
+      return await this.sendOnce(envelope, openMessage);
+    } catch (error) {
+      if (!isLoginRejection(error)) throw classifySendError(error, this.account.name);
+      // The token was dropped when the login failed: one fresh token, one more try.
+      this.logger.warn({ account: this.account.name, upstream: (error as NodemailerError).response }, 'upstream refused the token; refreshing and retrying once');
+      try {
+        return await this.sendOnce(envelope, openMessage);
+      } catch (retryError) {
+        throw classifySendError(retryError, this.account.name);
+      }
+    }
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+
+  private async sendOnce(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
+    const message = openMessage();
+    // A send that fails before DATA never reads the stream; it must not keep its file open.
+    const info = await this.transport
+      .sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message })
+      .finally(() => message.destroy());
+    const rejectedErrors = ((info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? []).map((error) => ({
+      address: String((error as { recipient?: string }).recipient ?? ''),
+      response: error.response ?? error.message,
+    }));
+    return { accepted: (info.accepted as string[]) ?? [], rejected: rejectedErrors, response: info.response ?? '' };
+  }
+
+  private async authenticate(ctx: AuthContext): Promise<void> {
+    const token = await this.tokens.getToken();
+    const payload = Buffer.from(`user=${this.account.mailbox}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
+    let reply = await ctx.sendCommand(`AUTH XOAUTH2 ${payload}`);
+    if (reply.status === 334) {
+      // Gmail reports the failure as a base64 JSON challenge that must be answered with an empty line.
+      reply = await ctx.sendCommand('');
+    }
+    if (reply.status !== 235) {
+      this.tokens.invalidate(token);
+      throw new XOAuth2Rejected(`XOAUTH2 refused: ${reply.response}`);
+    }
+  }
+}
+
+function isLoginRejection(error: unknown): boolean {
+  // nodemailer re-labels the handler's error as EAUTH but keeps the object.
+  return error instanceof XOAuth2Rejected;
+}

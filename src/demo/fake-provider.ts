@@ -96,6 +96,7 @@ export class FakeProvider {
       authMethods: ['XOAUTH2'],
       allowInsecureAuth: false,
       size: options.maxSize ?? 35882577,
+      hideENHANCEDSTATUSCODES: false,
       logger: false,
       onAuth: (auth, session, callback) => this.onAuth(auth, session, callback),
       onRcptTo: (address, _session, callback) =>

@@ -50,7 +50,7 @@ export class Listener {
       authMethods: ['PLAIN', 'LOGIN'],
       // Printers rarely speak TLS; clear-text AUTH is allowed and logged (see onAuth).
       allowInsecureAuth: true,
-      authRequiredMessage: '5.7.0 Authentication required',
+      authRequiredMessage: 'Authentication required',
       size: config.smtp.maxMessageSize,
       maxClients: config.smtp.maxClients,
       socketTimeout: config.smtp.socketTimeout * 1000,
@@ -62,6 +62,8 @@ export class Listener {
       cert: tls ? readFileSync(tls.cert) : undefined,
       // The upstream leg is not known to carry SMTPUTF8; 8BITMIME is honoured by both providers.
       hideSMTPUTF8: true,
+      // RFC 3463 codes on every reply, so devices and logs can tell 4.7.0 from 4.4.1.
+      hideENHANCEDSTATUSCODES: false,
       logger: false,
       onConnect: (session, callback) => this.onConnect(session, callback),
       onClose: () => options.metrics.activeConnections.dec(),

@@ -31,10 +31,8 @@ interface Mailbox {
  * goes, and Date and Message-ID are added when missing. Other header lines stay byte for byte.
  */
 export function applySenderRules(headers: Headers, rules: SenderRules): SenderDecision {
-  const fromValues = headers
-    .getList()
-    .filter((line) => line.key === 'from')
-    .map((line) => line.line.slice(line.line.indexOf(':') + 1));
+  const lines = headers.getList();
+  const fromValues = lines.filter((line) => line.key === 'from').map((line) => line.line.slice(line.line.indexOf(':') + 1));
   const author = fromValues.length > 0 ? firstMailbox(fromValues[0]) : undefined;
   const originalFrom = author?.address || rules.envelopeFrom || undefined;
   headers.remove('sender');
@@ -43,19 +41,22 @@ export function applySenderRules(headers: Headers, rules: SenderRules): SenderDe
   const keep = fromValues.length === 1 && author !== undefined && rules.sendAs.includes(author.address.toLowerCase());
   if (keep) return { envelopeFrom: author.address, originalFrom, fromRewritten: false };
 
+  // The new From takes the old one's place; a message without one gets it at the top.
+  const position = Math.max(0, lines.findIndex((line) => line.key === 'from'));
   headers.remove('from');
-  headers.add('From', formatMailbox({ name: author?.name ?? '', address: rules.mailbox }));
+  headers.add('From', formatMailbox({ name: author?.name ?? '', address: rules.mailbox }), position);
   if (originalFrom && originalFrom.toLowerCase() !== rules.mailbox.toLowerCase() && !headers.hasHeader('reply-to')) {
-    headers.add('Reply-To', formatMailbox({ name: author?.name ?? '', address: originalFrom }));
+    headers.add('Reply-To', formatMailbox({ name: author?.name ?? '', address: originalFrom }), position + 1);
   }
   return { envelopeFrom: rules.mailbox, originalFrom, fromRewritten: true };
 }
 
 function ensureDateAndMessageId(headers: Headers, mailbox: string): void {
-  if (!headers.hasHeader('date')) headers.add('Date', new Date().toUTCString().replace(/GMT$/, '+0000'));
+  const end = headers.getList().length;
+  if (!headers.hasHeader('date')) headers.add('Date', new Date().toUTCString().replace(/GMT$/, '+0000'), end);
   if (!headers.hasHeader('message-id')) {
     const domain = mailbox.slice(mailbox.lastIndexOf('@') + 1);
-    headers.add('Message-ID', `<${Date.now().toString(36)}.${randomBytes(8).toString('hex')}@${domain}>`);
+    headers.add('Message-ID', `<${Date.now().toString(36)}.${randomBytes(8).toString('hex')}@${domain}>`, end + 1);
   }
 }
 

@@ -1,0 +1,131 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import nodemailer from 'nodemailer';
+import { stringify } from 'yaml';
+import { parseConfig } from '../src/config/index.js';
+import { startApp, type RunningApp } from '../src/app.js';
+import { createLogger } from '../src/log.js';
+import { FakeProvider, FAKE_TLS, type FakeProviderOptions } from '../src/demo/fake-provider.js';
+
+export const execFileAsync = promisify(execFile);
+export const MAILBOX = 'scanner@contoso.test';
+export const DEVICE = { username: 'printer-2f', password: 'correct horse battery staple' };
+
+export async function startProvider(options: Partial<FakeProviderOptions> = {}): Promise<FakeProvider> {
+  return new FakeProvider({ mailboxes: [MAILBOX], ...options }).start();
+}
+
+export interface TestRelay {
+  app: RunningApp;
+  port: number;
+  httpPort: number;
+  dataDir: string;
+  logs: string[];
+  stop(): Promise<void>;
+}
+
+export interface RelayOptions {
+  account?: Record<string, unknown>;
+  users?: Record<string, unknown>[];
+  top?: Record<string, unknown>;
+  dataDir?: string;
+  keepAlive?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** The account block pointing at a stand-in provider, as an administrator would write it. */
+export function accountFor(provider: FakeProvider, refreshToken = provider.issueRefreshToken()): Record<string, unknown> {
+  return {
+    provider: 'custom',
+    mailbox: MAILBOX,
+    clientId: provider.clientId,
+    clientSecret: provider.clientSecret,
+    refreshToken,
+    tokenUrl: provider.tokenUrl,
+    upstream: { host: '127.0.0.1', port: provider.smtpPort, ca: FAKE_TLS.ca(), timeout: 10 },
+  };
+}
+
+export async function startRelay(provider: FakeProvider, options: RelayOptions = {}): Promise<TestRelay> {
+  const dataDir = options.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'relay-test-')));
+  const yaml = stringify({
+    smtp: { host: '127.0.0.1', port: 0, hostname: 'relay.test' },
+    http: { host: '127.0.0.1', port: 0 },
+    dataDir,
+    oauth: { retries: 1, retryDelay: 0.05 },
+    accounts: { office: options.account ?? accountFor(provider) },
+    users: options.users ?? [{ ...DEVICE, account: 'office' }],
+    ...options.top,
+  });
+  const loaded = parseConfig(yaml, path.join(dataDir, 'config.yaml'), options.env ?? {});
+  const logs: string[] = [];
+  const logger = createLogger('debug', { write: (line: string) => void logs.push(line) });
+  const app = await startApp(loaded, { logger, keepAlive: options.keepAlive ?? false });
+  return {
+    app,
+    port: app.smtpPort,
+    httpPort: app.httpPort,
+    dataDir,
+    logs,
+    async stop() {
+      await app.stop();
+      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A device that speaks SMTP with AUTH (nodemailer as the client, one connection per message). */
+export async function sendRaw(port: number, message: { from: string; to: string[]; raw: string | Buffer }, auth = DEVICE) {
+  const device = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true, auth: { user: auth.username, pass: auth.password } });
+  try {
+    return await device.sendMail({ envelope: { from: message.from, to: message.to }, raw: message.raw });
+  } finally {
+    device.close();
+  }
+}
+
+/** The device's reply when the relay refuses (e.g. "451 4.7.0 ..."). */
+export async function sendRawExpectingError(port: number, message: { from: string; to: string[]; raw: string | Buffer }): Promise<string> {
+  try {
+    await sendRaw(port, message);
+  } catch (error) {
+    return (error as { response?: string }).response ?? String(error);
+  }
+  throw new Error('the relay accepted a message it should have refused');
+}
+
+export async function metric(httpPort: number, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+  const wanted = Object.entries(labels);
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const have = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (wanted.every(([key, value]) => have[key] === value)) return Number(match[3]);
+  }
+  return NaN;
+}
+
+export async function readyz(httpPort: number): Promise<{ status: number; body: { status: string; accounts: Record<string, Record<string, unknown>> } }> {
+  const response = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
+  return { status: response.status, body: await response.json() };
+}
+
+/** Splits a received message at the blank line that ends its header. */
+export function splitMessage(raw: Buffer): { header: string; body: Buffer } {
+  const end = raw.indexOf('\r\n\r\n');
+  return { header: raw.subarray(0, end + 2).toString('utf8'), body: raw.subarray(end + 4) };
+}
+
+export function headerValues(header: string, name: string): string[] {
+  const unfolded = header.replace(/\r\n[ \t]+/g, ' ');
+  return unfolded
+    .split('\r\n')
+    .filter((line) => line.toLowerCase().startsWith(`${name.toLowerCase()}:`))
+    .map((line) => line.slice(name.length + 1).trim());
+}
+
+export const message = (headers: string[], body: string) => [...headers, '', body].join('\r\n');

@@ -132,6 +132,11 @@ export class FakeProvider {
     this.accessTokens.clear();
   }
 
+  /** Closes every submission session, as a provider restart or idle cut-off does. */
+  dropConnections(): void {
+    for (const connection of (this.smtp as unknown as { connections: Set<{ close(): void }> }).connections) connection.close();
+  }
+
   async start(): Promise<this> {
     await new Promise<void>((resolve) => this.http.listen(0, '127.0.0.1', resolve));
     this.tokenUrl = `http://127.0.0.1:${(this.http.address() as AddressInfo).port}/oauth2/v2.0/token`;

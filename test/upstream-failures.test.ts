@@ -1,0 +1,126 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type TestRelay } from './helpers.js';
+import type { FakeProvider, ProviderStyle } from '../src/demo/fake-provider.js';
+
+const SCAN = { from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', 'Subject: scan'], 'pages') };
+
+describe('when the upstream or the token endpoint fails', () => {
+  let provider: FakeProvider;
+  let relay: TestRelay;
+
+  afterEach(async () => {
+    await relay?.stop();
+    await provider?.stop();
+  });
+
+  async function setUp(style: ProviderStyle = 'office365', account: Record<string, unknown> = {}, providerOptions = {}) {
+    provider = await startProvider({ style, ...providerOptions });
+    relay = await startRelay(provider, { account: { ...accountFor(provider), ...account } });
+  }
+
+  for (const style of ['office365', 'gmail'] as const) {
+    it(`${style}: a refused token is refreshed once and the send retried once`, async () => {
+      await setUp(style);
+      provider.failNextLogins = 1; // the provider no longer honours the token it issued
+      await sendRaw(relay.port, SCAN);
+      expect(provider.tokenRequests).toBe(2);
+      expect(provider.received).toHaveLength(1);
+      expect(provider.authAttempts.map((attempt) => attempt.ok)).toEqual([false, true]);
+    });
+
+    it(`${style}: a login refused twice defers with 451 and shows in /readyz and /metrics`, async () => {
+      await setUp(style);
+      provider.failNextLogins = 2;
+      const reply = await sendRawExpectingError(relay.port, SCAN);
+      expect(reply).toMatch(/^451 4\.7\.0 Upstream refused the relay account office: 535[ -]5\.7\.[38]/);
+      expect(provider.tokenRequests).toBe(2);
+      expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'upstream_auth' })).toBe(1);
+      const ready = await readyz(relay.httpPort);
+      expect(ready.status).toBe(503);
+      expect(ready.body.accounts.office.lastProblem).toMatchObject({ reason: 'upstream_auth' });
+      // It recovers by itself once a send goes through.
+      await sendRaw(relay.port, SCAN);
+      expect((await readyz(relay.httpPort)).status).toBe(200);
+    });
+  }
+
+  it('passes 550 5.7.60 SendAsDenied through as a permanent failure', async () => {
+    await setUp('office365', { sendAs: ['boss@contoso.test'] }, { enforceSendAs: [] });
+    const reply = await sendRawExpectingError(relay.port, { ...SCAN, raw: message(['From: boss@contoso.test'], 'x') });
+    expect(reply).toBe('550 5.7.60 Upstream: SMTP; Client does not have permissions to send as this sender');
+    expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'upstream_rejected' })).toBe(1);
+  });
+
+  it('turns upstream throttling (432 4.3.2) into 451 with the upstream code', async () => {
+    await setUp();
+    provider.dataScript.push({ code: 432, message: '4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded' });
+    const reply = await sendRawExpectingError(relay.port, SCAN);
+    expect(reply).toBe('451 4.3.2 Upstream: STOREDRV.ClientSubmit; sender thread limit exceeded');
+    expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'upstream_deferred' })).toBe(1);
+  });
+
+  it('passes a recipient refusal through as 550 5.1.1', async () => {
+    await setUp();
+    provider.unknownRecipients.add('nobody@example.com');
+    const reply = await sendRawExpectingError(relay.port, { ...SCAN, to: ['nobody@example.com'] });
+    expect(reply).toMatch(/^550 5\.1\.1 /);
+  });
+
+  it('defers with 451 while the token endpoint fails, and recovers', async () => {
+    await setUp();
+    provider.tokenScript.push({ status: 500, body: {} }, { status: 503, body: {} });
+    const reply = await sendRawExpectingError(relay.port, SCAN);
+    expect(reply).toMatch(/^451 4\.4\.3 /);
+    expect(await metric(relay.httpPort, 'smtp_relay_token_refreshes_total', { account: 'office', result: 'error' })).toBe(1);
+    expect((await readyz(relay.httpPort)).body.accounts.office.state).toBe('unavailable');
+    await sendRaw(relay.port, SCAN);
+    expect((await readyz(relay.httpPort)).body.accounts.office.state).toBe('ready');
+  });
+
+  it('marks the account as needing re-authorisation on invalid_grant, with the provider text', async () => {
+    provider = await startProvider();
+    relay = await startRelay(provider, { account: { ...accountFor(provider, 'rt-revoked-long-ago') } });
+    const reply = await sendRawExpectingError(relay.port, SCAN);
+    expect(reply).toMatch(/^451 4\.7\.0 Relay account office needs to be signed in again/);
+    const ready = await readyz(relay.httpPort);
+    expect(ready.status).toBe(503);
+    expect(ready.body.accounts.office).toMatchObject({ state: 'needs_reauth', ready: false });
+    expect(String(ready.body.accounts.office.lastError)).toContain('invalid_grant: AADSTS70008');
+    expect(await metric(relay.httpPort, 'smtp_relay_token_refreshes_total', { account: 'office', result: 'reauth_required' })).toBe(1);
+    expect(await metric(relay.httpPort, 'smtp_relay_account_ready', { account: 'office' })).toBe(0);
+    // A second message does not hammer the token endpoint with the same dead token.
+    await sendRawExpectingError(relay.port, SCAN);
+    expect(provider.tokenRequests).toBe(1);
+  });
+
+  it('refuses to send to an upstream whose certificate it cannot verify', async () => {
+    provider = await startProvider();
+    const account = accountFor(provider);
+    relay = await startRelay(provider, { account: { ...account, upstream: { ...(account.upstream as object), ca: undefined } } });
+    const reply = await sendRawExpectingError(relay.port, SCAN);
+    expect(reply).toMatch(/^451 4\.7\.10 Upstream TLS failed/);
+    expect(provider.received).toHaveLength(0);
+    expect(provider.authAttempts).toHaveLength(0);
+  });
+
+  it('defers with 451 4.4.1 when the upstream is unreachable', async () => {
+    provider = await startProvider();
+    const account = accountFor(provider);
+    relay = await startRelay(provider, { account: { ...account, upstream: { ...(account.upstream as object), port: 1 } } });
+    const reply = await sendRawExpectingError(relay.port, SCAN);
+    expect(reply).toMatch(/^451 4\.4\.1 /);
+    expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'upstream_unreachable' })).toBe(1);
+  });
+
+  it('refuses an oversized message with 552 without any of it reaching the upstream', async () => {
+    provider = await startProvider();
+    relay = await startRelay(provider, { top: { smtp: { host: '127.0.0.1', port: 0, maxMessageSize: '64KB' } } });
+    const reply = await sendRawExpectingError(relay.port, { ...SCAN, raw: message(['From: mfp@printers.local'], 'y'.repeat(200_000)) });
+    expect(reply).toMatch(/^552 5\.3\.4 Message exceeds the size limit of 64KB/);
+    expect(provider.received).toHaveLength(0);
+    expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'too_large' })).toBe(1);
+    // The session is still usable afterwards.
+    await sendRaw(relay.port, SCAN);
+    expect(provider.received[0].envelope.from).toBe(MAILBOX);
+  });
+});

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './schema.js';
 import { resolveAccount, type ResolvedAccount } from './providers.js';
+import { crossCheck } from './checks.js';
 
 /** One thing wrong with the configuration, named by its key path, with the fix. */
 export interface ConfigProblem {
@@ -58,6 +59,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   const baseDir = path.dirname(source);
   const prepared = prepareTree(raw, [], { env, baseDir, problems });
   const parsed = configSchema.safeParse(prepared);
+  problems.push(...crossCheck(prepared as Record<string, unknown>));
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       problems.push({ path: formatPath(issue.path) || '(top level)', message: describeIssue(issue) });

@@ -113,42 +113,7 @@ export const configSchema = z
     accounts: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'account names use letters, digits, _ . -'), accountSchema),
     users: z.array(userSchema).min(1, 'add at least one device user'),
   })
-  .strict()
-  .superRefine((config, ctx) => {
-    for (const [name, account] of Object.entries(config.accounts)) {
-      const at = (key: string) => ['accounts', name, key];
-      if (account.provider === 'microsoft' && !account.tenant && !account.tokenUrl) {
-        ctx.addIssue({ code: 'custom', path: at('tenant'), message: 'required for provider microsoft: the directory id or domain, e.g. contoso.onmicrosoft.com' });
-      }
-      if (account.provider === 'custom') {
-        if (!account.tokenUrl) ctx.addIssue({ code: 'custom', path: at('tokenUrl'), message: 'required for provider custom' });
-        if (!account.upstream?.host) ctx.addIssue({ code: 'custom', path: at('upstream'), message: 'required for provider custom: give upstream.host (and port)' });
-      }
-      if (account.flow === 'refresh_token' && !account.refreshToken) {
-        ctx.addIssue({ code: 'custom', path: at('refreshToken'), message: 'required for flow refresh_token (or set refreshTokenFile)' });
-      }
-      if (account.flow === 'client_credentials' && !account.clientSecret) {
-        ctx.addIssue({ code: 'custom', path: at('clientSecret'), message: 'required for flow client_credentials (or set clientSecretFile)' });
-      }
-      if (account.flow === 'client_credentials' && account.provider === 'google') {
-        ctx.addIssue({ code: 'custom', path: at('flow'), message: 'Google has no client_credentials grant for Gmail; use refresh_token' });
-      }
-    }
-    const seen = new Set<string>();
-    config.users.forEach((user, index) => {
-      const at = (key: string) => ['users', index, key];
-      if (!(user.account in config.accounts)) {
-        ctx.addIssue({ code: 'custom', path: at('account'), message: `no account named "${user.account}"; accounts are: ${Object.keys(config.accounts).join(', ') || 'none'}` });
-      }
-      if (!user.password === !user.passwordHash) {
-        ctx.addIssue({ code: 'custom', path: at('password'), message: 'give exactly one of password, passwordFile or passwordHash' });
-      }
-      if (seen.has(user.username)) {
-        ctx.addIssue({ code: 'custom', path: at('username'), message: `"${user.username}" is listed twice` });
-      }
-      seen.add(user.username);
-    });
-  });
+  .strict();
 
 export type Config = z.output<typeof configSchema>;
 export type AccountConfig = Config['accounts'][string];

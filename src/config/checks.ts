@@ -1,0 +1,45 @@
+import type { ConfigProblem } from './load.js';
+
+type Loose = Record<string, unknown> | undefined;
+
+/**
+ * Rules that join several keys. They run on the raw tree whether or not the schema passed, so
+ * that `check` reports every problem at once, and so they read it defensively.
+ */
+export function crossCheck(tree: Loose): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const add = (path: string, message: string) => problems.push({ path, message });
+  const accounts = (isObject(tree?.accounts) ? tree.accounts : {}) as Record<string, Loose>;
+  for (const [name, account] of Object.entries(accounts)) {
+    if (!isObject(account)) continue;
+    const at = `accounts.${name}`;
+    const flow = account.flow ?? 'refresh_token';
+    if (account.provider === 'microsoft' && !account.tenant && !account.tokenUrl) {
+      add(`${at}.tenant`, 'required for provider microsoft: the directory id or domain, e.g. contoso.onmicrosoft.com');
+    }
+    if (account.provider === 'custom') {
+      if (!account.tokenUrl) add(`${at}.tokenUrl`, 'required for provider custom');
+      if (!isObject(account.upstream) || !account.upstream.host) add(`${at}.upstream`, 'required for provider custom: give upstream.host (and port)');
+    }
+    if (flow === 'refresh_token' && !account.refreshToken) add(`${at}.refreshToken`, 'required for flow refresh_token (or set refreshTokenFile)');
+    if (flow === 'client_credentials' && !account.clientSecret) add(`${at}.clientSecret`, 'required for flow client_credentials (or set clientSecretFile)');
+    if (flow === 'client_credentials' && account.provider === 'google') add(`${at}.flow`, 'Google has no client_credentials grant for Gmail; use refresh_token');
+  }
+  const users = Array.isArray(tree?.users) ? (tree.users as Loose[]) : [];
+  const seen = new Set<unknown>();
+  users.forEach((user, index) => {
+    if (!isObject(user)) return;
+    const at = `users[${index}]`;
+    if (typeof user.account === 'string' && !(user.account in accounts)) {
+      add(`${at}.account`, `no account named "${user.account}"; accounts are: ${Object.keys(accounts).join(', ') || 'none'}`);
+    }
+    if (!user.password === !user.passwordHash) add(`${at}.password`, 'give exactly one of password, passwordFile or passwordHash');
+    if (seen.has(user.username)) add(`${at}.username`, `"${String(user.username)}" is listed twice`);
+    seen.add(user.username);
+  });
+  return problems;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

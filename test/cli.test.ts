@@ -107,3 +107,14 @@ describe('command line', () => {
     }
   });
 });
+
+describe('config.example.yaml', () => {
+  it('is a valid config once its secrets are in the environment', async () => {
+    const result = await cli(['check', '--config', 'config.example.yaml'], {
+      env: { OFFICE_CLIENT_SECRET: 's', OFFICE_REFRESH_TOKEN: 'r', PRINTER_2F_PASSWORD: 'p' },
+    });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('printer-2f → office');
+  });
+});

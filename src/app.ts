@@ -6,7 +6,7 @@ import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
 import { TokenManager, TokenStore } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
-import { Spool } from './spool/index.js';
+import { DeliveryAgent, Spool } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
 
@@ -34,8 +34,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const hostname = config.smtp.hostname ?? os.hostname();
   const metrics = createMetrics([...loaded.accounts.keys()]);
   const store = new TokenStore(path.join(config.dataDir, 'tokens'));
-  const spool = new Spool(config.dataDir);
-  await spool.init();
+  const spool = new Spool(config.dataDir, { maxBytes: config.queue.maxSize, minFreeDisk: config.queue.minFreeDisk });
+  const recovered = await spool.init();
   const health = new HealthBoard();
 
   const tokens = new Map<string, TokenManager>();
@@ -52,8 +52,31 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     routes.set(account.name, { account, upstream: new Upstream(account, manager, logger, hostname) });
   }
 
-  const pipeline = new Pipeline({ routes, spool, metrics, health, logger, maxMessageSize: config.smtp.maxMessageSize, maxHeaderBytes: MAX_HEADER_BYTES });
-  const listener = new Listener({ config, hostname, handler: pipeline.handle, metrics, logger });
+  const agent = new DeliveryAgent({
+    spool,
+    accounts: new Map([...routes].map(([name, route]) => [name, { ...route, tokens: tokens.get(name)! }])),
+    retry: {
+      initialDelayMs: config.queue.retry.initialDelay * 1000,
+      maxDelayMs: config.queue.retry.maxDelay * 1000,
+      maxAgeMs: config.queue.retry.maxAge * 1000,
+    },
+    bounces: config.bounces,
+    hostname,
+    metrics,
+    health,
+    logger,
+  });
+  metrics.setQueueProbe({
+    spoolBytes: () => spool.queuedBytes,
+    accounts: async () => {
+      const failed = await spool.list('failed');
+      return Object.fromEntries(
+        [...routes.keys()].map((name) => [name, { ...agent.state(name), failed: failed.filter((record) => record.account === name).length }]),
+      );
+    },
+  });
+  const pipeline = new Pipeline({ routes, spool, agent, metrics, health, logger, maxMessageSize: config.smtp.maxMessageSize, maxHeaderBytes: MAX_HEADER_BYTES });
+  const listener = new Listener({ config, hostname, handler: pipeline.handle, admit: pipeline.admit, metrics, logger });
 
   const readiness = (): ReadinessReport => {
     const accounts: Record<string, unknown> = {};
@@ -61,9 +84,10 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     for (const [name, manager] of tokens) {
       const token = manager.status();
       const delivery = health.get(name);
-      const accountReady = token.state === 'ready' && !delivery.lastProblem;
+      const queue = agent.state(name);
+      const accountReady = token.state === 'ready' && !delivery.lastProblem && !queue.held;
       ready &&= accountReady;
-      accounts[name] = { ready: accountReady, mailbox: manager.account.mailbox, ...token, ...delivery };
+      accounts[name] = { ready: accountReady, mailbox: manager.account.mailbox, delivery: manager.account.delivery, ...token, ...delivery, queue };
     }
     return { ready, accounts };
   };
@@ -74,6 +98,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     await listener.close();
     throw error;
   });
+  agent.start(recovered);
   if (options.keepAlive !== false) {
     for (const manager of tokens.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
   }
@@ -86,9 +111,11 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     smtpPort: smtpAddress.port,
     httpPort: httpAddress.port,
     readiness,
+    /** Stops taking mail (421 to new sessions), lets transactions and deliveries in flight finish. */
     async stop() {
       for (const manager of tokens.values()) manager.stopKeepAlive();
       await listener.close();
+      await agent.stop(config.queue.shutdownTimeout * 1000);
       for (const route of routes.values()) route.upstream.close();
       await status.close();
       logger.info('smtp-oauth-relay stopped');

@@ -1,14 +1,14 @@
 import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { ResolvedAccount } from './config/index.js';
+import { formatByteSize } from './config/index.js';
 import type { Transaction } from './listener/index.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics/metrics.js';
-import { SenderRewriter, SizeGuard } from './rewrite/index.js';
-import type { Spool } from './spool/index.js';
+import { SenderRewriter, SizeGuard, type SenderDecision } from './rewrite/index.js';
+import type { DeliveryAgent, Spool, StagedMessage } from './spool/index.js';
 import type { Upstream } from './upstream/index.js';
 import { SmtpError, defer, reject } from './reply.js';
-import { formatByteSize } from './config/index.js';
 import type { HealthBoard } from './health.js';
 
 export interface Route {
@@ -19,6 +19,7 @@ export interface Route {
 export interface PipelineOptions {
   routes: Map<string, Route>;
   spool: Spool;
+  agent: DeliveryAgent;
   metrics: Metrics;
   health: HealthBoard;
   logger: Logger;
@@ -26,13 +27,21 @@ export interface PipelineOptions {
   maxHeaderBytes: number;
 }
 
+const SPOOL_FULL = () => new SmtpError({ code: 452, enhanced: '4.3.1', text: 'Relay spool is full; try again later' }, 'spool_full');
+
 /**
- * listener → rewrite → spool → upstream, for one message in direct mode: the message streams
- * through the size guard and sender rewrite into a spool file, goes to the upstream from there,
- * and the device is answered with the upstream's verdict.
+ * listener → rewrite → spool → upstream for one message. The message streams through the size
+ * guard and the sender rewrite into a spool file. Queue mode then commits it durably and answers
+ * 250 (the delivery agent takes it from there); direct mode sends it upstream from the file and
+ * answers with the upstream's verdict.
  */
 export class Pipeline {
   constructor(private readonly options: PipelineOptions) {}
+
+  /** Refuses new mail early (at MAIL FROM) when the spool has no room for it. */
+  readonly admit = async (declaredSize: number | undefined): Promise<void> => {
+    if (!(await this.options.spool.hasRoom(declaredSize ?? 0))) throw SPOOL_FULL();
+  };
 
   readonly handle = async (stream: Readable, transaction: Transaction): Promise<string> => {
     const { spool, metrics, routes } = this.options;
@@ -47,34 +56,61 @@ export class Pipeline {
       { mailbox: route.account.mailbox, sendAs: route.account.sendAs, envelopeFrom: transaction.mailFrom },
       this.options.maxHeaderBytes,
     );
-    const started = performance.now();
-    let staged;
+    let staged: StagedMessage | undefined;
     try {
+      await this.admit(undefined);
       staged = await spool.stage(id, stream.pipe(guard).pipe(rewriter));
+      metrics.messagesReceived.inc({ account });
+      metrics.messageSize.observe({ account }, guard.bytes);
+      if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(this.options.maxMessageSize)}`);
+      const context = { log, route, transaction, staged, decision: rewriter.decision };
+      return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context);
     } catch (error) {
       throw this.fail(log, account, error, guard.bytes);
+    } finally {
+      if (staged) await spool.discard(staged); // gone already once committed to the queue
     }
-    metrics.messagesReceived.inc({ account });
-    metrics.messageSize.observe({ account }, guard.bytes);
-    if (guard.exceeded) {
-      await spool.discard(staged);
-      throw this.fail(log, account, reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(this.options.maxMessageSize)}`), guard.bytes);
-    }
+  };
 
-    const { envelopeFrom, originalFrom, fromRewritten } = rewriter.decision;
-    const envelope = { from: envelopeFrom, to: transaction.rcptTo, size: staged.size };
-    const sendStarted = performance.now();
+  private async enqueue({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
+    const { spool, agent } = this.options;
+    if (!(await spool.hasRoom(staged.size))) throw SPOOL_FULL();
+    const now = new Date().toISOString();
+    const record = {
+      id: staged.id,
+      account: route.account.name,
+      envelope: { from: decision.envelopeFrom, to: transaction.rcptTo },
+      size: staged.size,
+      receivedAt: now,
+      user: transaction.user.username,
+      clientIp: transaction.clientIp,
+      originalFrom: decision.originalFrom,
+      attempts: 0,
+      nextAttemptAt: now,
+      delivered: [],
+      failedRecipients: [],
+    };
+    await spool.commit(staged, record);
+    agent.add(record);
+    log.info({ size: staged.size, from: decision.envelopeFrom, originalFrom: decision.originalFrom, fromRewritten: decision.fromRewritten, recipients: transaction.rcptTo.length }, 'message queued');
+    return `Ok: queued as ${staged.id}`;
+  }
+
+  private async relay({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
+    const { spool, metrics, health } = this.options;
+    const account = route.account.name;
+    const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size };
+    const started = performance.now();
     try {
-      const receipt = await route.upstream.send(envelope, () => spool.open(staged));
-      metrics.upstreamSendDuration.observe({ account }, (performance.now() - sendStarted) / 1000);
+      const receipt = await route.upstream.send(envelope, () => spool.openStaged(staged));
       metrics.messagesRelayed.inc({ account });
-      this.options.health.relayed(account);
+      health.relayed(account);
       log.info(
         {
-          size: guard.bytes,
-          from: envelopeFrom,
-          originalFrom,
-          fromRewritten,
+          size: staged.size,
+          from: decision.envelopeFrom,
+          originalFrom: decision.originalFrom,
+          fromRewritten: decision.fromRewritten,
           recipients: receipt.accepted.length,
           rejectedRecipients: receipt.rejected.length ? receipt.rejected : undefined,
           upstream: receipt.response,
@@ -82,14 +118,11 @@ export class Pipeline {
         },
         'message relayed',
       );
-      return `Ok: relayed as ${id}`;
-    } catch (error) {
-      metrics.upstreamSendDuration.observe({ account }, (performance.now() - sendStarted) / 1000);
-      throw this.fail(log, account, error, guard.bytes);
+      return `Ok: relayed as ${staged.id}`;
     } finally {
-      await spool.discard(staged);
+      metrics.upstreamSendDuration.observe({ account }, (performance.now() - started) / 1000);
     }
-  };
+  }
 
   private fail(log: Logger, account: string, error: unknown, size: number): SmtpError {
     const smtpError = error instanceof SmtpError ? error : defer('internal', 'Local error while receiving; try again later', '4.3.0', error);
@@ -98,8 +131,16 @@ export class Pipeline {
     const cause = smtpError.cause as { message?: string; hint?: string; response?: string } | undefined;
     log[smtpError.isTemporary ? 'warn' : 'error'](
       { size, reason: smtpError.reason, reply: `${smtpError.reply.code} ${smtpError.message}`, cause: cause?.message, hint: cause?.hint, upstream: cause?.response },
-      'message not relayed',
+      'message not accepted',
     );
     return smtpError;
   }
+}
+
+interface StageResult {
+  log: Logger;
+  route: Route;
+  transaction: Transaction;
+  staged: StagedMessage;
+  decision: SenderDecision;
 }

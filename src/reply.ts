@@ -19,6 +19,8 @@ export type FailureReason =
   | 'upstream_tls'
   | 'token_unavailable'
   | 'needs_reauth'
+  | 'spool_full'
+  | 'expired'
   | 'internal';
 
 export const FAILURE_REASONS: readonly FailureReason[] = [
@@ -31,6 +33,8 @@ export const FAILURE_REASONS: readonly FailureReason[] = [
   'upstream_tls',
   'token_unavailable',
   'needs_reauth',
+  'spool_full',
+  'expired',
   'internal',
 ];
 

@@ -99,8 +99,11 @@ describe('command line', () => {
       expect(stdout).toMatch(/Password\s+demo-password/);
       const port = /swaks --server 127\.0\.0\.1:(\d+)/.exec(stdout)![1];
       const swaks = await execFileAsync('swaks', ['--server', `127.0.0.1:${port}`, '--auth', 'LOGIN', '--auth-user', 'demo', '--auth-password', 'demo-password', '--from', 'printer@example.com', '--to', 'you@example.com']);
-      expect(swaks.stdout).toContain('250 2.6.0 Ok: relayed as');
-      expect(await readdir(path.join(cwd, 'data', 'demo-outbox'))).toHaveLength(1);
+      expect(swaks.stdout).toContain('250 2.6.0 Ok: queued as');
+      const outbox = path.join(cwd, 'data', 'demo-outbox');
+      const until = Date.now() + 10_000;
+      while ((await readdir(outbox).catch(() => [])).length === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await readdir(outbox)).toHaveLength(1);
     } finally {
       child.kill('SIGTERM');
       await new Promise((resolve) => child.once('close', resolve));

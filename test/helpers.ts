@@ -52,6 +52,7 @@ export function accountFor(provider: FakeProvider, refreshToken = provider.issue
 export async function startRelay(provider: FakeProvider, options: RelayOptions = {}): Promise<TestRelay> {
   const dataDir = options.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'relay-test-')));
   const yaml = stringify({
+    delivery: 'direct', // the pass-through contract; queue tests ask for queue
     smtp: { host: '127.0.0.1', port: 0, hostname: 'relay.test' },
     http: { host: '127.0.0.1', port: 0 },
     dataDir,

@@ -68,7 +68,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   if (problems.length > 0 || !parsed.success) throw new ConfigError(source, dedupe(problems));
 
   const config = parsed.data;
-  const accounts = new Map(Object.entries(config.accounts).map(([name, account]) => [name, resolveAccount(name, account)]));
+  const accounts = new Map(Object.entries(config.accounts).map(([name, account]) => [name, resolveAccount(name, account, config.delivery)]));
   return { source, config, accounts, warnings: collectWarnings(source, config) };
 }
 

@@ -1,10 +1,17 @@
 import type { AccountConfig, ProviderName, OAuthFlow } from './schema.js';
 
 /** What a provider fills in when the account leaves it out. */
+export interface SendingLimits {
+  messagesPerMinute?: number;
+  messagesPerDay?: number;
+  recipientsPerDay?: number;
+}
+
 interface ProviderPreset {
   tokenUrl(tenant: string | undefined): string | undefined;
   scopes(flow: OAuthFlow): string | undefined;
   upstream?: { host: string; port: number; maxConnections: number };
+  limits: SendingLimits;
 }
 
 const PRESETS: Record<ProviderName, ProviderPreset> = {
@@ -16,15 +23,20 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
         : 'https://outlook.office.com/SMTP.Send offline_access',
     // Exchange Online allows 3 concurrent connections per mailbox.
     upstream: { host: 'smtp.office365.com', port: 587, maxConnections: 3 },
+    // Exchange Online per mailbox: 30 messages a minute, 10,000 recipients a day.
+    limits: { messagesPerMinute: 30, recipientsPerDay: 10_000 },
   },
   google: {
     tokenUrl: () => 'https://oauth2.googleapis.com/token',
     scopes: () => 'https://mail.google.com/',
     upstream: { host: 'smtp.gmail.com', port: 587, maxConnections: 3 },
+    // Gmail / Workspace per account: 2,000 messages and 10,000 recipients a day.
+    limits: { messagesPerDay: 2_000, recipientsPerDay: 10_000 },
   },
   custom: {
     tokenUrl: () => undefined,
     scopes: () => undefined,
+    limits: {},
   },
 };
 
@@ -48,10 +60,12 @@ export interface ResolvedAccount {
   scopes?: string;
   upstream: ResolvedUpstream;
   sendAs: string[];
+  delivery: 'queue' | 'direct';
+  limits: SendingLimits;
 }
 
 /** Fills provider defaults into a validated account (the schema has made sure custom gives them). */
-export function resolveAccount(name: string, account: AccountConfig): ResolvedAccount {
+export function resolveAccount(name: string, account: AccountConfig, delivery: 'queue' | 'direct'): ResolvedAccount {
   const preset = PRESETS[account.provider];
   const scopes = Array.isArray(account.scopes) ? account.scopes.join(' ') : account.scopes;
   const host = account.upstream?.host ?? preset.upstream?.host;
@@ -73,5 +87,7 @@ export function resolveAccount(name: string, account: AccountConfig): ResolvedAc
       timeoutMs: (account.upstream?.timeout ?? 60) * 1000,
     },
     sendAs: account.sendAs.map((address) => address.toLowerCase()),
+    delivery: account.delivery ?? delivery,
+    limits: { ...preset.limits, ...account.limits },
   };
 }

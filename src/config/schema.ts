@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseByteSize } from './size.js';
+import { parseByteSize, parseDuration } from './size.js';
 
 /**
  * The one description of the configuration file: zod validates it and the TypeScript types are
@@ -18,7 +18,19 @@ const byteSize = z
   });
 
 const port = z.number().int().min(0).max(65535);
-const durationSeconds = z.number().positive();
+/** Seconds, as a number or "90s", "5m", "1h", "5d". */
+const durationSeconds = z
+  .union([z.number().positive(), z.string()])
+  .transform((value, ctx) => {
+    const seconds = typeof value === 'number' ? value : parseDuration(value);
+    if (seconds === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration; write seconds or e.g. "90s", "5m", "1h", "5d"` });
+      return z.NEVER;
+    }
+    return seconds;
+  });
+
+const deliveryMode = z.enum(['queue', 'direct']);
 
 const tlsFiles = z
   .object({
@@ -77,6 +89,17 @@ const accountSchema = z
     upstream: upstreamSchema.partial({ host: true }).optional(),
     /** Addresses this mailbox may send as (shared mailboxes, aliases): kept as they are. */
     sendAs: z.array(emailAddress).default([]),
+    /** Overrides the global delivery mode for this account. */
+    delivery: deliveryMode.optional(),
+    /** Sending pace; defaults to the provider's published ceilings (none for custom). */
+    limits: z
+      .object({
+        messagesPerMinute: z.number().int().positive().optional(),
+        messagesPerDay: z.number().int().positive().optional(),
+        recipientsPerDay: z.number().int().positive().optional(),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 
@@ -100,8 +123,42 @@ const oauthSchema = z
   })
   .strict();
 
+const queueSchema = z
+  .object({
+    retry: z
+      .object({
+        /** Wait before the second attempt; doubled after each failure, with jitter. */
+        initialDelay: durationSeconds.default(60),
+        maxDelay: durationSeconds.default(3600),
+        /** After this long in the queue a message fails and is reported. */
+        maxAge: durationSeconds.default(5 * 86400),
+      })
+      .strict()
+      .default({ initialDelay: 60, maxDelay: 3600, maxAge: 5 * 86400 }),
+    /** New mail gets 452 4.3.1 when the spool holds this much. */
+    maxSize: byteSize.default(2 * 1024 ** 3),
+    /** New mail gets 452 4.3.1 when the data disk has less free space than this. */
+    minFreeDisk: byteSize.default(256 * 1024 ** 2),
+    /** On SIGTERM, how long deliveries in flight may take to finish. */
+    shutdownTimeout: durationSeconds.default(30),
+  })
+  .strict();
+
+const bouncesSchema = z
+  .object({
+    /** Gets a delivery status notification for every message that fails for good. */
+    postmaster: emailAddress.optional(),
+    /** Also send it to the message's original sender. */
+    notifySender: z.boolean().default(true),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
+    /** queue: 250 once the message is safely on disk, then store-and-forward. direct: 250 after the upstream took it. */
+    delivery: deliveryMode.default('queue'),
+    queue: queueSchema.default(() => queueSchema.parse({})),
+    bounces: bouncesSchema.default(() => bouncesSchema.parse({})),
     smtp: smtpSchema.default(() => smtpSchema.parse({})),
     http: httpSchema.default(() => httpSchema.parse({})),
     dataDir: z.string().default('./data'),

@@ -13,3 +13,13 @@ export function formatByteSize(bytes: number): string {
   if (bytes % 1024 === 0) return `${bytes / 1024}KB`;
   return `${bytes} bytes`;
 }
+
+const SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+/** "90s" → 90, "5m" → 300, "1h" → 3600, "5d" → 432000; a bare number is seconds. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$/i.exec(text);
+  if (!match) return undefined;
+  const seconds = Number(match[1]) * SECONDS[match[2].toLowerCase()];
+  return seconds > 0 ? seconds : undefined;
+}

@@ -24,6 +24,8 @@ export interface ListenerOptions {
   config: Config;
   hostname: string;
   handler: MessageHandler;
+  /** Asked at MAIL FROM (with the SIZE the device declared) whether new mail can be taken now. */
+  admit: (declaredSize: number | undefined) => Promise<void>;
   metrics: Metrics;
   logger: Logger;
 }
@@ -68,6 +70,10 @@ export class Listener {
       onConnect: (session, callback) => this.onConnect(session, callback),
       onClose: () => options.metrics.activeConnections.dec(),
       onAuth: (auth, session, callback) => void this.onAuth(auth, session, callback),
+      onMailFrom: (address, _session, callback) => {
+        const declared = Number(address.args && (address.args as Record<string, string>).SIZE) || undefined;
+        options.admit(declared).then(() => callback(), callback);
+      },
       onData: (stream, session, callback) => this.onData(stream, session, callback),
     });
     this.server.on('error', (error) => options.logger.warn({ err: error.message }, 'smtp listener error'));

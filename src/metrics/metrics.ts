@@ -4,6 +4,14 @@ import { FAILURE_REASONS } from '../reply.js';
 export const METRIC_PREFIX = 'smtp_relay_';
 
 export const TOKEN_REFRESH_RESULTS = ['success', 'reauth_required', 'error'] as const;
+export const DELIVERY_RESULTS = ['delivered', 'deferred', 'failed'] as const;
+export const QUEUE_STATES = ['queued', 'deferred', 'active', 'failed'] as const;
+
+/** What the queue gauges read when scraped (the spool and delivery agent fill it in). */
+export interface QueueProbe {
+  accounts(): Promise<Record<string, { queued: number; deferred: number; active: number; failed: number; held: boolean; oldestReceivedAt?: string }>>;
+  spoolBytes(): number;
+}
 export type TokenRefreshResult = (typeof TOKEN_REFRESH_RESULTS)[number];
 
 /**
@@ -13,6 +21,7 @@ export type TokenRefreshResult = (typeof TOKEN_REFRESH_RESULTS)[number];
  */
 export function createMetrics(accountNames: string[]) {
   const registry = new Registry();
+  const probes: { queue?: QueueProbe } = {};
   collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
   const p = METRIC_PREFIX;
   const metrics = {
@@ -51,12 +60,53 @@ export function createMetrics(accountNames: string[]) {
       registers: [registry],
     }),
     accountReady: new Gauge({ name: `${p}account_ready`, help: '1 when the account can send, 0 when it needs attention', labelNames: ['account'], registers: [registry] }),
+    accountHeld: new Gauge({ name: `${p}account_held`, help: '1 while the account waits to be signed in again (its queue is held)', labelNames: ['account'], registers: [registry] }),
+    deliveryAttempts: new Counter({ name: `${p}delivery_attempts_total`, help: 'Upstream delivery attempts from the queue, by result', labelNames: ['account', 'result'], registers: [registry] }),
+    deferrals: new Counter({ name: `${p}deferrals_total`, help: 'Deliveries put off for a later retry, by reason', labelNames: ['account', 'reason'], registers: [registry] }),
+    queueMessages: new Gauge({
+      name: `${p}queue_messages`,
+      help: 'Messages in the spool by state: queued (due), deferred (waiting to retry), active (being sent), failed (kept after a permanent failure)',
+      labelNames: ['account', 'state'],
+      registers: [registry],
+      async collect() {
+        const accounts = (await probes.queue?.accounts()) ?? {};
+        for (const [account, state] of Object.entries(accounts)) {
+          for (const name of QUEUE_STATES) this.set({ account, state: name }, state[name]);
+        }
+      },
+    }),
+    queueOldestAge: new Gauge({
+      name: `${p}queue_oldest_message_age_seconds`,
+      help: 'Age of the oldest message waiting in the spool (0 when empty)',
+      labelNames: ['account'],
+      registers: [registry],
+      async collect() {
+        const accounts = (await probes.queue?.accounts()) ?? {};
+        for (const [account, state] of Object.entries(accounts)) {
+          this.set({ account }, state.oldestReceivedAt ? (Date.now() - Date.parse(state.oldestReceivedAt)) / 1000 : 0);
+        }
+      },
+    }),
+    spoolBytes: new Gauge({
+      name: `${p}spool_bytes`,
+      help: 'Bytes of messages waiting in the spool',
+      registers: [registry],
+      collect() {
+        this.set(probes.queue?.spoolBytes() ?? 0);
+      },
+    }),
+    /** Lets the spool side plug in what the queue gauges read, without metrics depending on it. */
+    setQueueProbe(probe: QueueProbe) {
+      probes.queue = probe;
+    },
   };
   for (const account of accountNames) {
     metrics.messagesReceived.inc({ account }, 0);
     metrics.messagesRelayed.inc({ account }, 0);
     for (const reason of FAILURE_REASONS) metrics.messagesFailed.inc({ account, reason }, 0);
     for (const result of TOKEN_REFRESH_RESULTS) metrics.tokenRefreshes.inc({ account, result }, 0);
+    for (const result of DELIVERY_RESULTS) metrics.deliveryAttempts.inc({ account, result }, 0);
+    metrics.accountHeld.set({ account }, 0);
   }
   return metrics;
 }

@@ -1,0 +1,301 @@
+import { watch, type FSWatcher } from 'node:fs';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { TokenManager } from '../oauth/index.js';
+import { parseReply, type Upstream } from '../upstream/index.js';
+import { SmtpError, defer, type FailureReason } from '../reply.js';
+import type { HealthBoard } from '../health.js';
+import type { ResolvedAccount } from '../config/index.js';
+import { Pacer } from './pacing.js';
+import { pendingRecipients, type QueueRecord } from './record.js';
+import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
+import { buildFailureReport } from './dsn.js';
+import { readHeaderBlock } from './header-block.js';
+import type { Spool } from './spool.js';
+
+export interface BounceSettings {
+  postmaster?: string;
+  notifySender: boolean;
+}
+
+export interface DeliveryAgentOptions {
+  spool: Spool;
+  accounts: Map<string, { account: ResolvedAccount; upstream: Upstream; tokens: TokenManager }>;
+  retry: RetryPolicy;
+  bounces: BounceSettings;
+  hostname: string;
+  metrics: Metrics;
+  health: HealthBoard;
+  logger: Logger;
+}
+
+export interface AccountQueueState {
+  queued: number;
+  deferred: number;
+  active: number;
+  held: boolean;
+  oldestReceivedAt?: string;
+}
+
+/** While an account is held (its sign-in is needed), how often to see whether it came back. */
+const HELD_RECHECK_MS = 30_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+class AccountQueue {
+  readonly waiting = new Map<string, QueueRecord>();
+  readonly inFlight = new Map<string, QueueRecord>();
+  held = false;
+  timer?: NodeJS.Timeout;
+  readonly pacer: Pacer;
+
+  constructor(
+    readonly account: ResolvedAccount,
+    readonly upstream: Upstream,
+    readonly tokens: TokenManager,
+  ) {
+    this.pacer = new Pacer(account.limits);
+  }
+}
+
+/**
+ * Delivers the spool: per account, as many messages at once as the upstream allows, no faster
+ * than the account's pace, retrying temporary failures with backoff until the maximum age, and
+ * reporting permanent failures. Every state change is written to the spool before it counts.
+ */
+export class DeliveryAgent {
+  private readonly queues = new Map<string, AccountQueue>();
+  private readonly running = new Set<Promise<void>>();
+  private stopping = false;
+  private watcher?: FSWatcher;
+  private readonly log: Logger;
+
+  constructor(private readonly options: DeliveryAgentOptions) {
+    this.log = options.logger.child({ component: 'delivery' });
+    for (const [name, entry] of options.accounts) this.queues.set(name, new AccountQueue(entry.account, entry.upstream, entry.tokens));
+  }
+
+  /** Takes over what the spool recovered and follows changes made by `queue retry` / `queue delete`. */
+  start(recovered: QueueRecord[]): void {
+    for (const record of recovered) this.track(record);
+    this.watcher = watch(this.options.spool.queueDir, (_event, name) => {
+      if (name?.endsWith('.json') && !name.startsWith('.')) void this.reload(name.slice(0, -'.json'.length));
+    });
+    this.watcher.on('error', (error) => this.log.warn({ err: error.message }, 'cannot watch the queue folder'));
+    for (const name of this.queues.keys()) this.pump(name);
+    if (recovered.length) this.log.info({ messages: recovered.length }, 'spool recovered; resuming delivery');
+  }
+
+  /** A newly committed message. */
+  add(record: QueueRecord): void {
+    this.track(record);
+    this.pump(record.account);
+  }
+
+  /** Stops starting deliveries and waits up to timeoutMs for those in flight. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    this.watcher?.close();
+    for (const queue of this.queues.values()) clearTimeout(queue.timer);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    await Promise.race([Promise.allSettled([...this.running]), timeout]);
+    clearTimeout(timer);
+  }
+
+  state(account: string): AccountQueueState {
+    const queue = this.queues.get(account);
+    if (!queue) return { queued: 0, deferred: 0, active: 0, held: false };
+    const now = Date.now();
+    let queued = 0;
+    let oldest: string | undefined;
+    for (const record of [...queue.waiting.values(), ...queue.inFlight.values()]) {
+      if (!oldest || record.receivedAt < oldest) oldest = record.receivedAt;
+      if (queue.waiting.has(record.id) && Date.parse(record.nextAttemptAt) <= now) queued++;
+    }
+    return { queued, deferred: queue.waiting.size - queued, active: queue.inFlight.size, held: queue.held, oldestReceivedAt: oldest };
+  }
+
+  private track(record: QueueRecord): void {
+    const queue = this.queues.get(record.account);
+    if (!queue) {
+      this.log.error({ id: record.id, account: record.account }, 'queued message for an account no longer configured; left in the spool');
+      return;
+    }
+    if (!queue.inFlight.has(record.id)) queue.waiting.set(record.id, record);
+  }
+
+  private async reload(id: string): Promise<void> {
+    const record = await this.options.spool.read(id);
+    for (const queue of this.queues.values()) {
+      if (queue.inFlight.has(id)) return;
+      if (!record) queue.waiting.delete(id);
+    }
+    if (record && !this.stopping) this.add(record);
+  }
+
+  private pump(accountName: string): void {
+    const queue = this.queues.get(accountName);
+    if (!queue || this.stopping) return;
+    clearTimeout(queue.timer);
+    queue.timer = undefined;
+    if (queue.held) {
+      this.wake(queue, Date.now() + HELD_RECHECK_MS, () => this.checkHeld(queue));
+      return;
+    }
+    const now = Date.now();
+    let wakeAt = Infinity;
+    const due = [...queue.waiting.values()]
+      .filter((record) => {
+        const at = Date.parse(record.nextAttemptAt);
+        if (at > now) wakeAt = Math.min(wakeAt, at);
+        return at <= now;
+      })
+      .sort((a, b) => a.nextAttemptAt.localeCompare(b.nextAttemptAt) || a.receivedAt.localeCompare(b.receivedAt));
+    for (const record of due) {
+      if (queue.inFlight.size >= queue.account.upstream.maxConnections) break;
+      const recipients = pendingRecipients(record).length;
+      const wait = queue.pacer.waitMs(recipients, now);
+      if (wait > 0) {
+        wakeAt = Math.min(wakeAt, now + wait);
+        break;
+      }
+      queue.pacer.record(recipients, now);
+      queue.waiting.delete(record.id);
+      queue.inFlight.set(record.id, record);
+      const delivery = this.deliver(queue, record).finally(() => {
+        this.running.delete(delivery);
+        queue.inFlight.delete(record.id);
+        this.pump(accountName);
+      });
+      this.running.add(delivery);
+    }
+    if (wakeAt < Infinity) this.wake(queue, wakeAt, () => this.pump(accountName));
+  }
+
+  private wake(queue: AccountQueue, at: number, action: () => void): void {
+    queue.timer = setTimeout(action, Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now())));
+    queue.timer.unref();
+  }
+
+  private checkHeld(queue: AccountQueue): void {
+    queue.tokens.getToken().then(
+      () => {
+        this.log.info({ account: queue.account.name }, 'account is signed in again; resuming delivery');
+        this.setHeld(queue, false);
+        this.pump(queue.account.name);
+      },
+      () => this.pump(queue.account.name),
+    );
+  }
+
+  private setHeld(queue: AccountQueue, held: boolean): void {
+    queue.held = held;
+    this.options.metrics.accountHeld.set({ account: queue.account.name }, held ? 1 : 0);
+  }
+
+  private async deliver(queue: AccountQueue, record: QueueRecord): Promise<void> {
+    const { metrics, health, spool } = this.options;
+    const account = record.account;
+    const log = this.log.child({ id: record.id, account });
+    const to = pendingRecipients(record);
+    record.attempts++;
+    record.lastAttemptAt = new Date().toISOString();
+    const started = performance.now();
+    try {
+      const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size }, () => spool.openMessage(record.id));
+      metrics.upstreamSendDuration.observe({ account }, (performance.now() - started) / 1000);
+      record.delivered.push(...receipt.accepted);
+      record.lastReply = receipt.response;
+      for (const refusal of receipt.rejected) {
+        const code = parseReply(refusal.response)?.code ?? 550;
+        if (code >= 500) record.failedRecipients.push({ address: refusal.address, reply: refusal.response });
+        else record.lastReply = refusal.response;
+      }
+      metrics.deliveryAttempts.inc({ account, result: 'delivered' });
+      health.relayed(account);
+      log.info({ recipients: receipt.accepted.length, attempts: record.attempts, upstream: receipt.response, durationMs: Math.round(performance.now() - started) }, 'message delivered');
+    } catch (error) {
+      metrics.upstreamSendDuration.observe({ account }, (performance.now() - started) / 1000);
+      const failure = error instanceof SmtpError ? error : defer('internal', 'Local error while relaying', '4.3.0', error);
+      record.lastReply = `${failure.reply.code} ${failure.message}`;
+      health.failed(account, failure.reason, record.lastReply);
+      const cause = failure.cause as { message?: string; hint?: string } | undefined;
+      if (failure.reason === 'needs_reauth') {
+        record.attempts--; // waiting for a human is not the message's failure
+        this.setHeld(queue, true);
+        log.warn({ reply: record.lastReply, hint: cause?.hint }, 'account needs to be signed in again; holding its queue');
+      } else if (failure.isTemporary) {
+        metrics.deliveryAttempts.inc({ account, result: 'deferred' });
+        metrics.deferrals.inc({ account, reason: failure.reason });
+        log.warn({ reply: record.lastReply, attempts: record.attempts, cause: cause?.message }, 'delivery deferred');
+      } else {
+        metrics.deliveryAttempts.inc({ account, result: 'failed' });
+        for (const address of to) record.failedRecipients.push({ address, reply: record.lastReply });
+      }
+    }
+    await this.settle(queue, record).catch((error: Error) => log.error({ err: error.message }, 'cannot update the spool; the message stays queued'));
+  }
+
+  /** Decides what comes next for a message after an attempt, and writes it down. */
+  private async settle(queue: AccountQueue, record: QueueRecord): Promise<void> {
+    const { spool, retry, metrics } = this.options;
+    const remaining = pendingRecipients(record);
+    if (remaining.length === 0) {
+      if (record.failedRecipients.length === 0) {
+        await spool.remove(record);
+        metrics.messagesRelayed.inc({ account: record.account });
+        return;
+      }
+      return this.fail(record, 'upstream_rejected', 'The upstream refused the message permanently.');
+    }
+    if (!queue.held && isExpired(retry, record.receivedAt)) {
+      const days = Math.round(retry.maxAgeMs / 86_400_000);
+      for (const address of remaining) record.failedRecipients.push({ address, reply: `${record.lastReply ?? ''} (gave up after ${days} days)`.trim() });
+      return this.fail(record, 'expired', `The relay kept trying for ${days} days and gave up.`);
+    }
+    record.nextAttemptAt = new Date(queue.held ? Date.now() : Date.now() + nextDelayMs(retry, record.attempts)).toISOString();
+    if (await spool.save(record)) queue.waiting.set(record.id, record);
+  }
+
+  private async fail(record: QueueRecord, reason: FailureReason, explanation: string): Promise<void> {
+    const { spool, metrics } = this.options;
+    record.failedAt = new Date().toISOString();
+    await spool.moveToFailed(record);
+    metrics.messagesFailed.inc({ account: record.account, reason });
+    this.log.error({ id: record.id, account: record.account, failed: record.failedRecipients, attempts: record.attempts }, 'message failed for good; kept in the failed area');
+    if (!record.isReport) await this.report(record, explanation);
+  }
+
+  /** Sends a delivery status notification to the postmaster and/or the original sender. */
+  private async report(record: QueueRecord, reason: string): Promise<void> {
+    const { bounces, spool, accounts } = this.options;
+    const entry = accounts.get(record.account);
+    if (!entry) return;
+    const recipients = [...new Set([bounces.postmaster, bounces.notifySender ? record.originalFrom : undefined].filter((address): address is string => !!address))];
+    if (recipients.length === 0) return;
+    const content = buildFailureReport({
+      record,
+      originalHeaders: await readHeaderBlock(spool.messageFile(record.id, 'failed')),
+      reportingHost: this.options.hostname,
+      from: entry.account.mailbox,
+      to: recipients,
+      reason,
+    });
+    const now = new Date().toISOString();
+    const report: QueueRecord = {
+      id: spool.newId(),
+      account: record.account,
+      envelope: { from: entry.account.mailbox, to: recipients },
+      size: content.length,
+      receivedAt: now,
+      isReport: true,
+      attempts: 0,
+      nextAttemptAt: now,
+      delivered: [],
+      failedRecipients: [],
+    };
+    await spool.enqueue(report, content);
+    this.add(report);
+    this.log.info({ id: report.id, about: record.id, to: recipients }, 'failure report queued');
+  }
+}

@@ -1,0 +1,31 @@
+/** What the spool keeps beside each message: its envelope and its delivery history. */
+export interface QueueRecord {
+  id: string;
+  account: string;
+  envelope: { from: string; to: string[] };
+  size: number;
+  receivedAt: string;
+  /** Device user and address it came from, for `queue show` and the logs. */
+  user?: string;
+  clientIp?: string;
+  /** The author's address before the rewrite: where a failure report goes. */
+  originalFrom?: string;
+  /** A delivery report the relay wrote itself: a failure of it is never reported again. */
+  isReport?: boolean;
+  attempts: number;
+  nextAttemptAt: string;
+  lastAttemptAt?: string;
+  /** The upstream's (or the relay's) last reply, e.g. "451 4.3.2 ...". */
+  lastReply?: string;
+  /** Recipients the upstream accepted: never sent to again. */
+  delivered: string[];
+  /** Recipients that failed for good, with the reply. */
+  failedRecipients: { address: string; reply: string }[];
+  failedAt?: string;
+}
+
+/** Recipients still to be delivered. */
+export function pendingRecipients(record: QueueRecord): string[] {
+  const done = new Set([...record.delivered, ...record.failedRecipients.map((failure) => failure.address)]);
+  return record.envelope.to.filter((address) => !done.has(address));
+}

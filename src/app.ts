@@ -62,6 +62,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     },
     bounces: config.bounces,
     hostname,
+    heldRecheckMs: config.oauth.reauthCheckInterval * 1000,
     metrics,
     health,
     logger,

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfigFile } from '../config/index.js';
+import { ConfigError, loadConfigFile, readDataDir } from '../config/index.js';
+import { queueCommand } from './queue.js';
 import { startApp } from '../app.js';
 import { startDemo } from '../demo/demo.js';
 import { hashPassword } from '../listener/index.js';
@@ -14,6 +15,11 @@ Commands:
   serve [--config FILE]   run the relay (without a config file: the built-in demo)
   check [--config FILE]   validate the config and print what it sets up; exit 1 on problems
   hash-password           read a password on stdin, print a passwordHash for the config
+  queue [list]            messages waiting: id, account, age, attempts, next try, last reply
+  queue failed            messages that failed for good
+  queue show ID           one message's record and headers
+  queue retry ID|--all    try now instead of at the next scheduled time
+  queue delete ID         remove a message (queued or failed)
   demo [--port N] [--http-port N] [--data-dir DIR]
                           run the relay against a built-in local stand-in provider
 
@@ -31,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
       port: { type: 'string' },
       'http-port': { type: 'string' },
       'data-dir': { type: 'string' },
+      all: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -53,6 +60,11 @@ async function main(argv: string[]): Promise<number> {
       return runDemo(values);
     case 'check':
       return check(configPath);
+    case 'queue': {
+      const result = await queueCommand(readDataDir(configPath), positionals.slice(1), values.all ?? false);
+      (result.code === 0 ? process.stdout : process.stderr).write(result.output);
+      return result.code;
+    }
     case 'hash-password': {
       const password = await readSecretFromStdin('Password: ');
       if (!password) {

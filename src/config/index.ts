@@ -1,4 +1,4 @@
-export { loadConfigFile, parseConfig, ConfigError, type ConfigProblem, type LoadedConfig } from './load.js';
+export { loadConfigFile, parseConfig, readDataDir, ConfigError, type ConfigProblem, type LoadedConfig } from './load.js';
 export type { Config, UserConfig } from './schema.js';
 export type { ResolvedAccount, ResolvedUpstream, SendingLimits } from './providers.js';
 export { formatByteSize } from './size.js';

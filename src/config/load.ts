@@ -46,6 +46,24 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   return parseConfig(text, source, env);
 }
 
+/**
+ * Only the data folder, for commands that work on the spool (`queue ...`): they must not need the
+ * account secrets in their environment.
+ */
+export function readDataDir(file: string, env: NodeJS.ProcessEnv = process.env): string {
+  const source = path.resolve(file);
+  const problems: ConfigProblem[] = [];
+  let raw: Tree;
+  try {
+    raw = (parseDocument(readFileSync(source, 'utf8')).toJS() ?? {}) as Tree;
+  } catch (error) {
+    throw new ConfigError(source, [{ path: '(file)', message: `cannot read the config file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})` }]);
+  }
+  const dataDir = substituteEnv(String(raw.dataDir ?? './data'), ['dataDir'], { env, baseDir: path.dirname(source), problems });
+  if (problems.length) throw new ConfigError(source, problems);
+  return path.resolve(path.dirname(source), dataDir);
+}
+
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {

@@ -120,6 +120,8 @@ const oauthSchema = z
     retries: z.number().int().min(0).default(3),
     /** Seconds before the first retry; doubled each time. */
     retryDelay: durationSeconds.default(0.5),
+    /** While an account waits to be signed in again, how often its queue checks whether it is back. */
+    reauthCheckInterval: durationSeconds.default(30),
   })
   .strict();
 

@@ -66,6 +66,14 @@ export class FakeProvider {
   readonly dataScript: ScriptedReply[] = [];
   /** Recipients refused at RCPT TO with 550 5.1.1. */
   readonly unknownRecipients = new Set<string>();
+  /** Recipients refused with 450 4.2.1 this many more times (a temporary mailbox problem). */
+  readonly deferredRecipients = new Map<string, number>();
+  /** While set, every connection is greeted with 421 (the provider is down). */
+  refuseConnections = false;
+  /** When each connection arrived (to check a client's backoff). */
+  readonly connectionTimes: number[] = [];
+  /** Milliseconds each DATA takes to be answered (a slow provider). */
+  dataDelayMs = 0;
 
   private readonly refreshTokens = new Map<string, string>(); // refresh token → mailbox
   private readonly accessTokens = new Map<string, { mailbox: string; expiresAt: number }>();
@@ -99,18 +107,22 @@ export class FakeProvider {
       hideENHANCEDSTATUSCODES: false,
       logger: false,
       onAuth: (auth, session, callback) => this.onAuth(auth, session, callback),
-      onRcptTo: (address, _session, callback) =>
-        this.unknownRecipients.has(address.address.toLowerCase())
-          ? callback(Object.assign(new Error('5.1.1 Recipient address rejected: User unknown'), { responseCode: 550 }))
-          : callback(),
+      onConnect: (_session, callback) => {
+        this.connectionTimes.push(Date.now());
+        if (this.refuseConnections) return callback(Object.assign(new Error('4.3.2 Service not available, closing transmission channel'), { responseCode: 421 }));
+        callback();
+      },
+      onRcptTo: (address, _session, callback) => this.onRcptTo(address.address.toLowerCase(), callback),
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on('data', (chunk: Buffer) => chunks.push(chunk));
         stream.on('end', () => {
-          this.onMessage(Buffer.concat(chunks), session).then(
+          const reply = () => this.onMessage(Buffer.concat(chunks), session).then(
             (reply) => callback(null, reply),
             (error: Error) => callback(error),
           );
+          if (this.dataDelayMs > 0) setTimeout(reply, this.dataDelayMs);
+          else reply();
         });
       },
     });
@@ -176,6 +188,18 @@ export class FakeProvider {
     const payload: Record<string, unknown> = { token_type: 'Bearer', access_token: accessToken, expires_in: this.tokenLifetime, scope: form.get('scope') };
     if (refreshToken) payload.refresh_token = refreshToken;
     return { status: 200, payload };
+  }
+
+  private onRcptTo(address: string, callback: (error?: Error) => void): void {
+    if (this.unknownRecipients.has(address)) {
+      return callback(Object.assign(new Error('5.1.1 Recipient address rejected: User unknown'), { responseCode: 550 }));
+    }
+    const deferrals = this.deferredRecipients.get(address) ?? 0;
+    if (deferrals > 0) {
+      this.deferredRecipients.set(address, deferrals - 1);
+      return callback(Object.assign(new Error('4.2.1 Mailbox temporarily unavailable'), { responseCode: 450 }));
+    }
+    callback();
   }
 
   private onAuth(

@@ -24,6 +24,8 @@ export interface DeliveryAgentOptions {
   retry: RetryPolicy;
   bounces: BounceSettings;
   hostname: string;
+  /** While an account is held (its sign-in is needed), how often to see whether it came back. */
+  heldRecheckMs: number;
   metrics: Metrics;
   health: HealthBoard;
   logger: Logger;
@@ -37,8 +39,6 @@ export interface AccountQueueState {
   oldestReceivedAt?: string;
 }
 
-/** While an account is held (its sign-in is needed), how often to see whether it came back. */
-const HELD_RECHECK_MS = 30_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 class AccountQueue {
@@ -139,7 +139,7 @@ export class DeliveryAgent {
     clearTimeout(queue.timer);
     queue.timer = undefined;
     if (queue.held) {
-      this.wake(queue, Date.now() + HELD_RECHECK_MS, () => this.checkHeld(queue));
+      this.wake(queue, Date.now() + this.options.heldRecheckMs, () => this.checkHeld(queue));
       return;
     }
     const now = Date.now();
@@ -217,9 +217,10 @@ export class DeliveryAgent {
     } catch (error) {
       metrics.upstreamSendDuration.observe({ account }, (performance.now() - started) / 1000);
       const failure = error instanceof SmtpError ? error : defer('internal', 'Local error while relaying', '4.3.0', error);
-      record.lastReply = `${failure.reply.code} ${failure.message}`;
+      const cause = failure.cause as { message?: string; hint?: string; response?: string } | undefined;
+      // The upstream's own words when it answered; the relay's reading of the problem otherwise.
+      record.lastReply = cause?.response?.split(/\r?\n/)[0] ?? `${failure.reply.code} ${failure.message}`;
       health.failed(account, failure.reason, record.lastReply);
-      const cause = failure.cause as { message?: string; hint?: string } | undefined;
       if (failure.reason === 'needs_reauth') {
         record.attempts--; // waiting for a human is not the message's failure
         this.setHeld(queue, true);

@@ -1,0 +1,84 @@
+import { rm } from 'node:fs/promises';
+import { Spool, pendingRecipients, readHeaderBlock, type QueueRecord } from '../spool/index.js';
+
+/**
+ * The mailq / postqueue jobs. They work on the spool files, so they run beside a live daemon,
+ * which notices the changes (it watches the queue folder).
+ */
+export async function queueCommand(dataDir: string, args: string[], all: boolean): Promise<{ code: number; output: string }> {
+  const spool = new Spool(dataDir);
+  const [action = 'list', id] = args;
+  if (id !== undefined && !/^[0-9A-Z]{6,40}$/.test(id)) return { code: 2, output: `"${id}" is not a queue id (see: smtp-oauth-relay queue list)\n` };
+  switch (action) {
+    case 'list':
+      return { code: 0, output: formatList(await spool.list('queue'), 'queue') };
+    case 'failed':
+      return { code: 0, output: formatList(await spool.list('failed'), 'failed') };
+    case 'show': {
+      if (!id) return usage();
+      const area = (await spool.read(id)) ? 'queue' : 'failed';
+      const record = await spool.read(id, area);
+      if (!record) return notFound(id);
+      const headers = await readHeaderBlock(spool.messageFile(id, area));
+      return { code: 0, output: `${JSON.stringify({ area, ...record }, null, 2)}\n\n${headers.toString('utf8')}` };
+    }
+    case 'retry': {
+      const records = all ? await spool.list('queue') : id ? [await spool.read(id)].filter((r): r is QueueRecord => !!r) : undefined;
+      if (!records) return usage();
+      if (!all && records.length === 0) return notFound(id!);
+      const now = new Date().toISOString();
+      for (const record of records) await spool.save({ ...record, nextAttemptAt: now });
+      return { code: 0, output: `${records.length} message(s) scheduled for delivery now\n` };
+    }
+    case 'delete': {
+      if (!id) return usage();
+      for (const area of ['queue', 'failed'] as const) {
+        if (await spool.read(id, area)) {
+          // The record goes first: without it the message counts as never committed.
+          await rm(spool.recordFile(id, area), { force: true });
+          await rm(spool.messageFile(id, area), { force: true });
+          return { code: 0, output: `${id} deleted from ${area}\n` };
+        }
+      }
+      return notFound(id);
+    }
+    default:
+      return usage();
+  }
+}
+
+function formatList(records: QueueRecord[], area: 'queue' | 'failed'): string {
+  if (records.length === 0) return area === 'queue' ? 'Queue is empty.\n' : 'No failed messages.\n';
+  records.sort((a, b) => a.receivedAt.localeCompare(b.receivedAt));
+  const now = Date.now();
+  const rows = records.map((record) => [
+    record.id,
+    record.account,
+    age(now - Date.parse(record.receivedAt)),
+    String(record.attempts),
+    area === 'queue' ? nextTry(record.nextAttemptAt, now) : record.failedAt ?? '',
+    String(area === 'queue' ? pendingRecipients(record).length : record.failedRecipients.length),
+    (record.lastReply ?? '').replace(/\s+/g, ' ').slice(0, 100),
+  ]);
+  const header = ['ID', 'ACCOUNT', 'AGE', 'ATTEMPTS', area === 'queue' ? 'NEXT TRY' : 'FAILED AT', 'RCPTS', 'LAST REPLY'];
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
+  const line = (cells: string[]) => cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]))).join('  ');
+  const bytes = records.reduce((sum, record) => sum + record.size, 0);
+  return [line(header), ...rows.map(line), '', `${records.length} message(s), ${bytes} bytes`, ''].join('\n');
+}
+
+function age(ms: number): string {
+  const minutes = Math.floor(ms / 60_000);
+  if (minutes < 1) return `${Math.floor(ms / 1000)}s`;
+  if (minutes < 120) return `${minutes}m`;
+  const hours = Math.floor(minutes / 60);
+  return hours < 48 ? `${hours}h` : `${Math.floor(hours / 24)}d`;
+}
+
+function nextTry(at: string, now: number): string {
+  const ms = Date.parse(at) - now;
+  return ms <= 0 ? 'now' : `in ${age(ms)}`;
+}
+
+const usage = () => ({ code: 2, output: 'Usage: smtp-oauth-relay queue [list | failed | show ID | retry ID | retry --all | delete ID] [--config FILE]\n' });
+const notFound = (id: string) => ({ code: 1, output: `${id}: no such message in the queue or the failed area\n` });

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
-import type { LoadedConfig } from './config/index.js';
+import type { LoadedConfig, ResolvedAccount } from './config/index.js';
 import { Listener } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
@@ -20,7 +20,14 @@ export interface RunningApp {
   smtpPort: number;
   httpPort: number;
   stop(): Promise<void>;
+  /** Applies what can change without a restart (SIGHUP); returns what needs a restart. */
+  reload(next: LoadedConfig): string[];
   readiness(): ReadinessReport;
+}
+
+/** What an account's route is made of: a change here needs a restart. */
+function routingOf({ mailbox, upstream, limits, delivery, sendAs }: ResolvedAccount) {
+  return { mailbox, upstream, limits, delivery, sendAs };
 }
 
 /** Cap on the header block the rewrite reads into memory. */
@@ -112,6 +119,23 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     smtpPort: smtpAddress.port,
     httpPort: httpAddress.port,
     readiness,
+    reload(next: LoadedConfig): string[] {
+      listener.replaceUsers(next.config.users);
+      logger.level = next.config.log.level;
+      const needsRestart: string[] = [];
+      for (const [name, account] of next.accounts) {
+        const manager = tokens.get(name);
+        if (!manager) needsRestart.push(`accounts.${name} (new account)`);
+        else if (JSON.stringify(routingOf(account)) !== JSON.stringify(routingOf(manager.account))) needsRestart.push(`accounts.${name}`);
+        manager?.updateCredentials(account);
+      }
+      for (const name of tokens.keys()) if (!next.accounts.has(name)) needsRestart.push(`accounts.${name} (removed account)`);
+      for (const key of ['smtp', 'http', 'dataDir', 'delivery', 'queue'] as const) {
+        if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key])) needsRestart.push(key);
+      }
+      logger.info({ needsRestart }, 'configuration reloaded: users, log level and account credentials applied');
+      return needsRestart;
+    },
     /** Stops taking mail (421 to new sessions), lets transactions and deliveries in flight finish. */
     async stop() {
       for (const manager of tokens.values()) manager.stopKeepAlive();

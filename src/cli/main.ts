@@ -82,6 +82,15 @@ async function main(argv: string[]): Promise<number> {
 
 async function serve(configPath: string): Promise<number> {
   const app = await startApp(loadConfigFile(configPath));
+  process.on('SIGHUP', () => {
+    try {
+      const needsRestart = app.reload(loadConfigFile(configPath));
+      if (needsRestart.length) process.stderr.write(`SIGHUP: reloaded; these changes need a restart: ${needsRestart.join(', ')}\n`);
+    } catch (error) {
+      // A broken edit must not take the running relay down: keep the old config.
+      process.stderr.write(`SIGHUP: config not reloaded, the running one stays:\n${(error as Error).message}\n`);
+    }
+  });
   await untilSignal();
   await app.stop();
   return 0;

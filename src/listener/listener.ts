@@ -39,7 +39,7 @@ const WARNED_CLIENTS_LIMIT = 1000;
  */
 export class Listener {
   private readonly server: SMTPServer;
-  private readonly authenticator: DeviceAuthenticator;
+  private authenticator: DeviceAuthenticator;
   private readonly warnedClearText = new Set<string>();
 
   constructor(private readonly options: ListenerOptions) {
@@ -77,6 +77,11 @@ export class Listener {
       onData: (stream, session, callback) => this.onData(stream, session, callback),
     });
     this.server.on('error', (error) => options.logger.warn({ err: error.message }, 'smtp listener error'));
+  }
+
+  /** Device users from a reloaded config; sessions already authenticated keep going. */
+  replaceUsers(users: UserConfig[]): void {
+    this.authenticator = new DeviceAuthenticator(users);
   }
 
   listen(): Promise<AddressInfo> {

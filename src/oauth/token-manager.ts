@@ -75,11 +75,25 @@ export class TokenManager {
   private readonly log: Logger;
 
   constructor(
-    readonly account: ResolvedAccount,
+    private accountValue: ResolvedAccount,
     private readonly options: TokenManagerOptions,
   ) {
-    this.log = options.logger.child({ account: account.name });
-    options.metrics.accountReady.set({ account: account.name }, 0);
+    this.log = options.logger.child({ account: accountValue.name });
+    options.metrics.accountReady.set({ account: accountValue.name }, 0);
+  }
+
+  get account(): ResolvedAccount {
+    return this.accountValue;
+  }
+
+  /** New credentials from a reloaded config: the next token request uses them. */
+  updateCredentials(account: ResolvedAccount): void {
+    const changed = ['clientId', 'clientSecret', 'refreshToken', 'tokenUrl', 'scopes'] as const;
+    if (changed.every((key) => account[key] === this.accountValue[key])) return;
+    this.accountValue = { ...this.accountValue, ...Object.fromEntries(changed.map((key) => [key, account[key]])) };
+    this.current = undefined;
+    this.rejected = undefined;
+    this.log.info('account credentials changed; a new token will be requested');
   }
 
   /** A token good for at least the next few minutes. */

@@ -18,6 +18,8 @@ export interface AppOptions {
 
 export interface RunningApp {
   smtpPort: number;
+  /** The implicit-TLS listener's port, when smtp.tls.implicitPort is set. */
+  smtpsPort?: number;
   httpPort: number;
   stop(): Promise<void>;
   /** Applies what can change without a restart (SIGHUP); returns what needs a restart. */
@@ -30,8 +32,6 @@ function routingOf({ mailbox, upstream, limits, delivery, sendAs }: ResolvedAcco
   return { mailbox, upstream, limits, delivery, sendAs };
 }
 
-/** Cap on the header block the rewrite reads into memory. */
-const MAX_HEADER_BYTES = 1024 * 1024;
 
 /** Wires the parts for one configuration; no globals, so tests can run several side by side. */
 export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): Promise<RunningApp> {
@@ -83,7 +83,18 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       );
     },
   });
-  const pipeline = new Pipeline({ routes, spool, agent, metrics, health, logger, maxMessageSize: config.smtp.maxMessageSize, maxHeaderBytes: MAX_HEADER_BYTES });
+  const pipeline = new Pipeline({
+    routes,
+    spool,
+    agent,
+    metrics,
+    health,
+    logger,
+    maxMessageSize: config.smtp.maxMessageSize,
+    maxHeaderBytes: config.smtp.maxHeaderSize,
+    maxHeaderLines: config.smtp.maxHeaderLines,
+    bareLineEndings: config.smtp.bareLineEndings,
+  });
   const listener = new Listener({ config, hostname, handler: pipeline.handle, admit: pipeline.admit, metrics, logger });
 
   const readiness = (): ReadinessReport => {
@@ -101,7 +112,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   };
   const status = new StatusServer({ host: config.http.host, port: config.http.port, registry: metrics.registry, readiness, logger });
 
-  const smtpAddress = await listener.listen();
+  const [smtpAddress, ...implicitTls] = await listener.listen();
   const httpAddress = await status.listen().catch(async (error: Error) => {
     await listener.close();
     throw error;
@@ -111,16 +122,18 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     for (const manager of tokens.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
   }
   logger.info(
-    { smtp: `${smtpAddress.address}:${smtpAddress.port}`, http: `${httpAddress.address}:${httpAddress.port}`, accounts: [...loaded.accounts.keys()], users: config.users.length },
+    { smtp: `${smtpAddress.address}:${smtpAddress.port}`, smtps: implicitTls.map((address) => `${address.address}:${address.port}`), http: `${httpAddress.address}:${httpAddress.port}`, accounts: [...loaded.accounts.keys()], users: config.users.length },
     'smtp-oauth-relay listening',
   );
 
   return {
     smtpPort: smtpAddress.port,
+    smtpsPort: implicitTls[0]?.port,
     httpPort: httpAddress.port,
     readiness,
     reload(next: LoadedConfig): string[] {
       listener.replaceUsers(next.config.users);
+      listener.reloadTls();
       logger.level = next.config.log.level;
       const needsRestart: string[] = [];
       for (const [name, account] of next.accounts) {

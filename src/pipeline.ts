@@ -5,7 +5,7 @@ import { formatByteSize } from './config/index.js';
 import type { Transaction } from './listener/index.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics/metrics.js';
-import { SenderRewriter, SizeGuard, type SenderDecision } from './rewrite/index.js';
+import { LineEndingGuard, SenderRewriter, SizeGuard, type LineEndingPolicy, type SenderDecision } from './rewrite/index.js';
 import type { DeliveryAgent, Spool, StagedMessage } from './spool/index.js';
 import type { Upstream } from './upstream/index.js';
 import { SmtpError, defer, reject } from './reply.js';
@@ -25,6 +25,8 @@ export interface PipelineOptions {
   logger: Logger;
   maxMessageSize: number;
   maxHeaderBytes: number;
+  maxHeaderLines: number;
+  bareLineEndings: LineEndingPolicy;
 }
 
 const SPOOL_FULL = () => new SmtpError({ code: 452, enhanced: '4.3.1', text: 'Relay spool is full; try again later' }, 'spool_full');
@@ -52,14 +54,16 @@ export class Pipeline {
     const log = this.options.logger.child({ id, session: transaction.sessionId, clientIp: transaction.clientIp, user: transaction.user.username, account });
 
     const guard = new SizeGuard(this.options.maxMessageSize);
+    const lineEndings = new LineEndingGuard(transaction.user.bareLineEndings ?? this.options.bareLineEndings);
     const rewriter = new SenderRewriter(
       { mailbox: route.account.mailbox, sendAs: route.account.sendAs, envelopeFrom: transaction.mailFrom },
-      this.options.maxHeaderBytes,
+      { maxHeaderBytes: this.options.maxHeaderBytes, maxHeaderLines: this.options.maxHeaderLines },
     );
     let staged: StagedMessage | undefined;
     try {
       await this.admit(undefined);
-      staged = await spool.stage(id, stream.pipe(guard).pipe(rewriter));
+      staged = await spool.stage(id, stream.pipe(guard).pipe(lineEndings).pipe(rewriter));
+      if (lineEndings.repairs > 0) log.info({ repairs: lineEndings.repairs }, 'bare CR/LF or NUL in the message normalised to CRLF');
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);
       if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(this.options.maxMessageSize)}`);

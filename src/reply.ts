@@ -12,6 +12,7 @@ export interface SmtpReply {
 export type FailureReason =
   | 'too_large'
   | 'header_too_large'
+  | 'bare_line_ending'
   | 'upstream_rejected'
   | 'upstream_deferred'
   | 'upstream_auth'
@@ -21,11 +22,14 @@ export type FailureReason =
   | 'needs_reauth'
   | 'spool_full'
   | 'expired'
-  | 'internal';
+  | 'internal'
+  /** Refused by the listener's policy (networks, lockouts, recipients): not a message failure. */
+  | 'policy';
 
 export const FAILURE_REASONS: readonly FailureReason[] = [
   'too_large',
   'header_too_large',
+  'bare_line_ending',
   'upstream_rejected',
   'upstream_deferred',
   'upstream_auth',

@@ -53,7 +53,8 @@ export async function startRelay(provider: FakeProvider, options: RelayOptions =
   const dataDir = options.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'relay-test-')));
   const yaml = stringify({
     delivery: 'direct', // the pass-through contract; queue tests ask for queue
-    smtp: { host: '127.0.0.1', port: 0, hostname: 'relay.test' },
+    // Every test client comes from 127.0.0.1, as a whole office would from behind one NAT.
+    smtp: { host: '127.0.0.1', port: 0, hostname: 'relay.test', maxConnectionsPerIp: 500 },
     http: { host: '127.0.0.1', port: 0 },
     dataDir,
     oauth: { retries: 1, retryDelay: 0.05 },

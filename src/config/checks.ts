@@ -25,6 +25,12 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
     if (flow === 'client_credentials' && !account.clientSecret) add(`${at}.clientSecret`, 'required for flow client_credentials (or set clientSecretFile)');
     if (flow === 'client_credentials' && account.provider === 'google') add(`${at}.flow`, 'Google has no client_credentials grant for Gmail; use refresh_token');
   }
+  const unauthenticated = tree?.unauthenticated;
+  if (isObject(unauthenticated) && typeof unauthenticated.account === 'string' && !(unauthenticated.account in accounts)) {
+    add('unauthenticated.account', `no account named "${unauthenticated.account}"; accounts are: ${Object.keys(accounts).join(', ') || 'none'}`);
+  }
+  const smtp = isObject(tree?.smtp) ? tree.smtp : {};
+  if (smtp.requireTls === true && !isObject(smtp.tls)) add('smtp.requireTls', 'needs smtp.tls (cert and key) so devices can start TLS');
   const users = Array.isArray(tree?.users) ? (tree.users as Loose[]) : [];
   const seen = new Set<unknown>();
   users.forEach((user, index) => {

@@ -2,3 +2,4 @@ export { loadConfigFile, parseConfig, readDataDir, ConfigError, type ConfigProbl
 export type { Config, UserConfig } from './schema.js';
 export type { ResolvedAccount, ResolvedUpstream, SendingLimits } from './providers.js';
 export { formatByteSize } from './size.js';
+export { NetworkList } from './networks.js';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseByteSize, parseDuration } from './size.js';
+import { parseNetwork } from './networks.js';
 
 /**
  * The one description of the configuration file: zod validates it and the TypeScript types are
@@ -32,12 +33,21 @@ const durationSeconds = z
 
 const deliveryMode = z.enum(['queue', 'direct']);
 
-const tlsFiles = z
+const tlsSchema = z
   .object({
     cert: z.string().min(1),
     key: z.string().min(1),
+    /** Lowest TLS version offered to devices; TLSv1/TLSv1.1 only for old printers, and logged. */
+    minVersion: z.enum(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    /** A second listener speaking TLS from the first byte (SMTPS, usually 465). */
+    implicitPort: port.optional(),
   })
   .strict();
+
+/** "192.168.10.0/24", "10.1.2.3", "fd00::/8". */
+const network = z.string().refine((value) => parseNetwork(value) !== undefined, { message: 'must be an IP address or CIDR range, e.g. 192.168.10.0/24 or fd00::/8' });
+
+const lineEndingPolicy = z.enum(['normalize', 'reject']);
 
 const smtpSchema = z
   .object({
@@ -49,7 +59,27 @@ const smtpSchema = z
     maxClients: z.number().int().positive().default(100),
     /** Seconds of silence from a device before its session is closed. */
     socketTimeout: durationSeconds.default(120),
-    tls: tlsFiles.optional(),
+    tls: tlsSchema.optional(),
+    /** Refuse AUTH and MAIL before STARTTLS (530 5.7.0). Needs tls. */
+    requireTls: z.boolean().default(false),
+    /** Recipients per message (a user may set its own). */
+    maxRecipients: z.number().int().positive().default(100),
+    maxConnectionsPerIp: z.number().int().positive().default(50),
+    /** Cap on a message's header block and on its number of header lines. */
+    maxHeaderSize: byteSize.default(256 * 1024),
+    maxHeaderLines: z.number().int().positive().default(1000),
+    /** normalize: bare CR or LF becomes CRLF (legacy devices); reject: 554 5.6.11. Either way no smuggling. */
+    bareLineEndings: lineEndingPolicy.default('normalize'),
+    /** Failed AUTH per client address and per user name within `window` before a `lockout`. */
+    authFailures: z
+      .object({
+        maxPerIp: z.number().int().positive().default(10),
+        maxPerUser: z.number().int().positive().default(10),
+        window: durationSeconds.default(15 * 60),
+        lockout: durationSeconds.default(15 * 60),
+      })
+      .strict()
+      .default({ maxPerIp: 10, maxPerUser: 10, window: 900, lockout: 900 }),
   })
   .strict();
 
@@ -109,6 +139,12 @@ const userSchema = z
     password: z.string().min(1).optional(),
     passwordHash: z.string().regex(/^scrypt\$/, 'must be the output of `smtp-oauth-relay hash-password`').optional(),
     account: z.string().min(1),
+    /** Where this device may log in from (default: wherever allowNetworks lets in). */
+    allowNetworks: z.array(network).optional(),
+    /** Recipient addresses or domains ("example.com", "@example.com") this device may send to. */
+    allowRecipients: z.array(z.string().min(1)).optional(),
+    maxRecipients: z.number().int().positive().optional(),
+    bareLineEndings: lineEndingPolicy.optional(),
   })
   .strict();
 
@@ -169,6 +205,10 @@ export const configSchema = z
       .strict()
       .default({ level: 'info' }),
     oauth: oauthSchema.default(() => oauthSchema.parse({})),
+    /** Client addresses that may connect at all (empty: any). */
+    allowNetworks: z.array(network).default([]),
+    /** Devices that cannot AUTH: these networks may send without it, through one account. Off unless set. */
+    unauthenticated: z.object({ networks: z.array(network).min(1), account: z.string().min(1) }).strict().optional(),
     accounts: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'account names use letters, digits, _ . -'), accountSchema),
     users: z.array(userSchema).min(1, 'add at least one device user'),
   })

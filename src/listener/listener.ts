@@ -1,12 +1,21 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession, type SMTPServerAuthentication } from 'smtp-server';
+import {
+  SMTPServer,
+  type SMTPServerAddress,
+  type SMTPServerDataStream,
+  type SMTPServerOptions,
+  type SMTPServerSession,
+  type SMTPServerAuthentication,
+} from 'smtp-server';
 import './replies.js';
-import type { Config, UserConfig } from '../config/index.js';
+import { NetworkList, type Config, type UserConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { SmtpError, defer, reject } from '../reply.js';
 import { DeviceAuthenticator } from './passwords.js';
+import { AuthGuard } from './auth-guard.js';
+import { RecipientPolicy } from './recipient-policy.js';
 
 /** What the listener knows about a message when its DATA starts. */
 export interface Transaction {
@@ -32,93 +41,174 @@ export interface ListenerOptions {
 
 /** Remembers which clients were warned about clear-text AUTH, without growing forever. */
 const WARNED_CLIENTS_LIMIT = 1000;
+/** CR, LF, NUL and the other controls never belong in an address or a login name. */
+const CONTROL_CHARACTERS = /[\x00-\x1f\x7f]/;
+
+type Callback = (error?: Error | null) => void;
 
 /**
- * The SMTP side the devices talk to: AUTH PLAIN/LOGIN against the configured users, MAIL only
- * after AUTH, and every DATA handed to the message handler, whose verdict becomes the reply.
+ * The SMTP side the devices talk to: who may connect (networks, per-address limits, lockouts),
+ * who they are (AUTH PLAIN/LOGIN, or a listed network for devices that cannot AUTH), where they
+ * may send, and every DATA handed to the message handler, whose verdict becomes the reply.
  */
 export class Listener {
-  private readonly server: SMTPServer;
+  private readonly servers: { server: SMTPServer; port: number; secure: boolean }[] = [];
   private authenticator: DeviceAuthenticator;
+  private readonly guard: AuthGuard;
+  private readonly allowed: NetworkList;
+  private readonly unauthenticated?: { networks: NetworkList; user: UserConfig };
+  private readonly userNetworks = new Map<string, NetworkList>();
+  private readonly recipients: RecipientPolicy;
+  private readonly connectionsPerIp = new Map<string, number>();
   private readonly warnedClearText = new Set<string>();
 
   constructor(private readonly options: ListenerOptions) {
-    const { config, hostname } = options;
+    const { config, logger } = options;
+    const smtp = config.smtp;
     this.authenticator = new DeviceAuthenticator(config.users);
-    const tls = config.smtp.tls;
-    this.server = new SMTPServer({
+    this.guard = new AuthGuard({ ...smtp.authFailures, windowMs: smtp.authFailures.window * 1000, lockoutMs: smtp.authFailures.lockout * 1000 });
+    this.allowed = new NetworkList(config.allowNetworks);
+    this.recipients = new RecipientPolicy(smtp.maxRecipients);
+    this.setUsers(config.users);
+    if (config.unauthenticated) {
+      const { networks, account } = config.unauthenticated;
+      this.unauthenticated = { networks: new NetworkList(networks), user: { username: `(unauthenticated ${account})`, account, password: '-' } as UserConfig };
+      logger.warn({ networks, account }, 'UNAUTHENTICATED submission is on: any device in these networks can send as the account without a password');
+    }
+    if (smtp.tls && smtp.tls.minVersion !== 'TLSv1.2' && smtp.tls.minVersion !== 'TLSv1.3') {
+      logger.warn({ minVersion: smtp.tls.minVersion }, 'smtp.tls.minVersion allows outdated TLS for old devices; raise it once they are replaced');
+    }
+    this.servers.push({ server: this.createServer(false), port: smtp.port, secure: false });
+    if (smtp.tls?.implicitPort !== undefined) this.servers.push({ server: this.createServer(true), port: smtp.tls.implicitPort, secure: true });
+  }
+
+  /** Device users from a reloaded config; sessions already authenticated keep going. */
+  replaceUsers(users: UserConfig[]): void {
+    this.authenticator = new DeviceAuthenticator(users);
+    this.setUsers(users);
+  }
+
+  /** Re-reads the certificate and key (SIGHUP), for new sessions. */
+  reloadTls(): void {
+    const tls = this.options.config.smtp.tls;
+    if (!tls) return;
+    for (const { server } of this.servers) server.updateSecureContext({ key: readFileSync(tls.key), cert: readFileSync(tls.cert) });
+  }
+
+  /** Starts every listener; resolves with their addresses (the plain one first). */
+  async listen(): Promise<AddressInfo[]> {
+    const addresses: AddressInfo[] = [];
+    try {
+      for (const { server, port } of this.servers) addresses.push(await listenOn(server, port, this.options.config.smtp.host));
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+    return addresses;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve()))));
+  }
+
+  private setUsers(users: UserConfig[]): void {
+    this.userNetworks.clear();
+    for (const user of users) if (user.allowNetworks) this.userNetworks.set(user.username, new NetworkList(user.allowNetworks));
+  }
+
+  private createServer(secure: boolean): SMTPServer {
+    const { config, hostname, logger } = this.options;
+    const smtp = config.smtp;
+    const tls = smtp.tls;
+    const options: SMTPServerOptions = {
+      secure,
       name: hostname,
       banner: 'smtp-oauth-relay ready',
       authMethods: ['PLAIN', 'LOGIN'],
-      // Printers rarely speak TLS; clear-text AUTH is allowed and logged (see onAuth).
+      // Printers rarely speak TLS; clear-text AUTH is allowed (unless requireTls) and logged.
       allowInsecureAuth: true,
+      authOptional: this.unauthenticated !== undefined,
       authRequiredMessage: 'Authentication required',
-      size: config.smtp.maxMessageSize,
-      maxClients: config.smtp.maxClients,
-      socketTimeout: config.smtp.socketTimeout * 1000,
+      size: smtp.maxMessageSize,
+      maxClients: smtp.maxClients,
+      socketTimeout: smtp.socketTimeout * 1000,
       closeTimeout: 5000,
       // Without a certificate of our own, smtp-server would offer STARTTLS with a key that ships in
       // its package (anyone could decrypt): offer no STARTTLS at all instead.
       disabledCommands: tls ? [] : ['STARTTLS'],
       key: tls ? readFileSync(tls.key) : undefined,
       cert: tls ? readFileSync(tls.cert) : undefined,
+      minVersion: tls?.minVersion,
       // The upstream leg is not known to carry SMTPUTF8; 8BITMIME is honoured by both providers.
       hideSMTPUTF8: true,
       // RFC 3463 codes on every reply, so devices and logs can tell 4.7.0 from 4.4.1.
       hideENHANCEDSTATUSCODES: false,
+      // A PTR lookup per connection buys nothing here and stalls where office DNS is slow.
+      disableReverseLookup: true,
       logger: false,
       onConnect: (session, callback) => this.onConnect(session, callback),
-      onClose: () => options.metrics.activeConnections.dec(),
+      onClose: (session) => this.onClose(session),
       onAuth: (auth, session, callback) => void this.onAuth(auth, session, callback),
-      onMailFrom: (address, _session, callback) => {
-        const declared = Number(address.args && (address.args as Record<string, string>).SIZE) || undefined;
-        options.admit(declared).then(() => callback(), callback);
-      },
+      onMailFrom: (address, session, callback) => void this.onMailFrom(address, session, callback),
+      onRcptTo: (address, session, callback) => this.onRcptTo(address, session, callback),
       onData: (stream, session, callback) => this.onData(stream, session, callback),
-    });
-    this.server.on('error', (error) => options.logger.warn({ err: error.message }, 'smtp listener error'));
+    } as SMTPServerOptions;
+    const server = new SMTPServer(options);
+    server.on('error', (error) => logger.warn({ err: error.message }, 'smtp listener error'));
+    return server;
   }
 
-  /** Device users from a reloaded config; sessions already authenticated keep going. */
-  replaceUsers(users: UserConfig[]): void {
-    this.authenticator = new DeviceAuthenticator(users);
-  }
-
-  listen(): Promise<AddressInfo> {
-    const { host, port } = this.options.config.smtp;
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve(this.server.server.address() as AddressInfo);
-      });
-    });
-  }
-
-  close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-
-  private onConnect(session: SMTPServerSession, callback: (error?: Error) => void): void {
-    this.options.metrics.connections.inc();
-    this.options.metrics.activeConnections.inc();
-    this.options.logger.debug({ session: session.id, clientIp: session.remoteAddress }, 'device connected');
+  private onConnect(session: SMTPServerSession, callback: Callback): void {
+    const ip = session.remoteAddress;
+    const { metrics, logger, config } = this.options;
+    if (!this.allowed.empty && !this.allowed.has(ip) && !this.unauthenticated?.networks.has(ip)) {
+      logger.warn({ clientIp: ip }, 'connection from an address outside allowNetworks refused');
+      return callback(smtpError(554, '5.7.1', 'Access denied: this address may not use the relay'));
+    }
+    if (this.guard.lockout(ip)) return callback(smtpError(421, '4.7.0', 'Too many failed logins from your address; try again later'));
+    const open = this.connectionsPerIp.get(ip) ?? 0;
+    if (open >= config.smtp.maxConnectionsPerIp) return callback(smtpError(421, '4.7.0', 'Too many connections from your address; try again later'));
+    this.connectionsPerIp.set(ip, open + 1);
+    (session as SMTPServerSession & { counted?: true }).counted = true;
+    metrics.connections.inc();
+    metrics.activeConnections.inc();
+    logger.debug({ session: session.id, clientIp: ip }, 'device connected');
     callback();
   }
 
-  private async onAuth(
-    auth: SMTPServerAuthentication,
-    session: SMTPServerSession,
-    callback: (error: Error | null | undefined, response?: { user: unknown }) => void,
-  ): Promise<void> {
-    const user = await this.authenticator.verify(auth.username ?? '', auth.password ?? '').catch(() => undefined);
-    const log = this.options.logger.child({ session: session.id, clientIp: session.remoteAddress, user: auth.username });
-    if (!user) {
-      this.options.metrics.authFailures.inc();
-      log.warn({ method: auth.method }, 'device authentication failed');
-      return callback(reject('internal', 535, '5.7.8', 'Authentication credentials invalid'));
+  private onClose(session: SMTPServerSession): void {
+    if (!(session as SMTPServerSession & { counted?: true }).counted) return;
+    const ip = session.remoteAddress;
+    const open = (this.connectionsPerIp.get(ip) ?? 1) - 1;
+    if (open > 0) this.connectionsPerIp.set(ip, open);
+    else this.connectionsPerIp.delete(ip);
+    this.options.metrics.activeConnections.dec();
+  }
+
+  private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: unknown }) => void): Promise<void> {
+    const ip = session.remoteAddress;
+    const username = auth.username ?? '';
+    const { metrics, logger, config } = this.options;
+    const log = logger.child({ session: session.id, clientIp: ip });
+    if (config.smtp.requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
+    if (CONTROL_CHARACTERS.test(username)) return callback(smtpError(501, '5.5.4', 'Invalid characters in the user name'));
+    const lockout = this.guard.lockout(ip, username);
+    if (lockout) {
+      log.warn({ user: username, scope: lockout.scope, until: new Date(lockout.until).toISOString() }, 'login refused: locked out after failed attempts');
+      return callback(smtpError(421, '4.7.0', 'Too many failed logins; try again later'));
     }
-    if (!session.secure) this.warnClearText(session.remoteAddress, log);
+    const user = await this.authenticator.verify(username, auth.password ?? '').catch(() => undefined);
+    const networks = user && this.userNetworks.get(user.username);
+    if (!user || (networks && !networks.has(ip))) {
+      metrics.authFailures.inc();
+      const { delayMs, lockouts } = this.guard.failed(ip, username);
+      for (const scope of lockouts) metrics.authLockouts.inc({ scope });
+      log.warn({ user: username, method: auth.method, outsideUserNetworks: !!user, lockouts }, 'device authentication failed');
+      await sleep(delayMs);
+      return callback(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
+    }
+    this.guard.succeeded(ip, user.username);
+    if (!session.secure) this.warnClearText(ip, log.child({ user: user.username }));
     callback(null, { user });
   }
 
@@ -127,6 +217,27 @@ export class Listener {
     if (this.warnedClearText.size >= WARNED_CLIENTS_LIMIT) this.warnedClearText.clear();
     this.warnedClearText.add(clientIp);
     log.warn('device sent its password without TLS; configure smtp.tls and enable STARTTLS on the device if it can');
+  }
+
+  private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
+    if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.7', 'Invalid characters in the sender address'));
+    if (!session.user) {
+      const { config } = this.options;
+      if (!this.unauthenticated?.networks.has(session.remoteAddress)) return callback(smtpError(530, '5.7.0', 'Authentication required'));
+      if (config.smtp.requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
+      // The device is let in by its address: it sends as the configured account.
+      session.user = this.unauthenticated.user as unknown as string;
+    }
+    const declared = Number(address.args ? (address.args as Record<string, string>).SIZE : undefined) || undefined;
+    this.options.admit(declared).then(() => callback(), callback);
+  }
+
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): void {
+    if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.3', 'Invalid characters in the recipient address'));
+    const user = session.user as unknown as UserConfig;
+    const refusal = this.recipients.check(user, address.address, session.envelope.rcptTo.length);
+    if (refusal) this.options.logger.warn({ session: session.id, user: user.username, recipient: address.address, reply: refusal.message }, 'recipient refused');
+    callback(refusal);
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void): void {
@@ -147,4 +258,22 @@ export class Listener {
       },
     );
   }
+}
+
+function smtpError(code: number, enhanced: string, text: string): SmtpError {
+  return reject('policy', code, enhanced, text);
+}
+
+function listenOn(server: SMTPServer, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server.server.address() as AddressInfo);
+    });
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }

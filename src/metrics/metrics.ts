@@ -29,6 +29,12 @@ export function createMetrics(accountNames: string[]) {
     connections: new Counter({ name: `${p}smtp_connections_total`, help: 'Device connections accepted', registers: [registry] }),
     activeConnections: new Gauge({ name: `${p}smtp_active_connections`, help: 'Device connections open now', registers: [registry] }),
     authFailures: new Counter({ name: `${p}smtp_auth_failures_total`, help: 'Failed device AUTH attempts', registers: [registry] }),
+    authLockouts: new Counter({
+      name: `${p}smtp_auth_lockouts_total`,
+      help: 'Lockouts after repeated failed AUTH, by scope (ip: a client address, user: a user name)',
+      labelNames: ['scope'],
+      registers: [registry],
+    }),
     messagesReceived: new Counter({ name: `${p}messages_received_total`, help: 'Messages whose DATA a device completed', labelNames: ['account'], registers: [registry] }),
     messagesRelayed: new Counter({ name: `${p}messages_relayed_total`, help: 'Messages the upstream accepted', labelNames: ['account'], registers: [registry] }),
     messagesFailed: new Counter({
@@ -100,6 +106,7 @@ export function createMetrics(accountNames: string[]) {
       probes.queue = probe;
     },
   };
+  for (const scope of ['ip', 'user']) metrics.authLockouts.inc({ scope }, 0);
   for (const account of accountNames) {
     metrics.messagesReceived.inc({ account }, 0);
     metrics.messagesRelayed.inc({ account }, 0);

@@ -15,7 +15,7 @@ export class SenderRewriter extends Transform {
 
   constructor(
     private readonly rules: SenderRules,
-    private readonly maxHeaderBytes: number,
+    private readonly limits: { maxHeaderBytes: number; maxHeaderLines: number },
   ) {
     super();
   }
@@ -35,27 +35,29 @@ export class SenderRewriter extends Transform {
     this.pending = [buffered];
     const end = headerEnd(buffered, searchFrom);
     if (end < 0) {
-      if (this.pendingBytes > this.maxHeaderBytes) {
-        return callback(reject('header_too_large', 552, '5.3.4', `Message header block exceeds ${this.maxHeaderBytes} bytes`));
+      if (this.pendingBytes > this.limits.maxHeaderBytes) {
+        return callback(reject('header_too_large', 552, '5.3.4', `Message header block exceeds ${this.limits.maxHeaderBytes} bytes`));
       }
       return callback();
     }
-    this.emitHeaders(buffered.subarray(0, end));
-    callback(null, buffered.subarray(end));
+    callback(this.emitHeaders(buffered.subarray(0, end)), buffered.subarray(end));
   }
 
   override _flush(callback: TransformCallback): void {
     // A message that is all header (no blank line, no body) still gets the rules.
-    if (!this.headerDone) this.emitHeaders(Buffer.concat(this.pending, this.pendingBytes));
-    callback();
+    callback(this.headerDone ? null : this.emitHeaders(Buffer.concat(this.pending, this.pendingBytes)));
   }
 
-  private emitHeaders(block: Buffer): void {
+  private emitHeaders(block: Buffer): Error | null {
     this.headerDone = true;
     this.pending = [];
     const headers = new Headers(block);
+    if (headers.getList().length > this.limits.maxHeaderLines) {
+      return reject('header_too_large', 552, '5.3.4', `Message has more than ${this.limits.maxHeaderLines} header lines`);
+    }
     this.decisionValue = applySenderRules(headers, this.rules);
     this.push(headers.build());
+    return null;
   }
 }
 

@@ -1,0 +1,74 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import { reject } from '../reply.js';
+
+const CR = 0x0d;
+const LF = 0x0a;
+const NUL = 0x00;
+const CRLF = Buffer.from('\r\n');
+
+export type LineEndingPolicy = 'normalize' | 'reject';
+
+/**
+ * SMTP smuggling defence. smtp-server ends DATA only on CRLF.CRLF but passes bare LF and bare CR
+ * into the message, and nodemailer turns bare LF into CRLF but leaves bare CR alone: "\r.\r" in a
+ * body could end the upstream's DATA early and start a second, unrewritten message on the relay's
+ * authenticated session. Here every bare CR or LF becomes CRLF (so dot-stuffing on the way out
+ * covers every line) and NUL bytes go; or, with `reject`, the message is refused with 554 5.6.11.
+ */
+export class LineEndingGuard extends Transform {
+  private pendingCR = false;
+  /** How many bare line endings or NULs were found (for the log). */
+  repairs = 0;
+
+  constructor(private readonly policy: LineEndingPolicy) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const parts: Buffer[] = [];
+    let start = 0;
+    let i = 0;
+    if (this.pendingCR) {
+      this.pendingCR = false;
+      parts.push(CRLF);
+      if (chunk[0] === LF) start = i = 1;
+      else this.repairs++;
+    }
+    for (; i < chunk.length; i++) {
+      const byte = chunk[i];
+      if (byte === CR) {
+        if (i + 1 === chunk.length) {
+          parts.push(chunk.subarray(start, i));
+          this.pendingCR = true;
+          start = i + 1;
+        } else if (chunk[i + 1] === LF) {
+          i++;
+        } else {
+          parts.push(chunk.subarray(start, i), CRLF);
+          start = i + 1;
+          this.repairs++;
+        }
+      } else if (byte === LF || byte === NUL) {
+        parts.push(chunk.subarray(start, i));
+        if (byte === LF) parts.push(CRLF);
+        start = i + 1;
+        this.repairs++;
+      }
+    }
+    if (this.repairs > 0 && this.policy === 'reject') {
+      return callback(reject('bare_line_ending', 554, '5.6.11', 'Message contains bare CR or LF (or NUL); send lines ending in CRLF'));
+    }
+    if (start === 0 && parts.length === 0) return callback(null, chunk);
+    parts.push(chunk.subarray(start));
+    callback(null, Buffer.concat(parts));
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.pendingCR) {
+      this.repairs++;
+      if (this.policy === 'reject') return callback(reject('bare_line_ending', 554, '5.6.11', 'Message contains bare CR or LF (or NUL); send lines ending in CRLF'));
+      this.push(CRLF);
+    }
+    callback();
+  }
+}

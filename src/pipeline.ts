@@ -62,7 +62,7 @@ export class Pipeline {
     let staged: StagedMessage | undefined;
     try {
       await this.admit(undefined);
-      staged = await spool.stage(id, stream.pipe(guard).pipe(lineEndings).pipe(rewriter));
+      staged = await spool.stage(id, stream.pipe(guard), [lineEndings, rewriter]);
       if (lineEndings.repairs > 0) log.info({ repairs: lineEndings.repairs }, 'bare CR/LF or NUL in the message normalised to CRLF');
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);

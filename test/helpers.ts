@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -64,7 +64,7 @@ export async function startRelay(provider: FakeProvider, options: RelayOptions =
   });
   const loaded = parseConfig(yaml, path.join(dataDir, 'config.yaml'), options.env ?? {});
   const logs: string[] = [];
-  const logger = createLogger('debug', { write: (line: string) => void logs.push(line) });
+  const logger = createLogger('trace', { write: (line: string) => void logs.push(line) });
   const app = await startApp(loaded, { logger, keepAlive: options.keepAlive ?? false });
   return {
     app,
@@ -77,6 +77,25 @@ export async function startRelay(provider: FakeProvider, options: RelayOptions =
       if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A config file for a relay run as its own process (queue mode, ports chosen by the system). */
+export async function writeRelayConfig(provider: FakeProvider, extra: Record<string, unknown> = {}): Promise<{ configFile: string; dataDir: string }> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-process-'));
+  const configFile = path.join(dataDir, 'config.yaml');
+  const { smtp, ...rest } = extra as { smtp?: Record<string, unknown> };
+  const config = {
+    delivery: 'queue',
+    smtp: { host: '127.0.0.1', port: 0, maxClients: 200, ...smtp },
+    http: { host: '127.0.0.1', port: 0 },
+    dataDir,
+    log: { level: 'info' },
+    accounts: { office: accountFor(provider) },
+    users: [{ ...DEVICE, account: 'office' }],
+    ...rest,
+  };
+  await writeFile(configFile, stringify(config), { mode: 0o600 });
+  return { configFile, dataDir };
 }
 
 /** A device that speaks SMTP with AUTH (nodemailer as the client, one connection per message). */

@@ -1,49 +1,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { stringify } from 'yaml';
-import { DEVICE, accountFor, message, sendRaw, startProvider } from './helpers.js';
+import { message, sendRaw, startProvider, writeRelayConfig } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
+import { RelayProcess } from './relay-process.js';
 
-const CLI = path.resolve('dist/src/cli/main.js');
 const MESSAGES = 1000;
 const CLIENTS = 8;
 const KILLS = 3;
-
-/** The relay as a real process, restartable; resolves once it listens. */
-class RelayProcess {
-  child?: ChildProcess;
-  port = 0;
-
-  constructor(private readonly configFile: string) {}
-
-  start(): Promise<void> {
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
-    this.child = child;
-    return new Promise((resolve, reject) => {
-      child.once('exit', (code) => reject(new Error(`relay exited early (${code})`)));
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const entry = JSON.parse(line) as { msg?: string; smtp?: string };
-        if (entry.msg === 'smtp-oauth-relay listening') {
-          this.port = Number(entry.smtp!.split(':').pop());
-          resolve();
-        }
-      });
-    });
-  }
-
-  stop(signal: NodeJS.Signals): Promise<number | null> {
-    const child = this.child!;
-    child.removeAllListeners('exit');
-    return new Promise((resolve) => {
-      child.once('exit', (code) => resolve(code));
-      child.kill(signal);
-    });
-  }
-}
 
 describe('a message that got 250 survives SIGKILL', () => {
   let provider: FakeProvider;
@@ -57,22 +19,7 @@ describe('a message that got 250 survives SIGKILL', () => {
   it(`delivers all of ${MESSAGES} messages from ${CLIENTS} clients across ${KILLS} kills, and stops cleanly on SIGTERM`, async () => {
     provider = await startProvider();
     provider.dataDelayMs = 5; // a slow upstream keeps messages in the spool when the kills land
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-kill-'));
-    const configFile = path.join(dataDir, 'config.yaml');
-    await writeFile(
-      configFile,
-      stringify({
-        delivery: 'queue',
-        smtp: { host: '127.0.0.1', port: 0, maxClients: 200 },
-        http: { host: '127.0.0.1', port: 0 },
-        dataDir,
-        log: { level: 'info' },
-        queue: { retry: { initialDelay: 0.2, maxDelay: 1 } },
-        accounts: { office: accountFor(provider) },
-        users: [{ ...DEVICE, account: 'office' }],
-      }),
-      { mode: 0o600 },
-    );
+    const { configFile } = await writeRelayConfig(provider, { queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } });
     relay = new RelayProcess(configFile);
     await relay.start();
 

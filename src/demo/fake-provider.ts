@@ -139,6 +139,11 @@ export class FakeProvider {
     this.refreshTokens.delete(token);
   }
 
+  /** Every refresh and access token this provider has handed out (to check they are never logged). */
+  issuedSecrets(): string[] {
+    return [...this.refreshTokens.keys(), ...this.accessTokens.keys()];
+  }
+
   /** Makes every access token issued so far invalid, as a password change or revocation does. */
   revokeAccessTokens(): void {
     this.accessTokens.clear();

@@ -3,7 +3,7 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, statfs } from 'node:f
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { writeFileAtomic, syncDirectory } from '../util/atomic-file.js';
 import type { QueueRecord } from './record.js';
 
@@ -88,12 +88,12 @@ export class Spool {
     return this.diskCheck.free - size >= this.limits.minFreeDisk;
   }
 
-  /** Streams a message into incoming/; nothing is committed yet. */
-  async stage(id: string, source: Readable): Promise<StagedMessage> {
+  /** Streams a message through the given transforms into incoming/; nothing is committed yet. */
+  async stage(id: string, source: Readable, transforms: Duplex[] = []): Promise<StagedMessage> {
     const file = path.join(this.incomingDir, `${id}.eml`);
     const sink = createWriteStream(file, { mode: 0o600 });
     try {
-      await pipeline(source, sink);
+      await pipeline([source, ...transforms, sink]);
     } catch (error) {
       await rm(file, { force: true });
       throw error;

@@ -1,0 +1,90 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { DEVICE, execFileAsync, metric, startProvider, writeRelayConfig } from './helpers.js';
+import { RawSmtp } from './raw-smtp.js';
+import { RelayProcess } from './relay-process.js';
+import type { FakeProvider } from '../src/demo/fake-provider.js';
+
+const SESSIONS = Number(process.env.FUZZ_SESSIONS ?? 3000);
+const CONCURRENCY = 50;
+
+const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)];
+const junk = (length: number) => randomBytes(length).toString('latin1');
+
+/** One hostile or broken session: what printers with bad firmware and scanners of the internet send. */
+const SCRIPTS: ((client: RawSmtp) => Promise<unknown>)[] = [
+  (c) => c.command(junk(40).replace(/[\r\n]/g, '')),
+  (c) => c.command('AUTH PLAIN !!!not-base64!!!'),
+  (c) => c.command(`AUTH PLAIN ${Buffer.from('\0\0\0\0').toString('base64')}`),
+  (c) => c.command('AUTH LOGIN').then(() => c.command('%%%')),
+  (c) => c.command(`AUTH PLAIN ${Buffer.from(`\0${DEVICE.username}\0wrong`).toString('base64')}`),
+  (c) => c.command('MAIL FROM:<a@b>').then(() => c.command('RCPT TO:<c@d>')),
+  (c) => c.command('RCPT TO:<before-mail@x>'),
+  (c) => c.command('DATA'),
+  (c) => c.command(`EHLO ${'x'.repeat(20_000)}`),
+  (c) => c.write('GET / HTTP/1.1\r\nHost: relay\r\n\r\n'),
+  (c) => c.write(`${junk(2000)}\r\n`),
+  (c) => c.write('EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n'),
+  async (c) => {
+    await c.login(DEVICE.username, DEVICE.password);
+    await c.command('MAIL FROM:<mfp@printers.local>');
+    await c.command('RCPT TO:<alice@example.com>');
+    await c.command('DATA');
+    c.write(`Subject: truncated\r\n\r\n${junk(5000)}`); // and then the device dies mid-DATA
+  },
+  async (c) => {
+    await c.login(DEVICE.username, DEVICE.password);
+    await c.command(`MAIL FROM:<${junk(30).replace(/[\r\n>]/g, '')}@x>`);
+    await c.command(`RCPT TO:<\0@\r>`);
+  },
+];
+
+describe('fuzzing the listener', () => {
+  let provider: FakeProvider;
+  let relay: RelayProcess;
+
+  afterAll(async () => {
+    if (relay?.child?.exitCode === null) await relay.stop('SIGTERM');
+    await provider?.stop();
+  });
+
+  it(`survives ${SESSIONS} malformed and abandoned sessions with bounded memory, then relays normally`, async () => {
+    provider = await startProvider();
+    const { configFile } = await writeRelayConfig(provider, {
+      smtp: { maxConnectionsPerIp: 1000, maxClients: 500, socketTimeout: 5, authFailures: { maxPerIp: 1_000_000, maxPerUser: 1_000_000 } },
+    });
+    relay = new RelayProcess(configFile);
+    await relay.start();
+
+    const runSessions = async (count: number) => {
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: CONCURRENCY }, async () => {
+          while (next < count) {
+            next++;
+            const { client } = await RawSmtp.connect(relay.port);
+            if (Math.random() < 0.8) await client.command('EHLO fuzz').catch(() => undefined);
+            await Promise.race([pick(SCRIPTS)(client).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 2000))]);
+            client.close(); // abrupt: no QUIT
+          }
+        }),
+      );
+    };
+    await runSessions(300);
+    const before = await metric(relay.httpPort, 'smtp_relay_process_resident_memory_bytes');
+    await runSessions(SESSIONS);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const after = await metric(relay.httpPort, 'smtp_relay_process_resident_memory_bytes');
+    console.log(`fuzz: ${SESSIONS} sessions, RSS ${(before / 2 ** 20).toFixed(1)} MB → ${(after / 2 ** 20).toFixed(1)} MB`);
+    expect(after - before).toBeLessThan(64 * 2 ** 20);
+
+    const swaks = await execFileAsync('swaks', ['--server', `127.0.0.1:${relay.port}`, '--auth', 'PLAIN', '--auth-user', DEVICE.username, '--auth-password', DEVICE.password, '--from', 'mfp@printers.local', '--to', 'alice@example.com']);
+    expect(swaks.stdout).toContain('250 2.6.0 Ok: queued as');
+    const deadline = Date.now() + 10_000;
+    while (!provider.received.some((m) => m.envelope.to[0] === 'alice@example.com' && /swaks/.test(m.raw.toString())) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(provider.received.some((m) => /swaks/.test(m.raw.toString()))).toBe(true);
+    expect(await relay.stop('SIGTERM')).toBe(0);
+  }, 180_000);
+});

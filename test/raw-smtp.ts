@@ -1,0 +1,79 @@
+import net from 'node:net';
+import tls from 'node:tls';
+
+/**
+ * A bare SMTP client for what polite clients never send: smuggling payloads, control characters,
+ * junk. It writes exactly the bytes it is given and reads whole replies.
+ */
+export class RawSmtp {
+  private static readonly open = new Set<RawSmtp>();
+  private buffer = '';
+  private waiting?: (reply: string) => void;
+  closed = false;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setEncoding('latin1');
+    socket.on('data', (data: string) => {
+      this.buffer += data;
+      this.deliver();
+    });
+    socket.on('error', () => undefined);
+    RawSmtp.open.add(this);
+    socket.on('close', () => {
+      RawSmtp.open.delete(this);
+      this.closed = true;
+      this.waiting?.(this.buffer || '(closed)');
+    });
+  }
+
+  static async connect(port: number, options: { host?: string; implicitTls?: boolean } = {}): Promise<{ client: RawSmtp; greeting: string }> {
+    const host = options.host ?? '127.0.0.1';
+    const socket = options.implicitTls ? tls.connect({ port, host, rejectUnauthorized: false }) : net.connect({ port, host });
+    const client = new RawSmtp(socket);
+    const greeting = await client.read();
+    return { client, greeting };
+  }
+
+  /** One command line (CRLF added); resolves with the complete reply. */
+  command(line: string): Promise<string> {
+    return this.write(`${line}\r\n`);
+  }
+
+  write(bytes: string | Buffer): Promise<string> {
+    const reply = this.read();
+    this.socket.write(bytes);
+    return reply;
+  }
+
+  read(): Promise<string> {
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+      this.deliver();
+    });
+  }
+
+  /** AUTH PLAIN in one line. */
+  login(username: string, password: string): Promise<string> {
+    return this.command(`AUTH PLAIN ${Buffer.from(`\0${username}\0${password}`).toString('base64')}`);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  /** Ends every session a test left open, so the relay can stop without waiting for them. */
+  static closeAll(): void {
+    for (const client of RawSmtp.open) client.close();
+  }
+
+  private deliver(): void {
+    const end = /(^|\r\n)\d{3} [^\r\n]*\r\n/.exec(this.buffer);
+    if (!end || !this.waiting) return;
+    const cut = end.index + end[0].length;
+    const reply = this.buffer.slice(0, cut).trimEnd();
+    this.buffer = this.buffer.slice(cut);
+    const resolve = this.waiting;
+    this.waiting = undefined;
+    resolve(reply);
+  }
+}

@@ -1,0 +1,40 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+const CLI = path.resolve('dist/src/cli/main.js');
+
+/** The relay as a real process, restartable; resolves once it listens. */
+export class RelayProcess {
+  child?: ChildProcess;
+  port = 0;
+  httpPort = 0;
+
+  constructor(private readonly configFile: string) {}
+
+  start(): Promise<void> {
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child = child;
+    return new Promise((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`relay exited early (${code})`)));
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const entry = JSON.parse(line) as { msg?: string; smtp?: string; http?: string };
+        if (entry.msg === 'smtp-oauth-relay listening') {
+          this.port = Number(entry.smtp!.split(':').pop());
+          this.httpPort = Number(entry.http!.split(':').pop());
+          resolve();
+        }
+      });
+    });
+  }
+
+  stop(signal: NodeJS.Signals): Promise<number | null> {
+    const child = this.child!;
+    child.removeAllListeners('exit');
+    return new Promise((resolve) => {
+      child.once('exit', (code) => resolve(code));
+      child.kill(signal);
+    });
+  }
+}
+

@@ -129,7 +129,7 @@ function substituteEnv(text: string, at: (string | number)[], ctx: PrepareContex
     if (value !== undefined && value !== '') return value;
     if (fallback !== undefined) return fallback;
     ctx.problems.push({ path: formatPath(at), message: `environment variable ${name} is not set (set it, or write \${${name}:-default})` });
-    return '';
+    return match; // left in place so that the same key is not reported again as missing
   });
 }
 

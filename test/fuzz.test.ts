@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { DEVICE, execFileAsync, metric, startProvider, writeRelayConfig } from './helpers.js';
 import { RawSmtp } from './raw-smtp.js';
-import { RelayProcess } from './relay-process.js';
+import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
 const SESSIONS = Number(process.env.FUZZ_SESSIONS ?? 3000);

@@ -1,22 +1,17 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import nodemailer from 'nodemailer';
 import { stringify } from 'yaml';
 import { parseConfig } from '../src/config/index.js';
 import { startApp, type RunningApp } from '../src/app.js';
 import { createLogger } from '../src/log.js';
-import { FakeProvider, FAKE_TLS, type FakeProviderOptions } from '../src/demo/fake-provider.js';
+import type { FakeProvider } from '../src/demo/fake-provider.js';
+import { DEVICE, accountFor, sendRaw } from '../bench/harness.js';
 
 export const execFileAsync = promisify(execFile);
-export const MAILBOX = 'scanner@contoso.test';
-export const DEVICE = { username: 'printer-2f', password: 'correct horse battery staple' };
-
-export async function startProvider(options: Partial<FakeProviderOptions> = {}): Promise<FakeProvider> {
-  return new FakeProvider({ mailboxes: [MAILBOX], ...options }).start();
-}
+export { MAILBOX, DEVICE, startProvider, accountFor, writeRelayConfig, sendRaw } from '../bench/harness.js';
 
 export interface TestRelay {
   app: RunningApp;
@@ -34,19 +29,6 @@ export interface RelayOptions {
   dataDir?: string;
   keepAlive?: boolean;
   env?: NodeJS.ProcessEnv;
-}
-
-/** The account block pointing at a stand-in provider, as an administrator would write it. */
-export function accountFor(provider: FakeProvider, refreshToken = provider.issueRefreshToken()): Record<string, unknown> {
-  return {
-    provider: 'custom',
-    mailbox: MAILBOX,
-    clientId: provider.clientId,
-    clientSecret: provider.clientSecret,
-    refreshToken,
-    tokenUrl: provider.tokenUrl,
-    upstream: { host: '127.0.0.1', port: provider.smtpPort, ca: FAKE_TLS.ca(), timeout: 10 },
-  };
 }
 
 export async function startRelay(provider: FakeProvider, options: RelayOptions = {}): Promise<TestRelay> {
@@ -77,35 +59,6 @@ export async function startRelay(provider: FakeProvider, options: RelayOptions =
       if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
-}
-
-/** A config file for a relay run as its own process (queue mode, ports chosen by the system). */
-export async function writeRelayConfig(provider: FakeProvider, extra: Record<string, unknown> = {}): Promise<{ configFile: string; dataDir: string }> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-process-'));
-  const configFile = path.join(dataDir, 'config.yaml');
-  const { smtp, ...rest } = extra as { smtp?: Record<string, unknown> };
-  const config = {
-    delivery: 'queue',
-    smtp: { host: '127.0.0.1', port: 0, maxClients: 200, ...smtp },
-    http: { host: '127.0.0.1', port: 0 },
-    dataDir,
-    log: { level: 'info' },
-    accounts: { office: accountFor(provider) },
-    users: [{ ...DEVICE, account: 'office' }],
-    ...rest,
-  };
-  await writeFile(configFile, stringify(config), { mode: 0o600 });
-  return { configFile, dataDir };
-}
-
-/** A device that speaks SMTP with AUTH (nodemailer as the client, one connection per message). */
-export async function sendRaw(port: number, message: { from: string; to: string[]; raw: string | Buffer }, auth = DEVICE) {
-  const device = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true, auth: { user: auth.username, pass: auth.password } });
-  try {
-    return await device.sendMail({ envelope: { from: message.from, to: message.to }, raw: message.raw });
-  } finally {
-    device.close();
-  }
 }
 
 /** The device's reply when the relay refuses (e.g. "451 4.7.0 ..."). */

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { message, sendRaw, startProvider, writeRelayConfig } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
-import { RelayProcess } from './relay-process.js';
+import { RelayProcess } from '../bench/relay-process.js';
 
 const MESSAGES = 1000;
 const CLIENTS = 8;

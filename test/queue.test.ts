@@ -188,7 +188,7 @@ describe('queue mode (store and forward)', () => {
     expect((await queueCommand(dataDir, ['show', id], false)).output).toContain('"attempts": 1');
     expect((await queueCommand(dataDir, ['retry', id], false)).code).toBe(0);
     await until(() => provider.received.length === 1); // the daemon noticed the retry
-    expect((await queueCommand(dataDir, ['list'], false)).output).toBe('Queue is empty.\n');
+    await until(async () => (await queueCommand(dataDir, ['list'], false)).output === 'Queue is empty.\n');
     expect((await queueCommand(dataDir, ['delete', id], false)).code).toBe(1);
   });
 });

@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline';
 
 const CLI = path.resolve('dist/src/cli/main.js');
 
-/** The relay as a real process, restartable; resolves once it listens. */
+/** The relay as a real process, restartable; start() resolves once it logs that it listens (log level info or lower). */
 export class RelayProcess {
   child?: ChildProcess;
   port = 0;

@@ -25,6 +25,8 @@ export class LineEndingGuard extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    // Nearly every chunk is clean: checked with native searches, passed on untouched.
+    if (!this.pendingCR && isClean(chunk)) return callback(null, chunk);
     const parts: Buffer[] = [];
     let start = 0;
     let i = 0;
@@ -71,4 +73,16 @@ export class LineEndingGuard extends Transform {
     }
     callback();
   }
+}
+
+/** True when every CR is followed by LF, every LF follows a CR, no NUL, and no CR ends the chunk. */
+function isClean(chunk: Buffer): boolean {
+  if (chunk.indexOf(NUL) !== -1) return false;
+  for (let at = chunk.indexOf(LF); at !== -1; at = chunk.indexOf(LF, at + 1)) {
+    if (at === 0 || chunk[at - 1] !== CR) return false;
+  }
+  for (let at = chunk.indexOf(CR); at !== -1; at = chunk.indexOf(CR, at + 1)) {
+    if (chunk[at + 1] !== LF) return false;
+  }
+  return true;
 }

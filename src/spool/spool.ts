@@ -1,16 +1,19 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import type { Duplex, Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
+import { SpillWriter } from './staged-message.js';
 import { writeFileAtomic, syncDirectory } from '../util/atomic-file.js';
 import type { QueueRecord } from './record.js';
 
+/** A received message before it is committed: in memory when small, else in incoming/. */
 export interface StagedMessage {
   id: string;
-  file: string;
   size: number;
+  memory?: Buffer;
+  file?: string;
 }
 
 export interface SpoolLimits {
@@ -88,28 +91,31 @@ export class Spool {
     return this.diskCheck.free - size >= this.limits.minFreeDisk;
   }
 
-  /** Streams a message through the given transforms into incoming/; nothing is committed yet. */
+  /** Streams a message through the given transforms (into incoming/ when large); nothing is committed yet. */
   async stage(id: string, source: Readable, transforms: Duplex[] = []): Promise<StagedMessage> {
     const file = path.join(this.incomingDir, `${id}.eml`);
-    const sink = createWriteStream(file, { mode: 0o600 });
+    const sink = new SpillWriter(file);
     try {
       await pipeline([source, ...transforms, sink]);
     } catch (error) {
-      await rm(file, { force: true });
+      if (sink.spilled) await removeFile(file);
       throw error;
     }
-    return { id, file, size: sink.bytesWritten };
+    return sink.spilled ? { id, file, size: sink.bytes } : { id, memory: sink.memory, size: sink.bytes };
   }
 
   /** Makes a staged message durable in queue/: after this resolves, a 250 may be given. */
   async commit(staged: StagedMessage, record: QueueRecord): Promise<void> {
-    const handle = await open(staged.file, 'r+');
+    const target = this.messageFile(record.id);
+    // Without its .json the file in queue/ does not count yet, so it may be written in place.
+    const handle = staged.file ? await open(staged.file, 'r+') : await open(target, 'wx', 0o600);
     try {
+      if (staged.memory) await handle.writeFile(staged.memory);
       await handle.sync();
     } finally {
       await handle.close();
     }
-    await rename(staged.file, this.messageFile(record.id));
+    if (staged.file) await rename(staged.file, target);
     // The .json lands last (fsynced, then the folder): it is what marks the message committed.
     await writeFileAtomic(this.recordFile(record.id), serialize(record));
     this.queuedBytesValue += record.size;
@@ -145,7 +151,7 @@ export class Spool {
   }
 
   openStaged(message: StagedMessage): Readable {
-    return createReadStream(message.file);
+    return message.file ? createReadStream(message.file) : Readable.from([message.memory ?? Buffer.alloc(0)]);
   }
 
   openMessage(id: string, area: SpoolArea = 'queue'): Readable {
@@ -154,8 +160,8 @@ export class Spool {
 
   /** Delivered: both files go. */
   async remove(record: QueueRecord): Promise<void> {
-    await rm(this.recordFile(record.id), { force: true });
-    await rm(this.messageFile(record.id), { force: true });
+    await removeFile(this.recordFile(record.id));
+    await removeFile(this.messageFile(record.id));
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
   }
 
@@ -163,13 +169,13 @@ export class Spool {
   async moveToFailed(record: QueueRecord): Promise<void> {
     await writeFileAtomic(this.recordFile(record.id, 'failed'), serialize(record));
     await rename(this.messageFile(record.id), this.messageFile(record.id, 'failed')).catch(() => undefined);
-    await rm(this.recordFile(record.id), { force: true });
+    await removeFile(this.recordFile(record.id));
     await syncDirectory(this.queueDir);
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
   }
 
   async discard(message: StagedMessage): Promise<void> {
-    await rm(message.file, { force: true });
+    if (message.file) await removeFile(message.file);
   }
 
   messageFile(id: string, area: SpoolArea = 'queue'): string {
@@ -183,6 +189,13 @@ export class Spool {
 
 function serialize(record: QueueRecord): string {
   return JSON.stringify(record, null, 2) + '\n';
+}
+
+/** unlink, quietly done when the file is gone already (cheaper than rm, which stats first). */
+async function removeFile(file: string): Promise<void> {
+  await unlink(file).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
 }
 
 async function exists(file: string): Promise<boolean> {

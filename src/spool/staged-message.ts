@@ -1,0 +1,58 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+
+/**
+ * Below this size a message being received stays in memory; above it, it goes to a file. Small
+ * messages (most scans of a page or two) then cost no file operations in direct mode, and memory
+ * stays bounded: at most this much per session in flight, whatever the message size.
+ */
+export const SPILL_THRESHOLD = 256 * 1024;
+
+/** Collects a message in memory up to the threshold, then continues it in a file. */
+export class SpillWriter extends Writable {
+  private chunks: Buffer[] = [];
+  private handle?: FileHandle;
+  bytes = 0;
+
+  constructor(private readonly file: string) {
+    super();
+  }
+
+  /** The whole message, when it stayed in memory. */
+  get memory(): Buffer | undefined {
+    return this.handle ? undefined : Buffer.concat(this.chunks, this.bytes);
+  }
+
+  get spilled(): boolean {
+    return this.handle !== undefined;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.bytes += chunk.length;
+    if (!this.handle && this.bytes <= SPILL_THRESHOLD) {
+      this.chunks.push(chunk);
+      return callback();
+    }
+    this.spill(chunk).then(() => callback(), callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (!this.handle) return callback();
+    this.handle.close().then(() => callback(), callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (!this.handle) return callback(error);
+    this.handle.close().then(() => callback(error), () => callback(error));
+  }
+
+  private async spill(chunk: Buffer): Promise<void> {
+    if (!this.handle) {
+      this.handle = await open(this.file, 'w', 0o600);
+      const held = this.chunks;
+      this.chunks = [];
+      for (const part of held) await this.handle.write(part);
+    }
+    await this.handle.write(chunk);
+  }
+}

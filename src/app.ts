@@ -1,4 +1,6 @@
 import os from 'node:os';
+import { watch, type FSWatcher } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { LoadedConfig, ResolvedAccount } from './config/index.js';
 import { Listener } from './listener/index.js';
@@ -9,6 +11,7 @@ import { Pipeline, type Route } from './pipeline.js';
 import { DeliveryAgent, Spool } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
+import { AdminPage } from './web/index.js';
 
 export interface AppOptions {
   logger?: Logger;
@@ -27,6 +30,13 @@ export interface RunningApp {
   readiness(): ReadinessReport;
 }
 
+async function watchTokenStore(dir: string, changed: (account: string) => void): Promise<FSWatcher> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return watch(dir, (_event, name) => {
+    if (name?.endsWith('.json') && !name.startsWith('.')) changed(name.slice(0, -'.json'.length));
+  });
+}
+
 /** What an account's route is made of: a change here needs a restart. */
 function routingOf({ mailbox, upstream, limits, delivery, sendAs }: ResolvedAccount) {
   return { mailbox, upstream, limits, delivery, sendAs };
@@ -40,7 +50,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   for (const warning of loaded.warnings) logger.warn(warning);
   const hostname = config.smtp.hostname ?? os.hostname();
   const metrics = createMetrics([...loaded.accounts.keys()]);
-  const store = new TokenStore(path.join(config.dataDir, 'tokens'));
+  const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
   const spool = new Spool(config.dataDir, { maxBytes: config.queue.maxSize, minFreeDisk: config.queue.minFreeDisk });
   const recovered = await spool.init();
   const health = new HealthBoard();
@@ -110,7 +120,23 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     }
     return { ready, accounts };
   };
-  const status = new StatusServer({ host: config.http.host, port: config.http.port, registry: metrics.registry, readiness, logger });
+  const admin = new AdminPage({
+    accounts: new Map([...routes].map(([name, route]) => [name, { ...route, tokens: tokens.get(name)! }])),
+    store,
+    queueState: (name) => agent.state(name),
+    health: (name) => health.get(name),
+    adminPasswordHash: config.http.adminPasswordHash,
+    publicUrl: config.http.publicUrl,
+    logger,
+  });
+  const status = new StatusServer({
+    host: config.http.host,
+    port: config.http.port,
+    registry: metrics.registry,
+    readiness,
+    logger,
+    pages: (request, response) => admin.handle(request, response),
+  });
 
   const [smtpAddress, ...implicitTls] = await listener.listen();
   const httpAddress = await status.listen().catch(async (error: Error) => {
@@ -118,6 +144,15 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     throw error;
   });
   agent.start(recovered);
+  const tokenWatcher = await watchTokenStore(path.join(config.dataDir, 'tokens'), (name) => {
+    // A sign-in (login command, admin page) wrote a token: an account waiting for one gets going.
+    const manager = tokens.get(name);
+    if (!manager || manager.status().state === 'ready') return;
+    manager.refresh().then(
+      () => agent.recheckHeld(name),
+      () => undefined,
+    );
+  });
   if (options.keepAlive !== false) {
     for (const manager of tokens.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
   }
@@ -152,6 +187,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     /** Stops taking mail (421 to new sessions), lets transactions and deliveries in flight finish. */
     async stop() {
       for (const manager of tokens.values()) manager.stopKeepAlive();
+      tokenWatcher.close();
       await listener.close();
       await agent.stop(config.queue.shutdownTimeout * 1000);
       for (const route of routes.values()) route.upstream.close();

@@ -1,12 +1,12 @@
 import path from 'node:path';
-import { formatByteSize, type LoadedConfig } from '../config/index.js';
+import { formatByteSize, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
 import { TokenStore } from '../oauth/index.js';
-import { fingerprint } from '../oauth/token-store.js';
+import { fingerprint, type TokenStoreError } from '../oauth/token-store.js';
 
 /** The `check` report: what the config sets up, in the words an administrator uses. */
 export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   const { config } = loaded;
-  const store = new TokenStore(path.join(config.dataDir, 'tokens'));
+  const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
   const lines = [`Config ${loaded.source} is valid.`, ''];
   lines.push('Listeners:');
   lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, STARTTLS ${config.smtp.tls ? 'on' : 'off'})`);
@@ -18,7 +18,7 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
     lines.push(`    token endpoint ${account.tokenUrl}`);
     lines.push(`    upstream       ${account.upstream.host}:${account.upstream.port} STARTTLS, XOAUTH2, up to ${account.upstream.maxConnections} connections`);
     if (account.sendAs.length) lines.push(`    may send as    ${account.sendAs.join(', ')}`);
-    lines.push(`    token          ${await tokenState(store, account.name, account.refreshToken)}`);
+    lines.push(`    token          ${await tokenState(store, account)}`);
   }
   lines.push('', 'Users:');
   for (const user of config.users) {
@@ -28,9 +28,22 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   return lines.join('\n') + '\n';
 }
 
-async function tokenState(store: TokenStore, account: string, configured: string | undefined): Promise<string> {
-  if (!configured) return 'client credentials: a new access token is requested before each expiry';
-  const stored = await store.read(account).catch(() => undefined);
-  if (stored && stored.seed === fingerprint(configured)) return `rotated refresh token saved ${stored.updatedAt} (preferred over the config's)`;
-  return 'refresh token from the config (not used yet)';
+const UNUSED_LIMIT_DAYS: Record<string, number> = { microsoft: 90, google: 180 };
+
+async function tokenState(store: TokenStore, account: ResolvedAccount): Promise<string> {
+  if (account.flow !== 'refresh_token') return `${account.flow}: a new access token is requested before each expiry`;
+  const configured = account.refreshToken;
+  let stored;
+  try {
+    stored = await store.read(account.name);
+  } catch (error) {
+    return `PROBLEM: ${(error as Error).message} (${(error as TokenStoreError).hint ?? ''})`;
+  }
+  const usable = stored && (!configured || stored.seed === fingerprint(configured));
+  if (!usable) return configured ? 'refresh token from the config (not used yet)' : `NONE: sign in with \`smtp-oauth-relay login ${account.name}\` or the admin page`;
+  const lastUsed = stored!.lastUsedAt ?? stored!.updatedAt;
+  const limit = UNUSED_LIMIT_DAYS[account.provider];
+  const left = limit ? Math.floor((Date.parse(lastUsed) + limit * 86_400_000 - Date.now()) / 86_400_000) : undefined;
+  const expiry = left === undefined ? '' : left < 14 ? `; WARNING: dies in ${Math.max(0, left)} day(s) unless used` : `; unused it would last ${left} more days`;
+  return `stored refresh token${store.encrypted ? ' (encrypted)' : ''}, last used ${lastUsed}${expiry}`;
 }

@@ -3,6 +3,10 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile, readDataDir } from '../config/index.js';
 import { queueCommand } from './queue.js';
+import { login } from './login.js';
+import { encryptTokenStore } from './tokens.js';
+import { SignInError } from '../oauth/sign-in.js';
+import { TokenStoreError } from '../oauth/token-store.js';
 import { startApp } from '../app.js';
 import { startDemo } from '../demo/demo.js';
 import { hashPassword } from '../listener/index.js';
@@ -20,6 +24,10 @@ Commands:
   queue show ID           one message's record and headers
   queue retry ID|--all    try now instead of at the next scheduled time
   queue delete ID         remove a message (queued or failed)
+  login ACCOUNT [--browser]
+                          sign an account in (device code, or the browser with PKCE) and store its token
+  tokens encrypt [--old-key-file FILE]
+                          rewrite the token store with the configured tokenKey (encrypt, or change key)
   demo [--port N] [--http-port N] [--data-dir DIR]
                           run the relay against a built-in local stand-in provider
 
@@ -38,6 +46,8 @@ async function main(argv: string[]): Promise<number> {
       'http-port': { type: 'string' },
       'data-dir': { type: 'string' },
       all: { type: 'boolean' },
+      browser: { type: 'boolean' },
+      'old-key-file': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -65,6 +75,22 @@ async function main(argv: string[]): Promise<number> {
       (result.code === 0 ? process.stdout : process.stderr).write(result.output);
       return result.code;
     }
+    case 'login': {
+      const name = positionals[1];
+      if (!name) {
+        process.stderr.write('Usage: smtp-oauth-relay login ACCOUNT [--browser] [--config FILE]\n');
+        return 2;
+      }
+      await login(loadConfigFile(configPath), name, { browser: values.browser ?? false, write: (text) => process.stdout.write(text) });
+      return 0;
+    }
+    case 'tokens':
+      if (positionals[1] !== 'encrypt') {
+        process.stderr.write('Usage: smtp-oauth-relay tokens encrypt [--old-key-file FILE] [--config FILE]\n');
+        return 2;
+      }
+      process.stdout.write(await encryptTokenStore(loadConfigFile(configPath), values['old-key-file']));
+      return 0;
     case 'hash-password': {
       const password = await readSecretFromStdin('Password: ');
       if (!password) {
@@ -131,6 +157,10 @@ function untilSignal(): Promise<void> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
+    if (error instanceof SignInError || error instanceof TokenStoreError) {
+      process.stderr.write(`${error.message}\n  ${error.hint}\n`);
+      process.exit(1);
+    }
     if (error instanceof ConfigError) {
       process.stderr.write(`Configuration problems in ${error.source}:\n${error.problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}\n`);
       process.exit(1);

@@ -29,9 +29,9 @@ export interface LoadedConfig {
 }
 
 /** Keys that may hold a secret: each also accepts a `<key>File` twin (Docker secrets). */
-const SECRET_KEYS = new Set(['clientSecret', 'refreshToken', 'password', 'passwordHash']);
+const SECRET_KEYS = new Set(['clientSecret', 'refreshToken', 'password', 'passwordHash', 'tokenKey', 'adminPasswordHash']);
 /** Keys naming files, resolved against the config file's folder when relative. */
-const PATH_KEYS = new Set(['dataDir', 'cert', 'key', 'ca']);
+const PATH_KEYS = new Set(['dataDir', 'cert', 'key', 'ca', 'serviceAccountKeyFile']);
 
 type Tree = Record<string, unknown>;
 
@@ -167,6 +167,14 @@ function collectWarnings(source: string, config: Config): string[] {
     }
   } catch {
     // an in-memory config has no file to check
+  }
+  if (!config.tokenKey) {
+    warnings.push('tokenKey is not set: stored refresh tokens are protected by file mode 0600 only; set tokenKey (or tokenKeyFile) to encrypt them');
+  }
+  for (const [name, account] of Object.entries(config.accounts)) {
+    if (account.flow === 'refresh_token' && !account.refreshToken) {
+      warnings.push(`accounts.${name} has no refreshToken in the config: sign it in with \`smtp-oauth-relay login ${name}\` or the admin page (a token already in the store is used)`);
+    }
   }
   if (!config.smtp.tls) {
     warnings.push('smtp.tls is not set: devices send their passwords in clear text; keep the relay on a trusted network');

@@ -9,6 +9,10 @@ export interface SendingLimits {
 
 interface ProviderPreset {
   tokenUrl(tenant: string | undefined): string | undefined;
+  authorizeUrl(tenant: string | undefined): string | undefined;
+  deviceCodeUrl(tenant: string | undefined): string | undefined;
+  /** Extra parameters for the authorize URL (Google: offline access, so a refresh token comes back). */
+  authorizeParams?: Record<string, string>;
   scopes(flow: OAuthFlow): string | undefined;
   upstream?: { host: string; port: number; maxConnections: number };
   limits: SendingLimits;
@@ -17,6 +21,8 @@ interface ProviderPreset {
 const PRESETS: Record<ProviderName, ProviderPreset> = {
   microsoft: {
     tokenUrl: (tenant) => tenant && `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0/token`,
+    authorizeUrl: (tenant) => tenant && `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0/authorize`,
+    deviceCodeUrl: (tenant) => tenant && `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0/devicecode`,
     scopes: (flow) =>
       flow === 'client_credentials'
         ? 'https://outlook.office365.com/.default'
@@ -28,6 +34,10 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
   },
   google: {
     tokenUrl: () => 'https://oauth2.googleapis.com/token',
+    authorizeUrl: () => 'https://accounts.google.com/o/oauth2/v2/auth',
+    // Google's device flow refuses the Gmail scope: no device code URL, the browser flow is used.
+    deviceCodeUrl: () => undefined,
+    authorizeParams: { access_type: 'offline', prompt: 'consent' },
     scopes: () => 'https://mail.google.com/',
     upstream: { host: 'smtp.gmail.com', port: 587, maxConnections: 3 },
     // Gmail / Workspace per account: 2,000 messages and 10,000 recipients a day.
@@ -35,6 +45,8 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
   },
   custom: {
     tokenUrl: () => undefined,
+    authorizeUrl: () => undefined,
+    deviceCodeUrl: () => undefined,
     scopes: () => undefined,
     limits: {},
   },
@@ -57,6 +69,10 @@ export interface ResolvedAccount {
   clientSecret?: string;
   refreshToken?: string;
   tokenUrl: string;
+  authorizeUrl?: string;
+  deviceCodeUrl?: string;
+  authorizeParams: Record<string, string>;
+  serviceAccountKeyFile?: string;
   scopes?: string;
   upstream: ResolvedUpstream;
   sendAs: string[];
@@ -78,6 +94,10 @@ export function resolveAccount(name: string, account: AccountConfig, delivery: '
     clientSecret: account.clientSecret,
     refreshToken: account.refreshToken,
     tokenUrl: (account.tokenUrl ?? preset.tokenUrl(account.tenant))!,
+    authorizeUrl: account.authorizeUrl ?? preset.authorizeUrl(account.tenant),
+    deviceCodeUrl: account.deviceCodeUrl ?? preset.deviceCodeUrl(account.tenant),
+    authorizeParams: preset.authorizeParams ?? {},
+    serviceAccountKeyFile: account.serviceAccountKeyFile,
     scopes: scopes ?? preset.scopes(account.flow),
     upstream: {
       host: host!,

@@ -87,6 +87,10 @@ const httpSchema = z
   .object({
     host: z.string().default('0.0.0.0'),
     port: port.default(9464),
+    /** The address browsers use to reach this listener; the OAuth redirect URI is <publicUrl>/oauth/callback. */
+    publicUrl: z.string().url().optional(),
+    /** Protects the admin page; without it the page answers only clients on this machine. */
+    adminPasswordHash: z.string().regex(/^scrypt\$/, 'must be the output of `smtp-oauth-relay hash-password`').optional(),
   })
   .strict();
 
@@ -112,9 +116,16 @@ const accountSchema = z
     tenant: z.string().optional(),
     clientId: z.string().min(1),
     clientSecret: z.string().optional(),
-    flow: z.enum(['refresh_token', 'client_credentials']).default('refresh_token'),
+    flow: z.enum(['refresh_token', 'client_credentials', 'service_account']).default('refresh_token'),
+    /** The initial refresh token; optional when `login` or the admin page's Sign in provides one. */
     refreshToken: z.string().optional(),
+    /** Google Workspace service account key (JSON) with domain-wide delegation, for flow service_account. */
+    serviceAccountKeyFile: z.string().optional(),
     tokenUrl: z.string().url().optional(),
+    /** Where a browser signs in (authorization-code flow with PKCE). */
+    authorizeUrl: z.string().url().optional(),
+    /** Where `login` asks for a device code (RFC 8628). */
+    deviceCodeUrl: z.string().url().optional(),
     scopes: z.union([z.string(), z.array(z.string())]).optional(),
     upstream: upstreamSchema.partial({ host: true }).optional(),
     /** Addresses this mailbox may send as (shared mailboxes, aliases): kept as they are. */
@@ -200,6 +211,8 @@ export const configSchema = z
     smtp: smtpSchema.default(() => smtpSchema.parse({})),
     http: httpSchema.default(() => httpSchema.parse({})),
     dataDir: z.string().default('./data'),
+    /** Encrypts stored refresh tokens (AES-256-GCM); any long random string, e.g. from `openssl rand -base64 32`. */
+    tokenKey: z.string().min(16, 'use at least 16 characters (e.g. openssl rand -base64 32)').optional(),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
 import '../listener/replies.js';
 import { packageRoot } from '../util/package-root.js';
@@ -75,6 +75,11 @@ export class FakeProvider {
   /** Milliseconds each DATA takes to be answered (a slow provider). */
   dataDelayMs = 0;
 
+  /** Each device-code poll takes the next scripted error first (e.g. authorization_pending, slow_down). */
+  readonly devicePollScript: string[] = [];
+  devicePolls = 0;
+  private readonly deviceCodes = new Map<string, { userCode: string; decision?: 'approved' | 'denied'; expiresAt: number }>();
+  private readonly authorizationCodes = new Map<string, { redirectUri: string; challenge: string; mailbox: string }>();
   private readonly refreshTokens = new Map<string, string>(); // refresh token → mailbox
   private readonly accessTokens = new Map<string, { mailbox: string; expiresAt: number }>();
   private readonly http: Server;
@@ -92,7 +97,10 @@ export class FakeProvider {
       request.setEncoding('utf8');
       request.on('data', (chunk: string) => (body += chunk));
       request.on('end', () => {
-        const { status, payload } = this.tokenResponse(new URLSearchParams(body));
+        const url = new URL(request.url ?? '/', 'http://localhost');
+        if (url.pathname.endsWith('/authorize')) return this.authorizePage(request.method ?? 'GET', url, new URLSearchParams(body), response);
+        const form = new URLSearchParams(body);
+        const { status, payload } = url.pathname.endsWith('/devicecode') ? this.deviceCodeResponse(form) : this.tokenResponse(form);
         response.writeHead(status, { 'content-type': 'application/json' });
         response.end(JSON.stringify(payload));
       });
@@ -154,6 +162,19 @@ export class FakeProvider {
     for (const connection of (this.smtp as unknown as { connections: Set<{ close(): void }> }).connections) connection.close();
   }
 
+  /** The person enters the code and accepts (or declines) at the provider's page. */
+  decideDeviceCode(userCode: string, decision: 'approved' | 'denied'): void {
+    for (const entry of this.deviceCodes.values()) if (entry.userCode === userCode) entry.decision = decision;
+  }
+
+  get authorizeUrl(): string {
+    return this.tokenUrl.replace(/token$/, 'authorize');
+  }
+
+  get deviceCodeUrl(): string {
+    return this.tokenUrl.replace(/token$/, 'devicecode');
+  }
+
   async start(): Promise<this> {
     await new Promise<void>((resolve) => this.http.listen(0, '127.0.0.1', resolve));
     this.tokenUrl = `http://127.0.0.1:${(this.http.address() as AddressInfo).port}/oauth2/v2.0/token`;
@@ -168,6 +189,56 @@ export class FakeProvider {
     await new Promise((resolve) => this.smtp.close(() => resolve(undefined)));
   }
 
+  private deviceCodeResponse(form: URLSearchParams): { status: number; payload: Record<string, unknown> } {
+    if (form.get('client_id') !== this.clientId) return oauthError(400, 'invalid_client', 'AADSTS700016: Application not found.');
+    const deviceCode = randomBytes(16).toString('hex');
+    const userCode = randomBytes(4).toString('hex').toUpperCase();
+    this.deviceCodes.set(deviceCode, { userCode, expiresAt: Date.now() + 900_000 });
+    const verificationUri = this.tokenUrl.replace(/token$/, 'devicelogin');
+    return {
+      status: 200,
+      payload: {
+        device_code: deviceCode,
+        user_code: userCode,
+        verification_uri: verificationUri,
+        expires_in: 900,
+        interval: 1,
+        message: `To sign in, use a web browser to open the page ${verificationUri} and enter the code ${userCode} to authenticate.`,
+      },
+    };
+  }
+
+  /** A sign-in page: GET shows it, POST (Accept or Cancel) sends the browser back with a code or an error. */
+  private authorizePage(method: string, url: URL, form: URLSearchParams, response: import('node:http').ServerResponse): void {
+    const params = method === 'POST' ? form : url.searchParams;
+    const redirectUri = params.get('redirect_uri') ?? '';
+    const state = params.get('state') ?? '';
+    if (params.get('client_id') !== this.clientId || !/^https?:\/\//.test(redirectUri)) {
+      response.writeHead(400, { 'content-type': 'text/plain' }).end('invalid client_id or redirect_uri');
+      return;
+    }
+    if (method !== 'POST') {
+      const hidden = [...url.searchParams].map(([key, value]) => `<input type="hidden" name="${escapeHtml(key)}" value="${escapeHtml(value)}">`).join('');
+      response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      response.end(
+        `<!doctype html><title>Stand-in sign-in</title><h1>Stand-in provider</h1><p>Sign in as <b>${escapeHtml(this.options.mailboxes[0])}</b> and let the relay send mail?</p>` +
+          `<form method="post">${hidden}<button name="decision" value="accept">Accept</button> <button name="decision" value="cancel">Cancel</button></form>`,
+      );
+      return;
+    }
+    const back = new URL(redirectUri);
+    if (form.get('decision') === 'accept') {
+      const code = randomBytes(12).toString('hex');
+      this.authorizationCodes.set(code, { redirectUri, challenge: params.get('code_challenge') ?? '', mailbox: this.options.mailboxes[0] });
+      back.searchParams.set('code', code);
+    } else {
+      back.searchParams.set('error', 'access_denied');
+      back.searchParams.set('error_description', 'AADSTS65004: User declined to consent to access the app.');
+    }
+    back.searchParams.set('state', state);
+    response.writeHead(302, { location: back.toString() }).end();
+  }
+
   private tokenResponse(form: URLSearchParams): { status: number; payload: Record<string, unknown> } {
     this.tokenRequests++;
     const scripted = this.tokenScript.shift();
@@ -178,7 +249,26 @@ export class FakeProvider {
     const grant = form.get('grant_type');
     let mailbox: string | undefined;
     let refreshToken: string | undefined;
-    if (grant === 'refresh_token') {
+    if (grant === 'urn:ietf:params:oauth:grant-type:device_code') {
+      this.devicePolls++;
+      const entry = this.deviceCodes.get(form.get('device_code') ?? '');
+      const scriptedError = this.devicePollScript.shift();
+      if (scriptedError) return oauthError(400, scriptedError, `scripted ${scriptedError}`);
+      if (!entry || entry.expiresAt < Date.now()) return oauthError(400, 'expired_token', 'AADSTS70020: The provided value for the input parameter device_code is not valid.');
+      if (entry.decision === 'denied') return oauthError(400, 'authorization_declined', 'AADSTS70000: The user declined.');
+      if (entry.decision !== 'approved') return oauthError(400, 'authorization_pending', 'AADSTS70016: Pending end-user authorization.');
+      mailbox = this.options.mailboxes[0];
+      refreshToken = this.issueRefreshToken(mailbox);
+    } else if (grant === 'authorization_code') {
+      const entry = this.authorizationCodes.get(form.get('code') ?? '');
+      this.authorizationCodes.delete(form.get('code') ?? '');
+      const challenge = createHash('sha256').update(form.get('code_verifier') ?? '').digest('base64url');
+      if (!entry || entry.redirectUri !== form.get('redirect_uri') || entry.challenge !== challenge) {
+        return oauthError(400, 'invalid_grant', 'AADSTS54005: OAuth2 Authorization code was already redeemed, or the code_verifier does not match.');
+      }
+      mailbox = entry.mailbox;
+      refreshToken = this.issueRefreshToken(mailbox);
+    } else if (grant === 'refresh_token') {
       mailbox = this.refreshTokens.get(form.get('refresh_token') ?? '');
       if (!mailbox) return oauthError(400, 'invalid_grant', 'AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.');
       refreshToken = this.issueRefreshToken(mailbox); // rotated; the old one stays valid, as at Microsoft
@@ -257,4 +347,8 @@ export class FakeProvider {
 
 function oauthError(status: number, error: string, description: string) {
   return { status, payload: { error, error_description: `${description}\r\nTrace ID: ${randomBytes(8).toString('hex')}` } };
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
 }

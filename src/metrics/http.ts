@@ -15,6 +15,8 @@ export interface StatusServerOptions {
   registry: Registry;
   readiness: () => ReadinessReport;
   logger: Logger;
+  /** Other pages on the same listener (the admin page); resolves false for paths it does not serve. */
+  pages?: (request: IncomingMessage, response: ServerResponse) => Promise<boolean>;
 }
 
 /** /metrics for Prometheus, /healthz (the process answers) and /readyz (every account can send). */
@@ -48,6 +50,7 @@ export class StatusServer {
 
   private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const path = (request.url ?? '/').split('?')[0];
+    if (!['/metrics', '/healthz', '/readyz'].includes(path) && this.options.pages && (await this.options.pages(request, response))) return;
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;

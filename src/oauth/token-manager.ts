@@ -1,7 +1,11 @@
 import type { Logger } from '../log.js';
 import type { Metrics, TokenRefreshResult } from '../metrics/metrics.js';
 import type { ResolvedAccount } from '../config/index.js';
-import { fingerprint, type TokenStore } from './token-store.js';
+import { fingerprint, TokenStoreError, type TokenStore } from './token-store.js';
+import { serviceAccountAssertion } from './service-account.js';
+import { TokenError } from './token-error.js';
+
+export { TokenError };
 
 export type AccountState = 'starting' | 'ready' | 'needs_reauth' | 'unavailable';
 
@@ -14,21 +18,10 @@ export interface AccountTokenStatus {
   lastError?: string;
   /** What the operator should do about lastError. */
   hint?: string;
-}
-
-/**
- * Why no access token could be had. `reauth`: a human must act (sign in again, fix the secret);
- * retrying will not help. `unavailable`: the token endpoint could not be reached or failed.
- */
-export class TokenError extends Error {
-  constructor(
-    readonly kind: 'reauth' | 'unavailable',
-    message: string,
-    readonly hint?: string,
-  ) {
-    super(message);
-    this.name = 'TokenError';
-  }
+  /** When the provider last accepted the refresh token, and when it dies if unused (Microsoft: 90 days). */
+  refreshTokenLastUsedAt?: string;
+  refreshTokenUnusedExpiry?: string;
+  warning?: string;
 }
 
 interface CachedToken {
@@ -46,6 +39,10 @@ const HUMAN_ERRORS: Record<string, string> = {
 };
 
 const TEN_MINUTES = 10 * 60 * 1000;
+const DAY = 86_400_000;
+/** Microsoft ends refresh tokens unused for 90 days; Google after six months. */
+const INACTIVITY_LIMIT_DAYS: Record<string, number> = { microsoft: 90, google: 180 };
+const WARN_DAYS_BEFORE = 14;
 const DEFAULT_LIFETIME_S = 3600;
 /** After a rejection, the same refresh token is tried again no sooner than this. */
 const REAUTH_RECHECK_MS = 5 * 60 * 1000;
@@ -71,6 +68,8 @@ export class TokenManager {
   private lastError?: string;
   private hint?: string;
   private rejected?: { refreshToken?: string; at: number; error: TokenError };
+  private refreshTokenLastUsedAt?: number;
+  private storeProblemLogged = false;
   private keepAlive?: NodeJS.Timeout;
   private readonly log: Logger;
 
@@ -136,6 +135,10 @@ export class TokenManager {
   }
 
   status(): AccountTokenStatus {
+    const limitDays = INACTIVITY_LIMIT_DAYS[this.account.provider];
+    const lastUsed = this.refreshTokenLastUsedAt;
+    const expiry = lastUsed && limitDays ? lastUsed + limitDays * DAY : undefined;
+    const daysLeft = expiry ? Math.floor((expiry - Date.now()) / DAY) : undefined;
     return {
       state: this.state,
       flow: this.account.flow,
@@ -143,11 +146,22 @@ export class TokenManager {
       lastRefreshAt: this.lastRefreshAt ? new Date(this.lastRefreshAt).toISOString() : undefined,
       lastError: this.lastError,
       hint: this.hint,
+      refreshTokenLastUsedAt: lastUsed ? new Date(lastUsed).toISOString() : undefined,
+      refreshTokenUnusedExpiry: expiry ? new Date(expiry).toISOString() : undefined,
+      warning:
+        daysLeft !== undefined && daysLeft <= WARN_DAYS_BEFORE
+          ? `the refresh token dies in ${Math.max(0, daysLeft)} day(s) unless it is used: check why refreshes fail, or sign in again`
+          : undefined,
     };
   }
 
   private async requestWithRetries(): Promise<CachedToken> {
     const refreshToken = this.account.flow === 'refresh_token' ? await this.currentRefreshToken() : undefined;
+    if (this.account.flow === 'refresh_token' && !refreshToken) {
+      const error = new TokenError('reauth', 'no refresh token yet', `sign the account in: smtp-oauth-relay login ${this.account.name}, or Sign in on the admin page`);
+      this.recordFailure(error, 'reauth_required');
+      throw error;
+    }
     const rejected = this.rejected;
     if (rejected && rejected.refreshToken === refreshToken && Date.now() - rejected.at < REAUTH_RECHECK_MS) {
       throw rejected.error;
@@ -176,15 +190,7 @@ export class TokenManager {
 
   private async request(refreshToken: string | undefined): Promise<CachedToken> {
     const account = this.account;
-    const form = new URLSearchParams({ client_id: account.clientId });
-    if (account.clientSecret) form.set('client_secret', account.clientSecret);
-    if (account.scopes) form.set('scope', account.scopes);
-    if (refreshToken) {
-      form.set('grant_type', 'refresh_token');
-      form.set('refresh_token', refreshToken);
-    } else {
-      form.set('grant_type', 'client_credentials');
-    }
+    const form = await this.grantFor(refreshToken);
     const response = await fetch(account.tokenUrl, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
@@ -195,31 +201,54 @@ export class TokenManager {
     if (!response.ok || typeof body.access_token !== 'string') {
       throw describeTokenFailure(response.status, body);
     }
-    if (typeof body.refresh_token === 'string' && body.refresh_token !== refreshToken) {
-      await this.persistRefreshToken(body.refresh_token);
+    if (refreshToken) {
+      // Rotated (Microsoft) or not (Google): either way its last use is worth keeping.
+      this.refreshTokenLastUsedAt = Date.now();
+      await this.persistRefreshToken(typeof body.refresh_token === 'string' ? body.refresh_token : refreshToken);
     }
     return schedule(body.access_token, Number(body.expires_in) || DEFAULT_LIFETIME_S);
+  }
+
+  private async grantFor(refreshToken: string | undefined): Promise<URLSearchParams> {
+    const account = this.account;
+    if (account.flow === 'service_account') {
+      // Google Workspace domain-wide delegation: a signed JWT stands in for the user's consent.
+      return new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: await serviceAccountAssertion(account) });
+    }
+    const form = new URLSearchParams({ client_id: account.clientId });
+    if (account.clientSecret) form.set('client_secret', account.clientSecret);
+    if (account.scopes) form.set('scope', account.scopes);
+    if (refreshToken) {
+      form.set('grant_type', 'refresh_token');
+      form.set('refresh_token', refreshToken);
+    } else {
+      form.set('grant_type', 'client_credentials');
+    }
+    return form;
   }
 
   /** A rotated token in the store wins over the config's, unless the config's was replaced since. */
   private async currentRefreshToken(): Promise<string | undefined> {
     const configured = this.account.refreshToken;
     const stored = await this.options.store.read(this.account.name).catch((error: Error) => {
-      this.log.error({ err: error.message }, 'cannot read the token store; using the configured refresh token');
+      if (!this.storeProblemLogged) {
+        this.log.error({ err: error.message, hint: error instanceof TokenStoreError ? error.hint : undefined }, 'cannot read the token store; using the configured refresh token');
+        this.storeProblemLogged = true;
+      }
       return undefined;
     });
-    if (stored && (!configured || stored.seed === fingerprint(configured))) return stored.refreshToken;
+    if (stored && (!configured || stored.seed === fingerprint(configured))) {
+      this.refreshTokenLastUsedAt ??= stored.lastUsedAt ? Date.parse(stored.lastUsedAt) : undefined;
+      return stored.refreshToken;
+    }
     return configured;
   }
 
   private async persistRefreshToken(refreshToken: string): Promise<void> {
     const configured = this.account.refreshToken;
     try {
-      await this.options.store.write(this.account.name, {
-        refreshToken,
-        seed: configured ? fingerprint(configured) : '',
-        updatedAt: new Date().toISOString(),
-      });
+      const now = new Date().toISOString();
+      await this.options.store.write(this.account.name, { refreshToken, seed: configured ? fingerprint(configured) : '', updatedAt: now, lastUsedAt: now });
     } catch (error) {
       // The previous refresh token stays valid at the providers, so mail keeps flowing.
       this.log.error({ err: (error as Error).message }, 'cannot save the rotated refresh token');

@@ -91,6 +91,15 @@ export class DeliveryAgent {
     this.pump(record.account);
   }
 
+  /** The account may be back (e.g. it was just signed in): check a held queue now. */
+  recheckHeld(accountName: string): void {
+    const queue = this.queues.get(accountName);
+    if (queue?.held && !this.stopping) {
+      clearTimeout(queue.timer);
+      this.checkHeld(queue);
+    }
+  }
+
   /** Stops starting deliveries and waits up to timeoutMs for those in flight. */
   async stop(timeoutMs: number): Promise<void> {
     this.stopping = true;

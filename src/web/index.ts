@@ -1,0 +1,1 @@
+export { AdminPage, type AdminOptions } from './admin.js';

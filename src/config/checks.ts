@@ -21,7 +21,7 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
       if (!account.tokenUrl) add(`${at}.tokenUrl`, 'required for provider custom');
       if (!isObject(account.upstream) || !account.upstream.host) add(`${at}.upstream`, 'required for provider custom: give upstream.host (and port)');
     }
-    if (flow === 'service_account' && account.provider !== 'google') add(`${at}.flow`, 'service_account is Google Workspace domain-wide delegation: use provider google');
+    if (flow === 'service_account' && account.provider === 'microsoft') add(`${at}.flow`, 'service_account is the JWT bearer grant of Google Workspace (or a custom server); Microsoft uses client_credentials');
     if (flow === 'service_account' && !account.serviceAccountKeyFile) add(`${at}.serviceAccountKeyFile`, 'required for flow service_account: the JSON key of the service account');
     if (flow === 'client_credentials' && !account.clientSecret) add(`${at}.clientSecret`, 'required for flow client_credentials (or set clientSecretFile)');
     if (flow === 'client_credentials' && account.provider === 'google') add(`${at}.flow`, 'Google has no client_credentials grant for Gmail; use refresh_token');

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, verify } from 'node:crypto';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
 import '../listener/replies.js';
 import { packageRoot } from '../util/package-root.js';
@@ -31,6 +31,8 @@ export interface FakeProviderOptions {
   enforceSendAs?: string[];
   /** SIZE advertised by the submission server. */
   maxSize?: number;
+  /** PEM public key of a service account allowed the JWT bearer grant (domain-wide delegation). */
+  serviceAccountPublicKey?: string;
 }
 
 export interface ReceivedMessage {
@@ -243,10 +245,11 @@ export class FakeProvider {
     this.tokenRequests++;
     const scripted = this.tokenScript.shift();
     if (scripted) return { status: scripted.status, payload: scripted.body };
-    if (form.get('client_id') !== this.clientId) {
+    const grant = form.get('grant_type');
+    // The JWT bearer grant identifies the client by the signed assertion instead.
+    if (grant !== 'urn:ietf:params:oauth:grant-type:jwt-bearer' && form.get('client_id') !== this.clientId) {
       return oauthError(400, 'invalid_client', "AADSTS700016: Application with identifier was not found in the directory.");
     }
-    const grant = form.get('grant_type');
     let mailbox: string | undefined;
     let refreshToken: string | undefined;
     if (grant === 'urn:ietf:params:oauth:grant-type:device_code') {
@@ -268,6 +271,9 @@ export class FakeProvider {
       }
       mailbox = entry.mailbox;
       refreshToken = this.issueRefreshToken(mailbox);
+    } else if (grant === 'urn:ietf:params:oauth:grant-type:jwt-bearer') {
+      mailbox = this.verifyAssertion(form.get('assertion') ?? '');
+      if (!mailbox) return oauthError(400, 'invalid_grant', 'Invalid JWT Signature.');
     } else if (grant === 'refresh_token') {
       mailbox = this.refreshTokens.get(form.get('refresh_token') ?? '');
       if (!mailbox) return oauthError(400, 'invalid_grant', 'AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.');
@@ -283,6 +289,16 @@ export class FakeProvider {
     const payload: Record<string, unknown> = { token_type: 'Bearer', access_token: accessToken, expires_in: this.tokenLifetime, scope: form.get('scope') };
     if (refreshToken) payload.refresh_token = refreshToken;
     return { status: 200, payload };
+  }
+
+  /** The mailbox (sub) of a correctly signed, unexpired service-account JWT, else undefined. */
+  private verifyAssertion(assertion: string): string | undefined {
+    const [header, claims, signature] = assertion.split('.');
+    const key = this.options.serviceAccountPublicKey;
+    if (!key || !signature || !verify('RSA-SHA256', Buffer.from(`${header}.${claims}`), key, Buffer.from(signature, 'base64url'))) return undefined;
+    const body = JSON.parse(Buffer.from(claims, 'base64url').toString()) as { sub?: string; aud?: string; exp?: number };
+    if (body.aud !== this.tokenUrl || (body.exp ?? 0) * 1000 < Date.now()) return undefined;
+    return this.options.mailboxes.find((mailbox) => mailbox === body.sub);
   }
 
   private onRcptTo(address: string, callback: (error?: Error) => void): void {

@@ -103,3 +103,12 @@ export function headerValues(header: string, name: string): string[] {
 }
 
 export const message = (headers: string[], body: string) => [...headers, '', body].join('\r\n');
+
+/** Polls until the condition holds (for what happens asynchronously: deliveries, state changes). */
+export async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

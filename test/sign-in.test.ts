@@ -5,7 +5,7 @@ import { mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, startRelay, type TestRelay } from './helpers.js';
+import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, startRelay, type TestRelay, until } from './helpers.js';
 import { parseConfig, type ResolvedAccount } from '../src/config/index.js';
 import { deviceCodeSignIn } from '../src/oauth/sign-in.js';
 import { TokenStore, TokenStoreError } from '../src/oauth/token-store.js';
@@ -20,13 +20,6 @@ function resolvedAccount(provider: FakeProvider): ResolvedAccount {
   return parseConfig(yaml, '/tmp/config.yaml', {}).accounts.get('office')!;
 }
 
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 describe('signing an account in', () => {
   let provider: FakeProvider;

@@ -138,6 +138,9 @@ export class FakeProvider {
     });
   }
 
+  /** Socket errors of client connections (a relay killed mid-handshake), kept instead of thrown. */
+  readonly socketErrors: Error[] = [];
+
   /** Issues a refresh token as if a user had signed in, for the config of the relay. */
   issueRefreshToken(mailbox = this.options.mailboxes[0]): string {
     const token = `rt-${randomBytes(12).toString('hex')}`;
@@ -178,6 +181,7 @@ export class FakeProvider {
   }
 
   async start(): Promise<this> {
+    this.smtp.on('error', (error: Error) => this.socketErrors.push(error));
     await new Promise<void>((resolve) => this.http.listen(0, '127.0.0.1', resolve));
     this.tokenUrl = `http://127.0.0.1:${(this.http.address() as AddressInfo).port}/oauth2/v2.0/token`;
     await new Promise<void>((resolve) => this.smtp.listen(0, '127.0.0.1', resolve));
@@ -357,7 +361,7 @@ export class FakeProvider {
       await mkdir(this.options.outboxDir, { recursive: true });
       await writeFile(path.join(this.options.outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${id}.eml`), raw);
     }
-    return `2.6.0 <${id}@fake-provider> [Hostname=localhost] Queued mail for delivery`;
+    return `<${id}@fake-provider> [Hostname=localhost] Queued mail for delivery`;
   }
 }
 

@@ -55,6 +55,9 @@ export class Upstream {
       greetingTimeout: upstream.timeoutMs,
       socketTimeout: upstream.timeoutMs,
       logger: false,
+      // nodemailer would re-send a message whose connection closed mid-send from the same, already
+      // read stream; the retry is ours (below, and the queue), from a fresh read of the file.
+      maxRequeues: 0,
       auth: { type: 'custom', method: 'XOAUTH2', user: account.mailbox, pass: 'oauth2' },
       customAuth: { XOAUTH2: (ctx: AuthContext) => this.authenticate(ctx) },
     } as SMTPPoolOptions & { pool: true });
@@ -68,9 +71,10 @@ export class Upstream {
     try {
       return await this.sendOnce(envelope, openMessage);
     } catch (error) {
-      if (!isLoginRejection(error)) throw classifySendError(error, this.account.name);
-      // The token was dropped when the login failed: one fresh token, one more try.
-      this.logger.warn({ account: this.account.name, upstream: (error as NodemailerError).response }, 'upstream refused the token; refreshing and retrying once');
+      if (!isLoginRejection(error) && !isStaleConnection(error)) throw classifySendError(error, this.account.name);
+      // A refused token was dropped when the login failed, and a pooled connection the upstream had
+      // closed is gone: one more try, on a new connection (with a fresh token).
+      this.logger.warn({ account: this.account.name, upstream: (error as NodemailerError).response, code: (error as NodemailerError).code }, 'upstream login refused or connection lost; retrying once');
       try {
         return await this.sendOnce(envelope, openMessage);
       } catch (retryError) {
@@ -109,6 +113,10 @@ export class Upstream {
       throw new XOAuth2Rejected(`XOAUTH2 refused: ${reply.response}`);
     }
   }
+}
+
+function isStaleConnection(error: unknown): boolean {
+  return (error as NodemailerError).code === 'ECONNECTION';
 }
 
 function isLoginRejection(error: unknown): boolean {

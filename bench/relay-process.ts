@@ -13,10 +13,12 @@ export class RelayProcess {
   constructor(private readonly configFile: string) {}
 
   start(): Promise<void> {
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
     return new Promise((resolve, reject) => {
-      child.once('exit', (code) => reject(new Error(`relay exited early (${code})`)));
+      child.once('exit', (code) => reject(new Error(`relay exited early (${code}): ${stderr}`)));
       createInterface({ input: child.stdout! }).on('line', (line) => {
         const entry = JSON.parse(line) as { msg?: string; smtp?: string; http?: string };
         if (entry.msg === 'smtp-oauth-relay listening') {

@@ -168,10 +168,12 @@ async function throughput(provider: FakeProvider, token: string): Promise<void> 
           target: targeted ? `≥ ${goal} × baseline` : undefined,
           met: targeted ? ratio >= goal : undefined,
         });
-        if (mode === 'direct' && !longSession && concurrency === 1) {
+        if (mode === 'direct' && concurrency === 1) {
+          // Printer-style: the baseline also pays for TLS and XOAUTH2 on every connection, which
+          // the relay's pooled upstream leg does not; the long session shows the relay's own cost.
           const added50 = measured.p50 - baseline.p50;
-          record({ name: 'added latency p50 (direct, c=1)', value: added50, unit: 'ms', baseline: baseline.p50, target: '< 3 ms', met: added50 < 3 });
-          record({ name: 'added latency p99 (direct, c=1)', value: measured.p99 - baseline.p99, unit: 'ms', baseline: baseline.p99 });
+          record({ name: `added latency p50 (direct, ${style}, c=1)`, value: added50, unit: 'ms', baseline: baseline.p50, target: '< 3 ms', met: added50 < 3 });
+          record({ name: `added latency p99 (direct, ${style}, c=1)`, value: measured.p99 - baseline.p99, unit: 'ms', baseline: baseline.p99 });
         }
       }
     }

@@ -151,7 +151,7 @@ export class Spool {
   }
 
   openStaged(message: StagedMessage): Readable {
-    return message.file ? createReadStream(message.file) : Readable.from([message.memory ?? Buffer.alloc(0)]);
+    return message.file ? createReadStream(message.file) : Readable.from([message.memory ?? Buffer.alloc(0)], { objectMode: false });
   }
 
   openMessage(id: string, area: SpoolArea = 'queue'): Readable {

@@ -7,7 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import nodemailer from 'nodemailer';
+import nodemailer, { type SMTPPoolOptions } from 'nodemailer';
 import { DEVICE, MAILBOX, startProvider, writeRelayConfig } from './harness.js';
 import { RelayProcess } from './relay-process.js';
 import { FAKE_TLS, type FakeProvider } from '../src/demo/fake-provider.js';
@@ -36,17 +36,15 @@ function buildMessage(bodyBytes: number): Buffer {
 
 type Sender = (raw: Buffer) => Promise<void>;
 
-/** A device: a new connection and AUTH for every message (printer-style), or one long session. */
-function deviceSender(port: number, longSession: boolean): { send: Sender; close(): void } {
-  const options = { host: '127.0.0.1', port, secure: false, ignoreTLS: true, auth: { user: DEVICE.username, pass: DEVICE.password } };
-  const envelope = { from: 'mfp@printers.local', to: ['alice@example.com'] };
+/** One connection per message (printer-style) or one long session, over the given SMTP options. */
+function sender(options: SMTPPoolOptions, envelope: { from: string; to: string[] }, longSession: boolean): { send: Sender; close(): void } {
   if (longSession) {
     const pooled = nodemailer.createTransport({ ...options, pool: true, maxConnections: 1, maxMessages: Infinity });
     return { send: async (raw) => void (await pooled.sendMail({ envelope, raw })), close: () => pooled.close() };
   }
   return {
     send: async (raw) => {
-      const transport = nodemailer.createTransport(options);
+      const transport = nodemailer.createTransport({ ...options, pool: false } as SMTPPoolOptions);
       try {
         await transport.sendMail({ envelope, raw });
       } finally {
@@ -57,8 +55,14 @@ function deviceSender(port: number, longSession: boolean): { send: Sender; close
   };
 }
 
+/** A device sending to the relay. */
+function deviceSender(port: number, longSession: boolean) {
+  const options = { host: '127.0.0.1', port, secure: false, ignoreTLS: true, auth: { user: DEVICE.username, pass: DEVICE.password } };
+  return sender(options, { from: 'mfp@printers.local', to: ['alice@example.com'] }, longSession);
+}
+
 /** The baseline: the same load sent straight to the stand-in upstream (STARTTLS + XOAUTH2). */
-function upstreamSender(provider: FakeProvider, accessToken: string, longSession: boolean): { send: Sender; close(): void } {
+function upstreamSender(provider: FakeProvider, accessToken: string, longSession: boolean) {
   const options = {
     host: '127.0.0.1',
     port: provider.smtpPort,
@@ -67,22 +71,7 @@ function upstreamSender(provider: FakeProvider, accessToken: string, longSession
     tls: { ca: readFileSync(FAKE_TLS.ca()) },
     auth: { type: 'OAuth2' as const, user: MAILBOX, accessToken },
   };
-  const envelope = { from: MAILBOX, to: ['alice@example.com'] };
-  if (longSession) {
-    const pooled = nodemailer.createTransport({ ...options, pool: true, maxConnections: 1, maxMessages: Infinity });
-    return { send: async (raw) => void (await pooled.sendMail({ envelope, raw })), close: () => pooled.close() };
-  }
-  return {
-    send: async (raw) => {
-      const transport = nodemailer.createTransport(options);
-      try {
-        await transport.sendMail({ envelope, raw });
-      } finally {
-        transport.close();
-      }
-    },
-    close: () => undefined,
-  };
+  return sender(options, { from: MAILBOX, to: ['alice@example.com'] }, longSession);
 }
 
 /** Sends `count` messages from `concurrency` devices; messages per second and per-message latencies. */

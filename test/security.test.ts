@@ -140,6 +140,20 @@ describe('the front door', () => {
     expect(await client.command('RCPT TO:<x\x7f@example.com>')).toMatch(/^5\d\d /);
   });
 
+  it('refuses a client that talks before the greeting (pipelining ahead of the server)', async () => {
+    const { port } = await setUp();
+    const net = await import('node:net');
+    const socket = net.connect(port, '127.0.0.1');
+    socket.write(`EHLO x\r\nAUTH PLAIN ${Buffer.from(`\0${DEVICE.username}\0${DEVICE.password}`).toString('base64')}\r\nMAIL FROM:<a@b.c>\r\n`);
+    const reply = await new Promise<string>((resolve) => {
+      let text = '';
+      socket.on('data', (chunk) => (text += chunk));
+      socket.on('close', () => resolve(text));
+    });
+    expect(reply).toMatch(/^421 /m);
+    expect(reply).not.toMatch(/^235/m);
+  });
+
   it('limits connections per client address', async () => {
     const { port } = await setUp({}, { maxConnectionsPerIp: 2 });
     const first = await RawSmtp.connect(port);

@@ -42,7 +42,6 @@ function routingOf({ mailbox, upstream, limits, delivery, sendAs }: ResolvedAcco
   return { mailbox, upstream, limits, delivery, sendAs };
 }
 
-
 /** Wires the parts for one configuration; no globals, so tests can run several side by side. */
 export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): Promise<RunningApp> {
   const { config } = loaded;
@@ -55,8 +54,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const recovered = await spool.init();
   const health = new HealthBoard();
 
-  const tokens = new Map<string, TokenManager>();
-  const routes = new Map<string, Route>();
+  // Per account: its settings, its token manager and its way out, as every stage needs them.
+  const routes = new Map<string, Route & { tokens: TokenManager }>();
   for (const account of loaded.accounts.values()) {
     const manager = new TokenManager(account, {
       store,
@@ -65,13 +64,12 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       retries: config.oauth.retries,
       retryDelayMs: config.oauth.retryDelay * 1000,
     });
-    tokens.set(account.name, manager);
-    routes.set(account.name, { account, upstream: new Upstream(account, manager, logger, hostname) });
+    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, hostname) });
   }
 
   const agent = new DeliveryAgent({
     spool,
-    accounts: new Map([...routes].map(([name, route]) => [name, { ...route, tokens: tokens.get(name)! }])),
+    accounts: routes,
     retry: {
       initialDelayMs: config.queue.retry.initialDelay * 1000,
       maxDelayMs: config.queue.retry.maxDelay * 1000,
@@ -110,7 +108,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const readiness = (): ReadinessReport => {
     const accounts: Record<string, unknown> = {};
     let ready = true;
-    for (const [name, manager] of tokens) {
+    for (const [name, { tokens: manager }] of routes) {
       const token = manager.status();
       const delivery = health.get(name);
       const queue = agent.state(name);
@@ -121,7 +119,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     return { ready, accounts };
   };
   const admin = new AdminPage({
-    accounts: new Map([...routes].map(([name, route]) => [name, { ...route, tokens: tokens.get(name)! }])),
+    accounts: routes,
     store,
     queueState: (name) => agent.state(name),
     health: (name) => health.get(name),
@@ -146,7 +144,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   agent.start(recovered);
   const tokenWatcher = await watchTokenStore(path.join(config.dataDir, 'tokens'), (name) => {
     // A sign-in (login command, admin page) wrote a token: an account waiting for one gets going.
-    const manager = tokens.get(name);
+    const manager = routes.get(name)?.tokens;
     if (!manager || manager.status().state === 'ready') return;
     manager.refresh().then(
       () => agent.recheckHeld(name),
@@ -154,7 +152,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     );
   });
   if (options.keepAlive !== false) {
-    for (const manager of tokens.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
+    for (const { tokens: manager } of routes.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
   }
   logger.info(
     { smtp: `${smtpAddress.address}:${smtpAddress.port}`, smtps: implicitTls.map((address) => `${address.address}:${address.port}`), http: `${httpAddress.address}:${httpAddress.port}`, accounts: [...loaded.accounts.keys()], users: config.users.length },
@@ -172,12 +170,12 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       logger.level = next.config.log.level;
       const needsRestart: string[] = [];
       for (const [name, account] of next.accounts) {
-        const manager = tokens.get(name);
+        const manager = routes.get(name)?.tokens;
         if (!manager) needsRestart.push(`accounts.${name} (new account)`);
         else if (JSON.stringify(routingOf(account)) !== JSON.stringify(routingOf(manager.account))) needsRestart.push(`accounts.${name}`);
         manager?.updateCredentials(account);
       }
-      for (const name of tokens.keys()) if (!next.accounts.has(name)) needsRestart.push(`accounts.${name} (removed account)`);
+      for (const name of routes.keys()) if (!next.accounts.has(name)) needsRestart.push(`accounts.${name} (removed account)`);
       for (const key of ['smtp', 'http', 'dataDir', 'delivery', 'queue'] as const) {
         if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key])) needsRestart.push(key);
       }
@@ -186,7 +184,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     },
     /** Stops taking mail (421 to new sessions), lets transactions and deliveries in flight finish. */
     async stop() {
-      for (const manager of tokens.values()) manager.stopKeepAlive();
+      for (const { tokens: manager } of routes.values()) manager.stopKeepAlive();
       tokenWatcher.close();
       await listener.close();
       await agent.stop(config.queue.shutdownTimeout * 1000);

@@ -75,6 +75,16 @@ describe('access tokens', () => {
     expect(provider.received).toHaveLength(2);
   });
 
+  for (const only of ['basic', 'body'] as const) {
+    it(`authenticates to a token endpoint that takes the client secret only by ${only}`, async () => {
+      provider = await startProvider({ clientAuth: only });
+      relay = await startRelay(provider);
+      await sendRaw(relay.port, scan(1));
+      await sendRaw(relay.port, scan(2));
+      expect(provider.received).toHaveLength(2);
+    });
+  }
+
   it('gets a token at start and keeps accounts alive without mail (keep-alive)', async () => {
     provider = await startProvider();
     relay = await startRelay(provider, { keepAlive: true, top: { oauth: { keepAliveInterval: 0.3, retries: 0 } } });

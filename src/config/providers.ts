@@ -67,6 +67,7 @@ export interface ResolvedAccount {
   flow: OAuthFlow;
   clientId: string;
   clientSecret?: string;
+  clientAuth?: 'basic' | 'body';
   refreshToken?: string;
   tokenUrl: string;
   authorizeUrl?: string;
@@ -92,6 +93,7 @@ export function resolveAccount(name: string, account: AccountConfig, delivery: '
     flow: account.flow,
     clientId: account.clientId,
     clientSecret: account.clientSecret,
+    clientAuth: account.clientAuth,
     refreshToken: account.refreshToken,
     tokenUrl: (account.tokenUrl ?? preset.tokenUrl(account.tenant))!,
     authorizeUrl: account.authorizeUrl ?? preset.authorizeUrl(account.tenant),

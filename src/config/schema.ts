@@ -122,6 +122,8 @@ const accountSchema = z
     /** Google Workspace service account key (JSON) with domain-wide delegation, for flow service_account. */
     serviceAccountKeyFile: z.string().optional(),
     tokenUrl: z.string().url().optional(),
+    /** How the client secret goes to the token endpoint: basic (RFC 6749 §2.3.1) or body; default body for microsoft/google, basic then body for custom. */
+    clientAuth: z.enum(['basic', 'body']).optional(),
     /** Where a browser signs in (authorization-code flow with PKCE). */
     authorizeUrl: z.string().url().optional(),
     /** Where `login` asks for a device code (RFC 8628). */

@@ -31,6 +31,8 @@ export interface FakeProviderOptions {
   enforceSendAs?: string[];
   /** SIZE advertised by the submission server. */
   maxSize?: number;
+  /** Only this way of sending the client secret is accepted (default: both, as RFC 6749 allows). */
+  clientAuth?: 'basic' | 'body';
   /** PEM public key of a service account allowed the JWT bearer grant (domain-wide delegation). */
   serviceAccountPublicKey?: string;
 }
@@ -102,6 +104,18 @@ export class FakeProvider {
         const url = new URL(request.url ?? '/', 'http://localhost');
         if (url.pathname.endsWith('/authorize')) return this.authorizePage(request.method ?? 'GET', url, new URLSearchParams(body), response);
         const form = new URLSearchParams(body);
+        // RFC 6749 §2.3.1: client credentials in an HTTP Basic header count as if in the body.
+        const basic = /^Basic (.+)$/.exec(request.headers.authorization ?? '');
+        const used = basic ? 'basic' : form.has('client_secret') ? 'body' : undefined;
+        if (used && this.options.clientAuth && used !== this.options.clientAuth && !url.pathname.endsWith('/authorize')) {
+          response.writeHead(401, { 'content-type': 'application/json' });
+          return void response.end(JSON.stringify({ error: 'invalid_client', error_description: `client authentication by ${used} is not allowed` }));
+        }
+        if (basic) {
+          const [id, secret] = Buffer.from(basic[1], 'base64').toString().split(':').map(decodeURIComponent);
+          form.set('client_id', id);
+          form.set('client_secret', secret ?? '');
+        }
         const { status, payload } = url.pathname.endsWith('/devicecode') ? this.deviceCodeResponse(form) : this.tokenResponse(form);
         response.writeHead(status, { 'content-type': 'application/json' });
         response.end(JSON.stringify(payload));

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { ResolvedAccount } from '../config/index.js';
 import { fingerprint, type TokenStore } from './token-store.js';
+import { postForm, requestToken } from './token-endpoint.js';
 
 /** A sign-in that did not produce a refresh token, with what the person should do. */
 export class SignInError extends Error {
@@ -28,22 +29,6 @@ export interface PendingAuthorization {
   redirectUri: string;
 }
 
-export async function postForm(url: string, form: URLSearchParams): Promise<{ status: number; body: Record<string, unknown> }> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-    body: form,
-    signal: AbortSignal.timeout(15_000),
-  });
-  return { status: response.status, body: (await response.json().catch(() => ({}))) as Record<string, unknown> };
-}
-
-function clientForm(account: ResolvedAccount, fields: Record<string, string>): URLSearchParams {
-  const form = new URLSearchParams({ client_id: account.clientId, ...fields });
-  if (account.clientSecret) form.set('client_secret', account.clientSecret);
-  return form;
-}
-
 function refreshTokenFrom(body: Record<string, unknown>, account: ResolvedAccount): string {
   if (typeof body.refresh_token === 'string') return body.refresh_token;
   throw new SignInError(
@@ -63,7 +48,7 @@ function describe(body: Record<string, unknown>): string {
  */
 export async function deviceCodeSignIn(account: ResolvedAccount, show: (prompt: DeviceCodePrompt) => void, wait = sleep): Promise<string> {
   if (!account.deviceCodeUrl) throw new SignInError(`accounts.${account.name} has no deviceCodeUrl`, 'use the browser sign-in, or set deviceCodeUrl');
-  const start = await postForm(account.deviceCodeUrl, clientForm(account, { scope: account.scopes ?? '' }));
+  const start = await postForm(account.deviceCodeUrl, new URLSearchParams({ client_id: account.clientId, scope: account.scopes ?? '' }));
   if (start.status !== 200 || typeof start.body.device_code !== 'string') {
     throw new SignInError(`the device code request failed: ${describe(start.body)}`, 'check clientId, tenant and scopes; the app must allow public client flows');
   }
@@ -79,7 +64,7 @@ export async function deviceCodeSignIn(account: ResolvedAccount, show: (prompt: 
   const deadline = Date.now() + expiresIn * 1000;
   while (Date.now() < deadline) {
     await wait(interval * 1000);
-    const poll = await postForm(account.tokenUrl, clientForm(account, { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: deviceCode }));
+    const poll = await requestToken(account, { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: deviceCode });
     if (poll.status === 200) return refreshTokenFrom(poll.body, account);
     switch (poll.body.error) {
       case 'authorization_pending':
@@ -121,10 +106,7 @@ export function startAuthorization(account: ResolvedAccount, redirectUri: string
 }
 
 export async function redeemAuthorizationCode(account: ResolvedAccount, pending: PendingAuthorization, code: string): Promise<string> {
-  const result = await postForm(
-    account.tokenUrl,
-    clientForm(account, { grant_type: 'authorization_code', code, redirect_uri: pending.redirectUri, code_verifier: pending.verifier }),
-  );
+  const result = await requestToken(account, { grant_type: 'authorization_code', code, redirect_uri: pending.redirectUri, code_verifier: pending.verifier });
   if (result.status !== 200) throw new SignInError(`the provider did not accept the sign-in: ${describe(result.body)}`, 'try again; the redirect URI must be registered on the app');
   return refreshTokenFrom(result.body, account);
 }

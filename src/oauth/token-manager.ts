@@ -4,6 +4,7 @@ import type { ResolvedAccount } from '../config/index.js';
 import { fingerprint, TokenStoreError, type TokenStore } from './token-store.js';
 import { serviceAccountAssertion } from './service-account.js';
 import { TokenError } from './token-error.js';
+import { postForm, requestToken, type EndpointReply } from './token-endpoint.js';
 
 export { TokenError };
 
@@ -189,17 +190,9 @@ export class TokenManager {
   }
 
   private async request(refreshToken: string | undefined): Promise<CachedToken> {
-    const account = this.account;
-    const form = await this.grantFor(refreshToken);
-    const response = await fetch(account.tokenUrl, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body: form,
-      signal: AbortSignal.timeout(15_000),
-    });
-    const body = (await response.json().catch(() => ({}))) as Record<string, unknown>;
-    if (!response.ok || typeof body.access_token !== 'string') {
-      throw describeTokenFailure(response.status, body);
+    const { status, body } = await this.grant(refreshToken);
+    if (status >= 400 || typeof body.access_token !== 'string') {
+      throw describeTokenFailure(status, body);
     }
     if (refreshToken) {
       // Rotated (Microsoft) or not (Google): either way its last use is worth keeping.
@@ -209,22 +202,15 @@ export class TokenManager {
     return schedule(body.access_token, Number(body.expires_in) || DEFAULT_LIFETIME_S);
   }
 
-  private async grantFor(refreshToken: string | undefined): Promise<URLSearchParams> {
+  private async grant(refreshToken: string | undefined): Promise<EndpointReply> {
     const account = this.account;
     if (account.flow === 'service_account') {
       // Google Workspace domain-wide delegation: a signed JWT stands in for the user's consent.
-      return new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: await serviceAccountAssertion(account) });
+      const form = new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: await serviceAccountAssertion(account) });
+      return postForm(account.tokenUrl, form);
     }
-    const form = new URLSearchParams({ client_id: account.clientId });
-    if (account.clientSecret) form.set('client_secret', account.clientSecret);
-    if (account.scopes) form.set('scope', account.scopes);
-    if (refreshToken) {
-      form.set('grant_type', 'refresh_token');
-      form.set('refresh_token', refreshToken);
-    } else {
-      form.set('grant_type', 'client_credentials');
-    }
-    return form;
+    const scope: Record<string, string> = account.scopes ? { scope: account.scopes } : {};
+    return requestToken(account, refreshToken ? { grant_type: 'refresh_token', refresh_token: refreshToken, ...scope } : { grant_type: 'client_credentials', ...scope });
   }
 
   /** A rotated token in the store wins over the config's, unless the config's was replaced since. */

@@ -159,6 +159,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     'smtp-oauth-relay listening',
   );
 
+  let stopping: Promise<void> | undefined;
   return {
     smtpPort: smtpAddress.port,
     smtpsPort: implicitTls[0]?.port,
@@ -183,14 +184,17 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       return needsRestart;
     },
     /** Stops taking mail (421 to new sessions), lets transactions and deliveries in flight finish. */
-    async stop() {
-      for (const { tokens: manager } of routes.values()) manager.stopKeepAlive();
-      tokenWatcher.close();
-      await listener.close();
-      await agent.stop(config.queue.shutdownTimeout * 1000);
-      for (const route of routes.values()) route.upstream.close();
-      await status.close();
-      logger.info('smtp-oauth-relay stopped');
+    stop() {
+      stopping ??= (async () => {
+        for (const { tokens: manager } of routes.values()) manager.stopKeepAlive();
+        tokenWatcher.close();
+        await listener.close();
+        await agent.stop(config.queue.shutdownTimeout * 1000);
+        for (const route of routes.values()) route.upstream.close();
+        await status.close();
+        logger.info('smtp-oauth-relay stopped');
+      })();
+      return stopping;
     },
   };
 }

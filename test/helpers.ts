@@ -8,10 +8,31 @@ import { parseConfig } from '../src/config/index.js';
 import { startApp, type RunningApp } from '../src/app.js';
 import { createLogger } from '../src/log.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
-import { DEVICE, accountFor, sendRaw } from '../bench/harness.js';
+import { DEVICE, accountFor, sendRaw, startProvider as startHarnessProvider } from '../bench/harness.js';
+import type { FakeProviderOptions } from '../src/demo/fake-provider.js';
 
 export const execFileAsync = promisify(execFile);
-export { MAILBOX, DEVICE, startProvider, accountFor, writeRelayConfig, sendRaw } from '../bench/harness.js';
+export { MAILBOX, DEVICE, accountFor, writeRelayConfig, sendRaw } from '../bench/harness.js';
+
+/** Everything a test started, so one afterEach(stopStarted) tears it down (newest first). */
+const started: (() => Promise<void>)[] = [];
+
+function once(stop: () => Promise<void>): () => Promise<void> {
+  let stopping: Promise<void> | undefined;
+  return () => (stopping ??= stop());
+}
+
+export async function stopStarted(): Promise<void> {
+  while (started.length) await started.pop()!();
+}
+
+export async function startProvider(options: Partial<FakeProviderOptions> = {}): Promise<FakeProvider> {
+  const provider = await startHarnessProvider(options);
+  const stop = once(provider.stop.bind(provider));
+  provider.stop = stop;
+  started.push(stop);
+  return provider;
+}
 
 export interface TestRelay {
   app: RunningApp;
@@ -48,17 +69,12 @@ export async function startRelay(provider: FakeProvider, options: RelayOptions =
   const logs: string[] = [];
   const logger = createLogger('trace', { write: (line: string) => void logs.push(line) });
   const app = await startApp(loaded, { logger, keepAlive: options.keepAlive ?? false });
-  return {
-    app,
-    port: app.smtpPort,
-    httpPort: app.httpPort,
-    dataDir,
-    logs,
-    async stop() {
-      await app.stop();
-      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
-    },
-  };
+  const stop = once(async () => {
+    await app.stop();
+    if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+  started.push(stop);
+  return { app, port: app.smtpPort, httpPort: app.httpPort, dataDir, logs, stop };
 }
 
 /** The device's reply when the relay refuses (e.g. "451 4.7.0 ..."). */

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readdir, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type RelayOptions, type TestRelay, until } from './helpers.js';
+import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type RelayOptions, type TestRelay, until, stopStarted } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { TokenStore } from '../src/oauth/index.js';
 import { fingerprint } from '../src/oauth/token-store.js';
@@ -10,16 +10,11 @@ import { queueCommand } from '../src/cli/queue.js';
 const scan = (n: number, to = ['alice@example.com']) => ({ from: 'mfp@printers.local', to, raw: message(['From: mfp@printers.local', `Subject: scan ${n}`], `page ${n}`) });
 const QUEUE = { delivery: 'queue', queue: { retry: { initialDelay: 0.2, maxDelay: 1, maxAge: 3600 } }, oauth: { retries: 0, retryDelay: 0.05, reauthCheckInterval: 0.2 } };
 
-
 describe('queue mode (store and forward)', () => {
   let provider: FakeProvider;
   let relay: TestRelay | undefined;
 
-  afterEach(async () => {
-    await relay?.stop();
-    relay = undefined;
-    await provider?.stop();
-  });
+  afterEach(stopStarted);
 
   async function setUp(options: RelayOptions = {}) {
     provider ??= await startProvider();

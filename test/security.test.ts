@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEVICE, MAILBOX, accountFor, execFileAsync, headerValues, message, metric, sendRaw, splitMessage, startProvider, startRelay, type RelayOptions, type TestRelay } from './helpers.js';
+import { DEVICE, MAILBOX, accountFor, execFileAsync, headerValues, message, metric, sendRaw, splitMessage, startProvider, startRelay, type RelayOptions, type TestRelay, stopStarted } from './helpers.js';
 import { RawSmtp } from './raw-smtp.js';
 import { FAKE_TLS, type FakeProvider } from '../src/demo/fake-provider.js';
 
@@ -20,9 +20,7 @@ describe('the front door', () => {
 
   afterEach(async () => {
     RawSmtp.closeAll();
-    await relay?.stop();
-    relay = undefined;
-    await provider?.stop();
+    await stopStarted();
   });
 
   async function setUp(options: RelayOptions = {}, smtp: Record<string, unknown> = {}) {

@@ -5,7 +5,7 @@ import { mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, startRelay, type TestRelay, until } from './helpers.js';
+import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, startRelay, type TestRelay, until, stopStarted } from './helpers.js';
 import { parseConfig, type ResolvedAccount } from '../src/config/index.js';
 import { deviceCodeSignIn } from '../src/oauth/sign-in.js';
 import { TokenStore, TokenStoreError } from '../src/oauth/token-store.js';
@@ -25,11 +25,7 @@ describe('signing an account in', () => {
   let provider: FakeProvider;
   let relay: TestRelay | undefined;
 
-  afterEach(async () => {
-    await relay?.stop();
-    relay = undefined;
-    await provider?.stop();
-  });
+  afterEach(stopStarted);
 
   it('device code: waits while pending, slows down when told, and returns the refresh token', async () => {
     provider = await startProvider();

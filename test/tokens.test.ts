@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { accountFor, message, sendRaw, startProvider, startRelay, type TestRelay } from './helpers.js';
+import { accountFor, message, sendRaw, startProvider, startRelay, type TestRelay, stopStarted } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
 const scan = (n: number) => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: scan ${n}`], 'pages') });
@@ -11,11 +11,7 @@ describe('access tokens', () => {
   let provider: FakeProvider;
   let relay: TestRelay | undefined;
 
-  afterEach(async () => {
-    await relay?.stop();
-    relay = undefined;
-    await provider?.stop();
-  });
+  afterEach(stopStarted);
 
   it('makes exactly one token request for 100 concurrent sends', async () => {
     provider = await startProvider();

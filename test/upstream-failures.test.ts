@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type TestRelay } from './helpers.js';
+import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type TestRelay, stopStarted } from './helpers.js';
 import type { FakeProvider, ProviderStyle } from '../src/demo/fake-provider.js';
 
 const SCAN = { from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', 'Subject: scan'], 'pages') };
@@ -8,10 +8,7 @@ describe('when the upstream or the token endpoint fails', () => {
   let provider: FakeProvider;
   let relay: TestRelay;
 
-  afterEach(async () => {
-    await relay?.stop();
-    await provider?.stop();
-  });
+  afterEach(stopStarted);
 
   async function setUp(style: ProviderStyle = 'office365', account: Record<string, unknown> = {}, providerOptions = {}) {
     provider = await startProvider({ style, ...providerOptions });

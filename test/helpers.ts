@@ -99,9 +99,14 @@ export async function metric(httpPort: number, name: string, labels: Record<stri
   return NaN;
 }
 
-export async function readyz(httpPort: number): Promise<{ status: number; body: { status: string; accounts: Record<string, Record<string, unknown>> } }> {
+interface ReadyzBody {
+  status: string;
+  accounts: Record<string, Record<string, unknown>>;
+}
+
+export async function readyz(httpPort: number): Promise<{ status: number; body: ReadyzBody }> {
   const response = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
-  return { status: response.status, body: await response.json() };
+  return { status: response.status, body: (await response.json()) as ReadyzBody };
 }
 
 /** Splits a received message at the blank line that ends its header. */

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEVICE, MAILBOX, accountFor, execFileAsync, headerValues, message, metric, sendRaw, splitMessage, startProvider, startRelay, type RelayOptions, type TestRelay, stopStarted } from './helpers.js';
+import { DEVICE, MAILBOX, execFileAsync, headerValues, message, metric, sendRaw, splitMessage, startProvider, startRelay, type RelayOptions, type TestRelay, stopStarted } from './helpers.js';
 import { RawSmtp } from './raw-smtp.js';
 import { FAKE_TLS, type FakeProvider } from '../src/demo/fake-provider.js';
 

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
+import { RelayProcess } from '../bench/relay-process.js';
 import { stringify } from 'yaml';
-import { DEVICE, accountFor, message, sendRaw, startProvider, startRelay, type TestRelay } from './helpers.js';
+import { DEVICE, accountFor, message, sendRaw, startProvider, startRelay, stopStarted, until, writeRelayConfig, type TestRelay } from './helpers.js';
 import { parseConfig } from '../src/config/index.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
@@ -38,5 +40,34 @@ describe('reloading the config (SIGHUP)', () => {
     await expect(sendRaw(relay.port, mail)).rejects.toMatchObject({ responseCode: 535 });
     await sendRaw(relay.port, mail, { ...DEVICE, password: 'new password' });
     expect(provider.received).toHaveLength(2);
+  });
+});
+
+describe('SIGHUP to the running daemon', () => {
+  afterAll(stopStarted);
+
+  it('reloads users from the edited config file, and keeps running on a broken one', async () => {
+    const provider = await startProvider();
+    const { configFile } = await writeRelayConfig(provider, { delivery: 'direct' });
+    const relay = new RelayProcess(configFile);
+    await relay.start();
+    try {
+      const mail = { from: 'a@printers.local', to: ['b@example.com'], raw: message(['Subject: hup'], 'x') };
+      const newcomer = { username: 'scanner-3f', password: 'added later' };
+      await expect(sendRaw(relay.port, mail, newcomer)).rejects.toMatchObject({ responseCode: 535 });
+
+      await writeFile(configFile, 'accounts: [this is not valid'); // a half-saved edit
+      relay.child!.kill('SIGHUP');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await sendRaw(relay.port, mail); // still serving with the old config
+
+      const good = await writeRelayConfig(provider, { delivery: 'direct', users: [{ ...DEVICE, account: 'office' }, { ...newcomer, account: 'office' }] });
+      await writeFile(configFile, (await readFile(good.configFile, 'utf8')).replace(/dataDir: .*/, `dataDir: ${path.dirname(configFile)}`));
+      relay.child!.kill('SIGHUP');
+      await until(async () => sendRaw(relay.port, mail, newcomer).then(() => true, () => false));
+      expect(provider.received.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      expect(await relay.stop('SIGTERM')).toBe(0);
+    }
   });
 });

@@ -64,7 +64,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       retries: config.oauth.retries,
       retryDelayMs: config.oauth.retryDelay * 1000,
     });
-    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, hostname) });
+    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname) });
   }
 
   const agent = new DeliveryAgent({

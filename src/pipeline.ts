@@ -6,7 +6,7 @@ import type { Transaction } from './listener/index.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics/metrics.js';
 import { LineEndingGuard, SenderRewriter, SizeGuard, type LineEndingPolicy, type SenderDecision } from './rewrite/index.js';
-import type { DeliveryAgent, Spool, StagedMessage } from './spool/index.js';
+import { newQueueRecord, type DeliveryAgent, type Spool, type StagedMessage } from './spool/index.js';
 import type { Upstream } from './upstream/index.js';
 import { SmtpError, defer, reject } from './reply.js';
 import type { HealthBoard } from './health.js';
@@ -61,7 +61,6 @@ export class Pipeline {
     );
     let staged: StagedMessage | undefined;
     try {
-      await this.admit(undefined);
       staged = await spool.stage(id, stream.pipe(guard), [lineEndings, rewriter]);
       if (lineEndings.repairs > 0) log.info({ repairs: lineEndings.repairs }, 'bare CR/LF or NUL in the message normalised to CRLF');
       metrics.messagesReceived.inc({ account });
@@ -79,21 +78,15 @@ export class Pipeline {
   private async enqueue({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
     const { spool, agent } = this.options;
     if (!(await spool.hasRoom(staged.size))) throw SPOOL_FULL();
-    const now = new Date().toISOString();
-    const record = {
+    const record = newQueueRecord({
       id: staged.id,
       account: route.account.name,
       envelope: { from: decision.envelopeFrom, to: transaction.rcptTo },
       size: staged.size,
-      receivedAt: now,
       user: transaction.user.username,
       clientIp: transaction.clientIp,
       originalFrom: decision.originalFrom,
-      attempts: 0,
-      nextAttemptAt: now,
-      delivered: [],
-      failedRecipients: [],
-    };
+    });
     await spool.commit(staged, record);
     agent.add(record);
     log.info({ size: staged.size, from: decision.envelopeFrom, originalFrom: decision.originalFrom, fromRewritten: decision.fromRewritten, recipients: transaction.rcptTo.length }, 'message queued');
@@ -105,27 +98,23 @@ export class Pipeline {
     const account = route.account.name;
     const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size };
     const started = performance.now();
-    try {
-      const receipt = await route.upstream.send(envelope, () => spool.openStaged(staged));
-      metrics.messagesRelayed.inc({ account });
-      health.relayed(account);
-      log.info(
-        {
-          size: staged.size,
-          from: decision.envelopeFrom,
-          originalFrom: decision.originalFrom,
-          fromRewritten: decision.fromRewritten,
-          recipients: receipt.accepted.length,
-          rejectedRecipients: receipt.rejected.length ? receipt.rejected : undefined,
-          upstream: receipt.response,
-          durationMs: Math.round(performance.now() - started),
-        },
-        'message relayed',
-      );
-      return `Ok: relayed as ${staged.id}`;
-    } finally {
-      metrics.upstreamSendDuration.observe({ account }, (performance.now() - started) / 1000);
-    }
+    const receipt = await route.upstream.send(envelope, () => spool.openStaged(staged));
+    metrics.messagesRelayed.inc({ account });
+    health.relayed(account);
+    log.info(
+      {
+        size: staged.size,
+        from: decision.envelopeFrom,
+        originalFrom: decision.originalFrom,
+        fromRewritten: decision.fromRewritten,
+        recipients: receipt.accepted.length,
+        rejectedRecipients: receipt.rejected.length ? receipt.rejected : undefined,
+        upstream: receipt.response,
+        durationMs: Math.round(performance.now() - started),
+      },
+      'message relayed',
+    );
+    return `Ok: relayed as ${staged.id}`;
   }
 
   private fail(log: Logger, account: string, error: unknown, size: number): SmtpError {

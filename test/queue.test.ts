@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { readdir, writeFile, mkdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type RelayOptions, type TestRelay, until, stopStarted } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
@@ -155,7 +155,6 @@ describe('queue mode (store and forward)', () => {
     // What a crash mid-receive or mid-commit leaves behind.
     await writeFile(path.join(dataDir, 'spool', 'incoming', 'HALF.eml'), 'From: x\r\n\r\npartial');
     await writeFile(path.join(dataDir, 'spool', 'queue', 'UNCOMMITTED.eml'), 'From: x\r\n\r\nno record');
-    await mkdir(path.join(dataDir, 'spool', 'queue'), { recursive: true });
     provider.refuseConnections = false;
     relay = await startRelay(provider, { dataDir, top: QUEUE });
     await until(() => provider.received.length === 2);

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { formatByteSize, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
 import { TokenStore } from '../oauth/index.js';
 import { fingerprint, type TokenStoreError } from '../oauth/token-store.js';
+import { unusedExpiry } from '../oauth/inactivity.js';
 
 /** The `check` report: what the config sets up, in the words an administrator uses. */
 export async function describeConfig(loaded: LoadedConfig): Promise<string> {
@@ -28,8 +29,6 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   return lines.join('\n') + '\n';
 }
 
-const UNUSED_LIMIT_DAYS: Record<string, number> = { microsoft: 90, google: 180 };
-
 async function tokenState(store: TokenStore, account: ResolvedAccount): Promise<string> {
   if (account.flow !== 'refresh_token') return `${account.flow}: a new access token is requested before each expiry`;
   const configured = account.refreshToken;
@@ -42,8 +41,7 @@ async function tokenState(store: TokenStore, account: ResolvedAccount): Promise<
   const usable = stored && (!configured || stored.seed === fingerprint(configured));
   if (!usable) return configured ? 'refresh token from the config (not used yet)' : `NONE: sign in with \`smtp-oauth-relay login ${account.name}\` or the admin page`;
   const lastUsed = stored!.lastUsedAt ?? stored!.updatedAt;
-  const limit = UNUSED_LIMIT_DAYS[account.provider];
-  const left = limit ? Math.floor((Date.parse(lastUsed) + limit * 86_400_000 - Date.now()) / 86_400_000) : undefined;
-  const expiry = left === undefined ? '' : left < 14 ? `; WARNING: dies in ${Math.max(0, left)} day(s) unless used` : `; unused it would last ${left} more days`;
-  return `stored refresh token${store.encrypted ? ' (encrypted)' : ''}, last used ${lastUsed}${expiry}`;
+  const expiry = unusedExpiry(account.provider, Date.parse(lastUsed));
+  const outlook = !expiry ? '' : expiry.warning ? `; WARNING: ${expiry.warning}` : `; unused it would last ${expiry.daysLeft} more days`;
+  return `stored refresh token${store.encrypted ? ' (encrypted)' : ''}, last used ${lastUsed}${outlook}`;
 }

@@ -171,11 +171,6 @@ export class FakeProvider {
     return [...this.refreshTokens.keys(), ...this.accessTokens.keys()];
   }
 
-  /** Makes every access token issued so far invalid, as a password change or revocation does. */
-  revokeAccessTokens(): void {
-    this.accessTokens.clear();
-  }
-
   /** Closes every submission session, as a provider restart or idle cut-off does. */
   dropConnections(): void {
     for (const connection of (this.smtp as unknown as { connections: Set<{ close(): void }> }).connections) connection.close();

@@ -1,2 +1,2 @@
 export { Listener, type MessageHandler, type Transaction } from './listener.js';
-export { hashPassword } from './passwords.js';
+export { hashPassword, DeviceAuthenticator } from './passwords.js';

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { ResolvedAccount } from '../config/index.js';
 import { fingerprint, type TokenStore } from './token-store.js';
-import { postForm, requestToken } from './token-endpoint.js';
+import { describeOAuthError as describe, postForm, requestToken } from './token-endpoint.js';
 
 /** A sign-in that did not produce a refresh token, with what the person should do. */
 export class SignInError extends Error {
@@ -35,11 +35,6 @@ function refreshTokenFrom(body: Record<string, unknown>, account: ResolvedAccoun
     'the provider signed you in but returned no refresh token',
     account.provider === 'google' ? 'the consent screen must ask for offline access (prompt=consent)' : 'add offline_access to the scopes',
   );
-}
-
-function describe(body: Record<string, unknown>): string {
-  const description = typeof body.error_description === 'string' ? `: ${body.error_description.split(/\r?\n/)[0]}` : '';
-  return `${String(body.error ?? 'error')}${description}`;
 }
 
 /**

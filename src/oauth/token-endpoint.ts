@@ -39,6 +39,12 @@ function postWithClientAuth(account: ResolvedAccount, fields: Record<string, str
   return postForm(account.tokenUrl, new URLSearchParams(fields), { authorization: `Basic ${Buffer.from(credentials).toString('base64')}` });
 }
 
+/** "invalid_grant: AADSTS70008: The provided ... " — the error code and the first line of its description. */
+export function describeOAuthError(body: Record<string, unknown>): string {
+  const description = typeof body.error_description === 'string' ? `: ${body.error_description.split(/\r?\n/)[0]}` : '';
+  return `${typeof body.error === 'string' ? body.error : 'error'}${description}`;
+}
+
 export async function postForm(url: string, form: URLSearchParams, headers: Record<string, string> = {}): Promise<EndpointReply> {
   const response = await fetch(url, {
     method: 'POST',

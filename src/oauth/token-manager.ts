@@ -4,7 +4,8 @@ import type { ResolvedAccount } from '../config/index.js';
 import { fingerprint, TokenStoreError, type TokenStore } from './token-store.js';
 import { serviceAccountAssertion } from './service-account.js';
 import { TokenError } from './token-error.js';
-import { postForm, requestToken, type EndpointReply } from './token-endpoint.js';
+import { unusedExpiry } from './inactivity.js';
+import { describeOAuthError, postForm, requestToken, type EndpointReply } from './token-endpoint.js';
 
 export { TokenError };
 
@@ -40,10 +41,6 @@ const HUMAN_ERRORS: Record<string, string> = {
 };
 
 const TEN_MINUTES = 10 * 60 * 1000;
-const DAY = 86_400_000;
-/** Microsoft ends refresh tokens unused for 90 days; Google after six months. */
-const INACTIVITY_LIMIT_DAYS: Record<string, number> = { microsoft: 90, google: 180 };
-const WARN_DAYS_BEFORE = 14;
 const DEFAULT_LIFETIME_S = 3600;
 /** After a rejection, the same refresh token is tried again no sooner than this. */
 const REAUTH_RECHECK_MS = 5 * 60 * 1000;
@@ -136,10 +133,8 @@ export class TokenManager {
   }
 
   status(): AccountTokenStatus {
-    const limitDays = INACTIVITY_LIMIT_DAYS[this.account.provider];
     const lastUsed = this.refreshTokenLastUsedAt;
-    const expiry = lastUsed && limitDays ? lastUsed + limitDays * DAY : undefined;
-    const daysLeft = expiry ? Math.floor((expiry - Date.now()) / DAY) : undefined;
+    const expiry = unusedExpiry(this.account.provider, lastUsed);
     return {
       state: this.state,
       flow: this.account.flow,
@@ -148,13 +143,11 @@ export class TokenManager {
       lastError: this.lastError,
       hint: this.hint,
       refreshTokenLastUsedAt: lastUsed ? new Date(lastUsed).toISOString() : undefined,
-      refreshTokenUnusedExpiry: expiry ? new Date(expiry).toISOString() : undefined,
-      warning:
-        daysLeft !== undefined && daysLeft <= WARN_DAYS_BEFORE
-          ? `the refresh token dies in ${Math.max(0, daysLeft)} day(s) unless it is used: check why refreshes fail, or sign in again`
-          : undefined,
+      refreshTokenUnusedExpiry: expiry && new Date(expiry.at).toISOString(),
+      warning: expiry?.warning,
     };
   }
+
 
   private async requestWithRetries(): Promise<CachedToken> {
     const refreshToken = this.account.flow === 'refresh_token' ? await this.currentRefreshToken() : undefined;
@@ -278,8 +271,7 @@ function schedule(accessToken: string, lifetimeSeconds: number): CachedToken {
 
 function describeTokenFailure(status: number, body: Record<string, unknown>): TokenError {
   const code = typeof body.error === 'string' ? body.error : undefined;
-  const description = typeof body.error_description === 'string' ? body.error_description.split(/\r?\n/)[0] : undefined;
-  const text = `token endpoint answered HTTP ${status}${code ? ` ${code}` : ''}${description ? `: ${description}` : ''}`;
+  const text = `token endpoint answered HTTP ${status}${code || body.error_description ? ` ${describeOAuthError(body)}` : ''}`;
   const transient = status >= 500 || status === 429 || status === 408 || (status < 400 && !code);
   if (transient) return new TokenError('unavailable', text);
   return new TokenError('reauth', text, (code && HUMAN_ERRORS[code]) || 'check the account settings (clientId, tenant, scopes, tokenUrl)');

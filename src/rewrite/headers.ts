@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { Headers } from '@zone-eu/mailsplit';
 import addressparser from 'nodemailer/lib/addressparser';
 import libmime from 'libmime';
+import { messageDate, newMessageId } from '../util/rfc5322.js';
 
 export interface SenderRules {
   /** The mailbox the account is authorised for. */
@@ -53,11 +53,8 @@ export function applySenderRules(headers: Headers, rules: SenderRules): SenderDe
 
 function ensureDateAndMessageId(headers: Headers, mailbox: string): void {
   const end = headers.getList().length;
-  if (!headers.hasHeader('date')) headers.add('Date', new Date().toUTCString().replace(/GMT$/, '+0000'), end);
-  if (!headers.hasHeader('message-id')) {
-    const domain = mailbox.slice(mailbox.lastIndexOf('@') + 1);
-    headers.add('Message-ID', `<${Date.now().toString(36)}.${randomBytes(8).toString('hex')}@${domain}>`, end + 1);
-  }
+  if (!headers.hasHeader('date')) headers.add('Date', messageDate(), end);
+  if (!headers.hasHeader('message-id')) headers.add('Message-ID', newMessageId(mailbox), end + 1);
 }
 
 /** The first mailbox of a raw (binary string; possibly folded, encoded or 8-bit) From value. */

@@ -1,4 +1,4 @@
 export { SenderRewriter } from './sender-rewriter.js';
 export { SizeGuard } from './size-guard.js';
-export { formatMailbox, type SenderRules, type SenderDecision } from './headers.js';
+export type { SenderRules, SenderDecision } from './headers.js';
 export { LineEndingGuard, type LineEndingPolicy } from './line-endings.js';

@@ -10,10 +10,11 @@ export type LineEndingPolicy = 'normalize' | 'reject';
 
 /**
  * SMTP smuggling defence. smtp-server ends DATA only on CRLF.CRLF but passes bare LF and bare CR
- * into the message, and nodemailer turns bare LF into CRLF but leaves bare CR alone: "\r.\r" in a
- * body could end the upstream's DATA early and start a second, unrewritten message on the relay's
- * authenticated session. Here every bare CR or LF becomes CRLF (so dot-stuffing on the way out
- * covers every line) and NUL bytes go; or, with `reject`, the message is refused with 554 5.6.11.
+ * into the message: "\r.\r" in a body could end an upstream's DATA early and start a second,
+ * unrewritten message on the relay's authenticated session. nodemailer 10 also repairs bare line
+ * endings on the way out, but the relay does not rely on it: the message is made CRLF-only here,
+ * before the header rewrite reads it and before it is stored (NUL bytes go too); or, with
+ * `reject`, it is refused with 554 5.6.11.
  */
 export class LineEndingGuard extends Transform {
   private pendingCR = false;

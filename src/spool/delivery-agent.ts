@@ -7,7 +7,7 @@ import { SmtpError, defer, type FailureReason } from '../reply.js';
 import type { HealthBoard } from '../health.js';
 import type { ResolvedAccount } from '../config/index.js';
 import { Pacer } from './pacing.js';
-import { pendingRecipients, type QueueRecord } from './record.js';
+import { newQueueRecord, pendingRecipients, type QueueRecord } from './record.js';
 import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
 import { buildFailureReport } from './dsn.js';
 import { readHeaderBlock } from './header-block.js';
@@ -212,7 +212,6 @@ export class DeliveryAgent {
     const started = performance.now();
     try {
       const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size }, () => spool.openMessage(record.id));
-      metrics.upstreamSendDuration.observe({ account }, (performance.now() - started) / 1000);
       record.delivered.push(...receipt.accepted);
       record.lastReply = receipt.response;
       for (const refusal of receipt.rejected) {
@@ -224,7 +223,6 @@ export class DeliveryAgent {
       health.relayed(account);
       log.info({ recipients: receipt.accepted.length, attempts: record.attempts, upstream: receipt.response, durationMs: Math.round(performance.now() - started) }, 'message delivered');
     } catch (error) {
-      metrics.upstreamSendDuration.observe({ account }, (performance.now() - started) / 1000);
       const failure = error instanceof SmtpError ? error : defer('internal', 'Local error while relaying', '4.3.0', error);
       const cause = failure.cause as { message?: string; hint?: string; response?: string } | undefined;
       // The upstream's own words when it answered; the relay's reading of the problem otherwise.
@@ -291,19 +289,13 @@ export class DeliveryAgent {
       to: recipients,
       reason,
     });
-    const now = new Date().toISOString();
-    const report: QueueRecord = {
+    const report = newQueueRecord({
       id: spool.newId(),
       account: record.account,
       envelope: { from: entry.account.mailbox, to: recipients },
       size: content.length,
-      receivedAt: now,
       isReport: true,
-      attempts: 0,
-      nextAttemptAt: now,
-      delivered: [],
-      failedRecipients: [],
-    };
+    });
     await spool.enqueue(report, content);
     this.add(report);
     this.log.info({ id: report.id, about: record.id, to: recipients }, 'failure report queued');

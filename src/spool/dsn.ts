@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { QueueRecord } from './record.js';
+import { messageDate, newMessageId } from '../util/rfc5322.js';
 
 export interface ReportInput {
   record: QueueRecord;
@@ -19,8 +20,7 @@ export interface ReportInput {
 export function buildFailureReport(input: ReportInput): Buffer {
   const { record, reportingHost } = input;
   const boundary = `=_report_${randomBytes(12).toString('hex')}`;
-  const date = new Date().toUTCString().replace(/GMT$/, '+0000');
-  const domain = input.from.slice(input.from.lastIndexOf('@') + 1);
+  const date = messageDate();
   const failures = record.failedRecipients;
   const explanation = [
     `This is the smtp-oauth-relay on ${reportingHost}.`,
@@ -37,7 +37,7 @@ export function buildFailureReport(input: ReportInput): Buffer {
   const status = [
     `Reporting-MTA: dns; ${reportingHost}`,
     `X-Queue-ID: ${record.id}`,
-    `Arrival-Date: ${new Date(record.receivedAt).toUTCString().replace(/GMT$/, '+0000')}`,
+    `Arrival-Date: ${messageDate(new Date(record.receivedAt))}`,
     '',
     ...failures.flatMap((failure) => [
       `Final-Recipient: rfc822; ${failure.address}`,
@@ -53,7 +53,7 @@ export function buildFailureReport(input: ReportInput): Buffer {
     `To: ${input.to.join(', ')}`,
     `Subject: Undelivered Mail Returned to Sender`,
     `Date: ${date}`,
-    `Message-ID: <${record.id}.report.${randomBytes(6).toString('hex')}@${domain}>`,
+    `Message-ID: ${newMessageId(input.from)}`,
     'Auto-Submitted: auto-replied',
     'MIME-Version: 1.0',
     `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,

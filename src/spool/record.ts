@@ -24,6 +24,12 @@ export interface QueueRecord {
   failedAt?: string;
 }
 
+/** A record for a message just received: due now, nothing tried yet. */
+export function newQueueRecord(fields: Pick<QueueRecord, 'id' | 'account' | 'envelope' | 'size'> & Partial<QueueRecord>): QueueRecord {
+  const now = new Date().toISOString();
+  return { receivedAt: now, nextAttemptAt: now, attempts: 0, delivered: [], failedRecipients: [], ...fields };
+}
+
 /** Recipients still to be delivered. */
 export function pendingRecipients(record: QueueRecord): string[] {
   const done = new Set([...record.delivered, ...record.failedRecipients.map((failure) => failure.address)]);

@@ -6,6 +6,7 @@ import type { ResolvedAccount } from '../config/index.js';
 import type { TokenManager } from '../oauth/index.js';
 import type { Logger } from '../log.js';
 import { classifySendError, type NodemailerError } from './classify.js';
+import type { Metrics } from '../metrics/index.js';
 
 export interface Envelope {
   from: string;
@@ -38,6 +39,7 @@ export class Upstream {
     readonly account: ResolvedAccount,
     private readonly tokens: TokenManager,
     private readonly logger: Logger,
+    private readonly metrics: Metrics,
     hostname: string,
   ) {
     const upstream = account.upstream;
@@ -68,6 +70,19 @@ export class Upstream {
    * upstream's receipt or rejects with an SmtpError saying what the device should be told.
    */
   async send(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
+    const started = performance.now();
+    try {
+      return await this.sendWithRetry(envelope, openMessage);
+    } finally {
+      this.metrics.upstreamSendDuration.observe({ account: this.account.name }, (performance.now() - started) / 1000);
+    }
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+
+  private async sendWithRetry(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
     try {
       return await this.sendOnce(envelope, openMessage);
     } catch (error) {
@@ -83,9 +98,6 @@ export class Upstream {
     }
   }
 
-  close(): void {
-    this.transport.close();
-  }
 
   private async sendOnce(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
     const message = openMessage();

@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { ResolvedAccount } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { TokenManager, TokenStore } from '../oauth/index.js';
 import { redeemAuthorizationCode, saveSignIn, startAuthorization, type PendingAuthorization } from '../oauth/sign-in.js';
@@ -9,8 +8,10 @@ import type { Upstream } from '../upstream/index.js';
 import type { AccountQueueState } from '../spool/index.js';
 import type { DeliveryHealth } from '../health.js';
 import { SmtpError } from '../reply.js';
-import { verifyHash } from '../listener/passwords.js';
+import { DeviceAuthenticator } from '../listener/index.js';
+import { NetworkList, type ResolvedAccount } from '../config/index.js';
 import { renderPage, type AccountView, type Notice } from './page.js';
+import { messageDate, newMessageId } from '../util/rfc5322.js';
 
 export interface AdminAccount {
   account: ResolvedAccount;
@@ -29,6 +30,7 @@ export interface AdminOptions {
 }
 
 const PENDING_LIMIT = 100;
+const LOOPBACK = new NetworkList(['127.0.0.0/8', '::1']);
 const PENDING_MS = 10 * 60 * 1000;
 
 /**
@@ -39,9 +41,12 @@ const PENDING_MS = 10 * 60 * 1000;
 export class AdminPage {
   private readonly pending = new Map<string, { account: string; authorization: PendingAuthorization; at: number }>();
   private readonly csrfSecret = randomBytes(32);
-  private readonly verifiedPasswords = new Set<string>();
+  /** The admin password is checked like a device's: scrypt once, then remembered as an HMAC. */
+  private readonly admin?: DeviceAuthenticator;
 
-  constructor(private readonly options: AdminOptions) {}
+  constructor(private readonly options: AdminOptions) {
+    if (options.adminPasswordHash) this.admin = new DeviceAuthenticator([{ username: 'admin', passwordHash: options.adminPasswordHash, account: '' }]);
+  }
 
   /** Handles the admin routes; false for any other path. */
   async handle(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
@@ -59,25 +64,16 @@ export class AdminPage {
   }
 
   private async allowed(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
-    const { adminPasswordHash } = this.options;
-    if (!adminPasswordHash) {
-      if (isLoopback(request.socket.remoteAddress)) return true;
+    if (!this.admin) {
+      if (LOOPBACK.has(request.socket.remoteAddress ?? '')) return true;
       sendText(response, 403, 'The admin page answers only on this machine. Set http.adminPasswordHash to use it from elsewhere.');
       return false;
     }
     const header = request.headers.authorization ?? '';
     const password = header.startsWith('Basic ') ? Buffer.from(header.slice(6), 'base64').toString('utf8').split(':').slice(1).join(':') : undefined;
-    if (password !== undefined && (await this.passwordMatches(password, adminPasswordHash))) return true;
+    if (password !== undefined && (await this.admin.verify('admin', password))) return true;
     response.writeHead(401, { 'www-authenticate': 'Basic realm="smtp-oauth-relay admin", charset="UTF-8"', 'content-type': 'text/plain' }).end('Admin password required.');
     return false;
-  }
-
-  private async passwordMatches(password: string, hash: string): Promise<boolean> {
-    const memo = createHmac('sha256', this.csrfSecret).update(password).digest('base64');
-    if (this.verifiedPasswords.has(memo)) return true;
-    if (!(await verifyHash(password, hash))) return false;
-    this.verifiedPasswords.add(memo);
-    return true;
   }
 
   /** CSRF: a form must carry this process's token, and a browser's Origin must be this site. */
@@ -168,15 +164,13 @@ export class AdminPage {
 }
 
 function testMessage(from: string, to: string): Buffer {
-  const date = new Date().toUTCString().replace(/GMT$/, '+0000');
-  const domain = from.slice(from.lastIndexOf('@') + 1);
   return Buffer.from(
     [
       `From: smtp-oauth-relay <${from}>`,
       `To: ${to}`,
       'Subject: smtp-oauth-relay test message',
-      `Date: ${date}`,
-      `Message-ID: <test.${randomBytes(8).toString('hex')}@${domain}>`,
+      `Date: ${messageDate()}`,
+      `Message-ID: ${newMessageId(from)}`,
       'MIME-Version: 1.0',
       'Content-Type: text/plain; charset=utf-8',
       '',
@@ -187,9 +181,6 @@ function testMessage(from: string, to: string): Buffer {
   );
 }
 
-function isLoopback(address: string | undefined): boolean {
-  return !!address && (address === '::1' || /^(::ffff:)?127\./.test(address));
-}
 
 function sendText(response: ServerResponse, status: number, text: string): void {
   response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' }).end(`${text}\n`);

@@ -1,21 +1,21 @@
-import { Headers } from '@zone-eu/mailsplit';
 import addressparser from 'nodemailer/lib/addressparser';
 import libmime from 'libmime';
 import { messageDate, newMessageId } from '../util/rfc5322.js';
+import { fieldValue, makeField, type HeaderField } from './header-fields.js';
 
 export interface SenderRules {
   /** The mailbox the account is authorised for. */
   mailbox: string;
   /** Lower-cased addresses the mailbox may send as; a From among them is kept. */
   sendAs: readonly string[];
-  /** The device's MAIL FROM, standing in for the author when there is no From header. */
+  /** The device's MAIL FROM, standing in for the author when there is no usable From. */
   envelopeFrom: string;
 }
 
 export interface SenderDecision {
   /** MAIL FROM for the upstream. */
   envelopeFrom: string;
-  /** The author's address as the device gave it, if any. */
+  /** The author's address as the device gave it (a valid address), if any. */
   originalFrom?: string;
   fromRewritten: boolean;
 }
@@ -25,41 +25,51 @@ interface Mailbox {
   address: string;
 }
 
+/** An address a reply or a report can go to: local@domain, nothing that could hide another. */
+const ADDRESS = /^[^\s@<>()[\]\\,;:"]+@[^\s@<>()[\]\\,;:".]+(?:\.[^\s@<>()[\]\\,;:".]+)*$/;
+/** Exactly one mailbox and nothing else: `addr` or `phrase <addr>` (no groups, lists, comments). */
+const SINGLE_MAILBOX = /^[ \t]*(?:(?:"(?:[^"\\\r\n]|\\[\x20-\x7e])*"|[^"<>@,;:\\()[\]\r\n]*?)[ \t]*<([^<>]+)>|([^<>\s"]+))[ \t]*$/;
+
 /**
- * Applies the sender rules to a parsed header block: From becomes the mailbox (display name
- * kept) unless it is an allowed send-as address, the original author goes to Reply-To, Sender
- * goes, and Date and Message-ID are added when missing. Other header lines stay byte for byte.
+ * Applies the sender rules to a header section and returns the fields that leave. Exactly one
+ * From leaves: the device's own, only when it is one mailbox from `sendAs` and nothing more;
+ * otherwise the account's mailbox (display name kept). Several From, Sender or Reply-To fields
+ * are never passed on: Sender goes, a lone Reply-To stays, the author goes to Reply-To when the
+ * From was rewritten. Date and Message-ID are added when missing. Other fields stay byte for byte.
  */
-export function applySenderRules(headers: Headers, rules: SenderRules): SenderDecision {
-  const lines = headers.getList();
-  const fromValues = lines.filter((line) => line.key === 'from').map((line) => line.line.slice(line.line.indexOf(':') + 1));
-  const author = fromValues.length > 0 ? firstMailbox(fromValues[0]) : undefined;
-  const originalFrom = author?.address || rules.envelopeFrom || undefined;
-  headers.remove('sender');
-  ensureDateAndMessageId(headers, rules.mailbox);
+export function applySenderRules(fields: readonly HeaderField[], rules: SenderRules): { fields: HeaderField[]; decision: SenderDecision } {
+  const fromFields = fields.filter((field) => field.key === 'from');
+  const author = fromFields.length > 0 ? firstMailbox(fieldValue(fromFields[0])) : undefined;
+  const validAuthor = author && ADDRESS.test(author.address) ? author : undefined;
+  const originalFrom = validAuthor?.address ?? (ADDRESS.test(rules.envelopeFrom) ? rules.envelopeFrom : undefined);
+  const kept = fromFields.length === 1 ? allowedFrom(fieldValue(fromFields[0]), rules.sendAs) : undefined;
 
-  const keep = fromValues.length === 1 && author !== undefined && rules.sendAs.includes(author.address.toLowerCase());
-  if (keep) return { envelopeFrom: author.address, originalFrom, fromRewritten: false };
-
-  // The new From takes the old one's place; a message without one gets it at the top.
-  const position = Math.max(0, lines.findIndex((line) => line.key === 'from'));
-  headers.remove('from');
-  headers.add('From', formatMailbox({ name: author?.name ?? '', address: rules.mailbox }), position);
-  if (originalFrom && originalFrom.toLowerCase() !== rules.mailbox.toLowerCase() && !headers.hasHeader('reply-to')) {
-    headers.add('Reply-To', formatMailbox({ name: author?.name ?? '', address: originalFrom }), position + 1);
+  const replyTos = fields.filter((field) => field.key === 'reply-to');
+  const firstFrom = fields.findIndex((field) => field.key === 'from');
+  const out = fields.filter((field) => field.key !== 'from' && field.key !== 'sender' && (field.key !== 'reply-to' || replyTos.length === 1));
+  const position = firstFrom < 0 ? 0 : fields.slice(0, firstFrom).filter((field) => out.includes(field)).length;
+  const from = kept ? fromFields[0] : makeField('From', formatMailbox({ name: author?.name ?? '', address: rules.mailbox }));
+  out.splice(position, 0, from);
+  if (!kept && originalFrom && originalFrom.toLowerCase() !== rules.mailbox.toLowerCase() && replyTos.length !== 1) {
+    out.splice(position + 1, 0, makeField('Reply-To', formatMailbox({ name: validAuthor?.name ?? '', address: originalFrom })));
   }
-  return { envelopeFrom: rules.mailbox, originalFrom, fromRewritten: true };
+  if (!out.some((field) => field.key === 'date')) out.push(makeField('Date', messageDate()));
+  if (!out.some((field) => field.key === 'message-id')) out.push(makeField('Message-ID', newMessageId(rules.mailbox)));
+  const decision = kept ? { envelopeFrom: kept, originalFrom, fromRewritten: false } : { envelopeFrom: rules.mailbox, originalFrom, fromRewritten: true };
+  return { fields: out, decision };
 }
 
-function ensureDateAndMessageId(headers: Headers, mailbox: string): void {
-  const end = headers.getList().length;
-  if (!headers.hasHeader('date')) headers.add('Date', messageDate(), end);
-  if (!headers.hasHeader('message-id')) headers.add('Message-ID', newMessageId(mailbox), end + 1);
+/** The address of a From value that is exactly one allowed mailbox, else undefined. */
+function allowedFrom(rawValue: string, sendAs: readonly string[]): string | undefined {
+  const match = SINGLE_MAILBOX.exec(rawValue);
+  const address = match?.[1] ?? match?.[2];
+  if (!address || !ADDRESS.test(address)) return undefined;
+  return sendAs.includes(address.toLowerCase()) ? address : undefined;
 }
 
-/** The first mailbox of a raw (binary string; possibly folded, encoded or 8-bit) From value. */
+/** The first mailbox of a raw (binary string; possibly encoded or 8-bit) From value. */
 function firstMailbox(rawValue: string): Mailbox | undefined {
-  const text = libmime.decodeWords(decodeHeaderBytes(rawValue).replace(/\r?\n(?=[ \t])/g, ''));
+  const text = libmime.decodeWords(decodeHeaderBytes(rawValue));
   const flattened = addressparser(text, { flatten: true }) as { name?: string; address?: string }[];
   const found = flattened.find((entry) => entry.address);
   return found && { name: (found.name ?? '').trim(), address: found.address!.trim() };
@@ -70,7 +80,7 @@ function firstMailbox(rawValue: string): Mailbox | undefined {
  * senders and Latin-1 from old ones: UTF-8 when the bytes are valid UTF-8, otherwise Latin-1.
  */
 function decodeHeaderBytes(binary: string): string {
-  const bytes = Buffer.from(binary, 'binary');
+  const bytes = Buffer.from(binary, 'latin1');
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
@@ -79,9 +89,10 @@ function decodeHeaderBytes(binary: string): string {
 }
 
 /** Display name plus address, 7-bit clean: encoded words for non-ASCII, quotes for specials. */
-export function formatMailbox({ name, address }: Mailbox): string {
-  if (!name) return address;
-  if (/[^\x20-\x7e]/.test(name)) return `${libmime.encodeWord(name, 'Q', 52)} <${address}>`;
-  if (/[()<>[\]:;@\\,."]/.test(name)) return `"${name.replace(/(["\\])/g, '\\$1')}" <${address}>`;
-  return `${name} <${address}>`;
+function formatMailbox({ name, address }: Mailbox): string {
+  const cleanName = name.replace(/[\r\n\t]+/g, ' ');
+  if (!cleanName) return address;
+  if (/[^\x20-\x7e]/.test(cleanName)) return `${libmime.encodeWord(cleanName, 'Q', 52)} <${address}>`;
+  if (/[()<>[\]:;@\\,."]/.test(cleanName)) return `"${cleanName.replace(/(["\\])/g, '\\$1')}" <${address}>`;
+  return `${cleanName} <${address}>`;
 }

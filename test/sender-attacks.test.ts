@@ -151,3 +151,54 @@ describe('the sender rewrite cannot be dodged', () => {
     expect(Buffer.concat(out).toString()).toContain('X-Filler-2299');
   });
 });
+
+describe('header-shape fuzzing', () => {
+  const names = ['From', 'from', 'FROM', 'fRoM', 'Sender', 'Reply-To', 'Subject', 'X-From', 'From-X'];
+  const values = [
+    `ceo@contoso.test`,
+    `<${SHARED}>`,
+    `${SHARED}`,
+    `"${SHARED}" <ceo@contoso.test>`,
+    `Staff: ${SHARED};`,
+    `${SHARED}, ceo@contoso.test`,
+    `=?utf-8?B?${Buffer.from(`${SHARED}`).toString('base64')}?= <ceo@contoso.test>`,
+    `=?utf-8?Q?J=C3=B6rg?= <${SHARED}>`,
+    `(${SHARED}) ceo@contoso.test`,
+    `ceo@contoso.test\r\n\t<${SHARED}>`,
+    '',
+  ];
+  const pick = <T>(items: readonly T[], random: () => number) => items[Math.floor(random() * items.length)];
+
+  it('lets exactly one allowed From leave, whatever the shape of 3000 random headers', async () => {
+    let seed = 20261123;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let round = 0; round < 3000; round++) {
+      const lines: string[] = [];
+      if (random() < 0.1) lines.push(pick(['From someone@x Mon Jan 1 00:00:00 2024', 'POST / HTTP/1.1', ' continued', 'garbage'], random));
+      const count = 1 + Math.floor(random() * 5);
+      for (let i = 0; i < count; i++) {
+        const space = pick(['', ' ', '\t', '  ', ' \t'], random);
+        const fold = random() < 0.2 ? '\r\n ' : pick(['', ' ', '\t'], random);
+        lines.push(`${pick(names, random)}${space}:${fold}${pick(values, random)}`);
+      }
+      const ending = pick(['\r\n\r\nbody\r\n', '\r\nbody without blank line\r\n', '\r\n', ''], random);
+      const input = Buffer.from(lines.join('\r\n') + ending, 'latin1');
+      const rewriter = new SenderRewriter({ mailbox: MAILBOX, sendAs: [SHARED], envelopeFrom: 'mfp@printers.local' }, { maxHeaderBytes: 65536, maxHeaderLines: 100 });
+      const out: Buffer[] = [];
+      rewriter.on('data', (chunk: Buffer) => out.push(chunk));
+      const done = new Promise((resolve, reject) => rewriter.on('end', resolve).on('error', reject));
+      rewriter.end(input);
+      await done;
+      const view = downstreamView(Buffer.concat(out));
+      const from = view.fields.filter((field) => field.name === 'from').map((field) => field.value.replace(/\s+/g, ' ').trim());
+      const context = JSON.stringify(input.toString('latin1'));
+      expect(view.stray, context).toEqual([]);
+      expect(from, context).toHaveLength(1);
+      const allowed = [MAILBOX, SHARED].some((address) => from[0] === address || from[0].endsWith(`<${address}>`));
+      expect(allowed, `${context} → ${from[0]}`).toBe(true);
+      if (!from[0].includes(MAILBOX)) expect(from[0], context).not.toMatch(/[,;()]|@.*@/);
+      expect(view.fields.filter((field) => field.name === 'sender'), context).toEqual([]);
+      expect(view.fields.filter((field) => field.name === 'reply-to').length, context).toBeLessThanOrEqual(1);
+    }
+  });
+});

@@ -83,7 +83,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     logger,
   });
   metrics.setQueueProbe({
-    spoolBytes: () => spool.queuedBytes,
+    spoolBytes: () => spool.bytes,
     accounts: async () => {
       const failed = await spool.list('failed');
       return Object.fromEntries(

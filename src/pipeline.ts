@@ -8,7 +8,7 @@ import type { Metrics } from './metrics/metrics.js';
 import { LineEndingGuard, SenderRewriter, SizeGuard, type LineEndingPolicy, type SenderDecision } from './rewrite/index.js';
 import { newQueueRecord, type DeliveryAgent, type Spool, type StagedMessage } from './spool/index.js';
 import type { Upstream } from './upstream/index.js';
-import { SmtpError, defer, reject } from './reply.js';
+import { SmtpError, asSmtpError, defer, reject } from './reply.js';
 import type { HealthBoard } from './health.js';
 
 export interface Route {
@@ -29,8 +29,6 @@ export interface PipelineOptions {
   bareLineEndings: LineEndingPolicy;
 }
 
-const SPOOL_FULL = () => new SmtpError({ code: 452, enhanced: '4.3.1', text: 'Relay spool is full; try again later' }, 'spool_full');
-
 /**
  * listener → rewrite → spool → upstream for one message. The message streams through the size
  * guard and the sender rewrite into a spool file. Queue mode then commits it durably and answers
@@ -41,11 +39,10 @@ export class Pipeline {
   constructor(private readonly options: PipelineOptions) {}
 
   /** Refuses new mail early (at MAIL FROM) when the spool has no room for it. */
-  readonly admit = async (declaredSize: number | undefined): Promise<void> => {
-    if (!(await this.options.spool.hasRoom(declaredSize ?? 0))) throw SPOOL_FULL();
-  };
+  readonly admit = (declaredSize: number | undefined): Promise<void> => this.options.spool.ensureRoom(declaredSize ?? 0);
 
-  readonly handle = async (stream: Readable, transaction: Transaction): Promise<string> => {
+  /** @param signal aborted when the device hangs up before the end of DATA. */
+  readonly handle = async (stream: Readable, transaction: Transaction, signal: AbortSignal): Promise<string> => {
     const { spool, metrics, routes } = this.options;
     const route = routes.get(transaction.user.account);
     if (!route) throw defer('internal', 'No account for this user', '4.3.5');
@@ -61,7 +58,9 @@ export class Pipeline {
     );
     let staged: StagedMessage | undefined;
     try {
-      staged = await spool.stage(id, stream.pipe(guard), [lineEndings, rewriter]);
+      // The device's stream is piped, not part of the pipeline: a failure here must not destroy
+      // it, or the rest of DATA would be read as commands. A hang-up aborts the pipeline instead.
+      staged = await spool.stage(id, stream.pipe(guard), [lineEndings, rewriter], signal);
       if (lineEndings.repairs > 0) log.info({ repairs: lineEndings.repairs }, 'bare CR/LF or NUL in the message normalised to CRLF');
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);
@@ -69,7 +68,7 @@ export class Pipeline {
       const context = { log, route, transaction, staged, decision: rewriter.decision };
       return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context);
     } catch (error) {
-      throw this.fail(log, account, error, guard.bytes);
+      throw this.fail(log, account, signal.aborted ? signal.reason : error, guard.bytes);
     } finally {
       if (staged) await spool.discard(staged); // gone already once committed to the queue
     }
@@ -77,7 +76,6 @@ export class Pipeline {
 
   private async enqueue({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
     const { spool, agent } = this.options;
-    if (!(await spool.hasRoom(staged.size))) throw SPOOL_FULL();
     const record = newQueueRecord({
       id: staged.id,
       account: route.account.name,
@@ -118,7 +116,7 @@ export class Pipeline {
   }
 
   private fail(log: Logger, account: string, error: unknown, size: number): SmtpError {
-    const smtpError = error instanceof SmtpError ? error : defer('internal', 'Local error while receiving; try again later', '4.3.0', error);
+    const smtpError = asSmtpError(error);
     this.options.metrics.messagesFailed.inc({ account, reason: smtpError.reason });
     this.options.health.failed(account, smtpError.reason, `${smtpError.reply.code} ${smtpError.message}`);
     const cause = smtpError.cause as { message?: string; hint?: string; response?: string } | undefined;

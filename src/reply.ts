@@ -21,6 +21,8 @@ export type FailureReason =
   | 'token_unavailable'
   | 'needs_reauth'
   | 'spool_full'
+  /** The device hung up before the end of DATA: nothing was kept. */
+  | 'disconnected'
   | 'expired'
   | 'internal'
   /** Refused by the listener's policy (networks, lockouts, recipients): not a message failure. */
@@ -38,6 +40,7 @@ export const FAILURE_REASONS: readonly FailureReason[] = [
   'token_unavailable',
   'needs_reauth',
   'spool_full',
+  'disconnected',
   'expired',
   'internal',
 ];
@@ -63,6 +66,11 @@ export class SmtpError extends Error {
 
 export function defer(reason: FailureReason, text: string, enhanced = '4.3.0', cause?: unknown): SmtpError {
   return new SmtpError({ code: 451, enhanced, text }, reason, { cause });
+}
+
+/** Any failure as a reply: an SmtpError as it is, anything else a local fault (4xx, never 5xx). */
+export function asSmtpError(error: unknown): SmtpError {
+  return error instanceof SmtpError ? error : defer('internal', 'Local error; try again later', '4.3.0', error);
 }
 
 export function reject(reason: FailureReason, code: number, enhanced: string, text: string, cause?: unknown): SmtpError {

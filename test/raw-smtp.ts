@@ -45,6 +45,11 @@ export class RawSmtp {
     return reply;
   }
 
+  /** Writes bytes without waiting for a reply (a device in the middle of DATA). */
+  send(bytes: string | Buffer): Promise<void> {
+    return new Promise((resolve) => this.socket.write(bytes, () => resolve()));
+  }
+
   read(): Promise<string> {
     return new Promise((resolve) => {
       this.waiting = resolve;

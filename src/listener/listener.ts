@@ -12,7 +12,7 @@ import './replies.js';
 import { NetworkList, type Config, type UserConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { SmtpError, defer, reject } from '../reply.js';
+import { SmtpError, asSmtpError, defer, reject } from '../reply.js';
 import { DeviceAuthenticator } from './passwords.js';
 import { AuthGuard } from './auth-guard.js';
 import { RecipientPolicy } from './recipient-policy.js';
@@ -26,8 +26,11 @@ export interface Transaction {
   rcptTo: string[];
 }
 
-/** The next stage: consumes the DATA stream and resolves with the text of the 250 reply. */
-export type MessageHandler = (stream: SMTPServerDataStream, transaction: Transaction) => Promise<string>;
+/**
+ * The next stage: consumes the DATA stream and resolves with the text of the 250 reply. The signal
+ * is aborted when the device hangs up before the end of DATA.
+ */
+export type MessageHandler = (stream: SMTPServerDataStream, transaction: Transaction, signal: AbortSignal) => Promise<string>;
 
 export interface ListenerOptions {
   config: Config;
@@ -229,7 +232,10 @@ export class Listener {
       session.user = this.unauthenticated.user as unknown as string;
     }
     const declared = Number(address.args ? (address.args as Record<string, string>).SIZE : undefined) || undefined;
-    this.options.admit(declared).then(() => callback(), callback);
+    this.options.admit(declared).then(
+      () => callback(),
+      (error: unknown) => callback(this.localFault(error, session)),
+    );
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): void {
@@ -248,15 +254,30 @@ export class Listener {
       mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
       rcptTo: session.envelope.rcptTo.map((rcpt) => rcpt.address),
     };
-    this.options.handler(stream, transaction).then(
+    const hangUp = new AbortController();
+    const lost = () => {
+      if (!stream.readableEnded) hangUp.abort(defer('disconnected', 'Connection closed in the middle of DATA', '4.4.2'));
+    };
+    stream.once('close', lost);
+    stream.once('error', lost);
+    this.options.handler(stream, transaction, hangUp.signal).then(
       (reply) => callback(null, reply),
       (error: unknown) => {
         // Whatever failed, the rest of DATA must be read or the session hangs until it times out.
         stream.unpipe();
         stream.resume();
-        callback(error instanceof SmtpError ? error : defer('internal', 'Local error; try again later', '4.3.0', error));
+        callback(this.localFault(error, session));
       },
     );
+  }
+
+  /** A failure as the device's reply; a fault of ours is logged with its cause and is a 4xx. */
+  private localFault(error: unknown, session: SMTPServerSession): SmtpError {
+    const reply = asSmtpError(error);
+    if (reply.reason === 'internal') {
+      this.options.logger.error({ session: session.id, err: (reply.cause as Error | undefined)?.message }, 'local error; the device was told to try again');
+    }
+    return reply;
   }
 }
 

@@ -7,6 +7,7 @@ import { Readable, type Duplex } from 'node:stream';
 import { SpillWriter } from './staged-message.js';
 import { writeFileAtomic, syncDirectory } from '../util/atomic-file.js';
 import type { QueueRecord } from './record.js';
+import { SmtpError, defer } from '../reply.js';
 
 /** A received message before it is committed: in memory when small, else in incoming/. */
 export interface StagedMessage {
@@ -14,7 +15,17 @@ export interface StagedMessage {
   size: number;
   memory?: Buffer;
   file?: string;
+  /** Bytes it holds of the spool's room until it is committed or discarded. */
+  reserved: number;
 }
+
+/** 452 4.3.1: the spool cannot take this now (size limit or free disk). */
+export function spoolFull(): SmtpError {
+  return new SmtpError({ code: 452, enhanced: '4.3.1', text: 'Relay spool is full; try again later' }, 'spool_full');
+}
+
+/** Free disk is asked of the kernel at most this often; bytes written meanwhile are subtracted. */
+const DISK_CHECK_MS = 1000;
 
 export interface SpoolLimits {
   maxBytes: number;
@@ -35,7 +46,9 @@ export class Spool {
   readonly queueDir: string;
   readonly failedDir: string;
   private queuedBytesValue = 0;
-  private diskCheck?: { at: number; free: number };
+  /** Bytes of messages being received (in memory or in incoming/): they count against the limits too. */
+  private receivingBytes = 0;
+  private diskCheck?: { at: number; free: number; reservedSince: number };
 
   constructor(
     dataDir: string,
@@ -75,33 +88,61 @@ export class Spool {
     return `${Date.now().toString(36).toUpperCase()}${randomBytes(5).toString('hex').toUpperCase()}`;
   }
 
-  get queuedBytes(): number {
-    return this.queuedBytesValue;
+  /** Queued messages plus those being received. */
+  get bytes(): number {
+    return this.queuedBytesValue + this.receivingBytes;
   }
 
-  /** Whether a message of this size still fits (spool size limit and free disk). */
-  async hasRoom(size = 0): Promise<boolean> {
-    if (this.queuedBytesValue + size > this.limits.maxBytes) return false;
-    if (this.limits.minFreeDisk <= 0) return true;
+  /** Refuses (452 4.3.1) when this many more bytes would not fit: spool size limit and free disk. */
+  async ensureRoom(size = 0): Promise<void> {
+    if (this.bytes + size > this.limits.maxBytes) throw spoolFull();
+    if (this.limits.minFreeDisk <= 0) return;
+    const check = await this.freeDisk();
+    if (check.free - check.reservedSince - size < this.limits.minFreeDisk) throw spoolFull();
+  }
+
+  private async freeDisk(): Promise<{ free: number; reservedSince: number }> {
     const now = Date.now();
-    if (!this.diskCheck || now - this.diskCheck.at > 1000) {
-      const info = await statfs(this.queueDir);
-      this.diskCheck = { at: now, free: info.bavail * info.bsize };
+    if (!this.diskCheck || now - this.diskCheck.at > DISK_CHECK_MS) {
+      try {
+        const info = await statfs(this.queueDir);
+        this.diskCheck = { at: now, free: info.bavail * info.bsize, reservedSince: 0 };
+      } catch (error) {
+        // A local fault: the device retries later; the path stays in the log, not in the reply.
+        throw defer('internal', 'Local error checking the spool; try again later', '4.3.0', error);
+      }
     }
-    return this.diskCheck.free - size >= this.limits.minFreeDisk;
+    return this.diskCheck;
   }
 
-  /** Streams a message through the given transforms (into incoming/ when large); nothing is committed yet. */
-  async stage(id: string, source: Readable, transforms: Duplex[] = []): Promise<StagedMessage> {
+  /**
+   * Streams a message through the given transforms (into incoming/ when large); nothing is
+   * committed yet. Every chunk is checked against the limits while it arrives; on any failure or
+   * abort the partial message is removed and its bytes are given back.
+   */
+  async stage(id: string, source: Readable, transforms: Duplex[] = [], signal?: AbortSignal): Promise<StagedMessage> {
     const file = path.join(this.incomingDir, `${id}.eml`);
-    const sink = new SpillWriter(file);
+    const sink = new SpillWriter(file, (bytes) => this.reserve(bytes));
     try {
-      await pipeline([source, ...transforms, sink]);
+      await pipeline([source, ...transforms, sink], { signal });
     } catch (error) {
+      this.receivingBytes -= sink.bytes;
       if (sink.spilled) await removeFile(file);
       throw error;
     }
-    return sink.spilled ? { id, file, size: sink.bytes } : { id, memory: sink.memory, size: sink.bytes };
+    const staged = { id, size: sink.bytes, reserved: sink.bytes };
+    return sink.spilled ? { ...staged, file } : { ...staged, memory: sink.memory };
+  }
+
+  private async reserve(bytes: number): Promise<void> {
+    await this.ensureRoom(bytes);
+    this.receivingBytes += bytes;
+    if (this.diskCheck) this.diskCheck.reservedSince += bytes;
+  }
+
+  private release(staged: StagedMessage): void {
+    this.receivingBytes -= staged.reserved;
+    staged.reserved = 0;
   }
 
   /** Makes a staged message durable in queue/: after this resolves, a 250 may be given. */
@@ -118,6 +159,7 @@ export class Spool {
     if (staged.file) await rename(staged.file, target);
     // The .json lands last (fsynced, then the folder): it is what marks the message committed.
     await writeFileAtomic(this.recordFile(record.id), serialize(record));
+    this.release(staged);
     this.queuedBytesValue += record.size;
   }
 
@@ -174,7 +216,10 @@ export class Spool {
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
   }
 
+  /** Gives up a staged message that was not committed (or was relayed directly). */
   async discard(message: StagedMessage): Promise<void> {
+    if (message.reserved === 0) return; // committed: its file lives in queue/ now
+    this.release(message);
     if (message.file) await removeFile(message.file);
   }
 

@@ -14,7 +14,11 @@ export class SpillWriter extends Writable {
   private handle?: FileHandle;
   bytes = 0;
 
-  constructor(private readonly file: string) {
+  /** @param reserve asked for room before each chunk is kept; it throws when there is none. */
+  constructor(
+    private readonly file: string,
+    private readonly reserve: (bytes: number) => Promise<void>,
+  ) {
     super();
   }
 
@@ -28,12 +32,14 @@ export class SpillWriter extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.keep(chunk).then(() => callback(), callback);
+  }
+
+  private async keep(chunk: Buffer): Promise<void> {
+    await this.reserve(chunk.length);
     this.bytes += chunk.length;
-    if (!this.handle && this.bytes <= SPILL_THRESHOLD) {
-      this.chunks.push(chunk);
-      return callback();
-    }
-    this.spill(chunk).then(() => callback(), callback);
+    if (!this.handle && this.bytes <= SPILL_THRESHOLD) this.chunks.push(chunk);
+    else await this.spill(chunk);
   }
 
   override _final(callback: (error?: Error | null) => void): void {

@@ -3,7 +3,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { LoadedConfig, ResolvedAccount } from './config/index.js';
-import { Listener } from './listener/index.js';
+import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
 import { TokenManager, TokenStore } from './oauth/index.js';
@@ -125,6 +125,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     health: (name) => health.get(name),
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,
+    trustProxy: config.http.trustProxy,
+    authFailures: authGuardLimits(config.smtp.authFailures),
     logger,
   });
   const status = new StatusServer({

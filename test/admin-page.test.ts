@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { MAILBOX, accountFor, readyz, startProvider, startRelay, until, type TestRelay } from './helpers.js';
+import { MAILBOX, accountFor, readyz, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import { hashPassword } from '../src/listener/index.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
@@ -83,5 +84,67 @@ describe('the admin password', () => {
       await relay.stop();
       await provider.stop();
     }
+  });
+});
+
+/** A request with headers browsers and fetch() will not let a page set (Host). */
+function rawRequest(port: number, options: { method?: string; path?: string; headers?: Record<string, string>; body?: string }): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, method: options.method ?? 'GET', path: options.path ?? '/', headers: options.headers }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (text += chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, text }));
+    });
+    request.on('error', reject);
+    request.end(options.body);
+  });
+}
+
+describe('the admin page trusts only the right host, client and session', () => {
+  let relay: TestRelay;
+
+  beforeAll(async () => {
+    const provider = await startProvider();
+    relay = await startRelay(provider, { top: { http: { host: '127.0.0.1', port: 0, publicUrl: 'https://relay.contoso.test' } } });
+  });
+  afterAll(async () => stopStarted());
+
+  it('refuses a foreign Host (DNS rebinding) before anything else, and builds redirect URIs only from publicUrl', async () => {
+    expect((await rawRequest(relay.httpPort, { headers: { host: 'attacker.example' } })).status).toBe(421);
+    expect((await rawRequest(relay.httpPort, { headers: { host: `localhost:${relay.httpPort}` } })).status).toBe(200);
+    expect((await rawRequest(relay.httpPort, { headers: { host: 'relay.contoso.test' } })).status).toBe(200);
+    expect((await rawRequest(relay.httpPort, { path: '/metrics', headers: { host: '10.1.2.3:9464' } })).status).toBe(200); // scrapers use pod addresses
+  });
+
+  it('does not take a proxied request for this machine unless http.trustProxy says so', async () => {
+    const proxied = await rawRequest(relay.httpPort, { headers: { host: 'relay.contoso.test', 'x-forwarded-for': '203.0.113.7' } });
+    expect(proxied.status).toBe(403);
+    const forwarded = await rawRequest(relay.httpPort, { headers: { host: 'relay.contoso.test', forwarded: 'for=127.0.0.1' } });
+    expect(forwarded.status).toBe(403);
+  });
+
+  it('binds the CSRF token to the browser session', async () => {
+    const open = async () => {
+      const page = await rawRequest(relay.httpPort, { headers: { host: 'localhost' } });
+      const cookie = String(page.headers['set-cookie']).split(';')[0];
+      const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)![1];
+      return { cookie, csrf };
+    };
+    const first = await open();
+    const second = await open();
+    expect(first.csrf).not.toBe(second.csrf);
+    const post = (cookie: string, csrf: string) =>
+      rawRequest(relay.httpPort, {
+        method: 'POST',
+        path: '/test-message',
+        headers: { host: 'localhost', cookie, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ csrf, account: 'office', to: '' }).toString(),
+      });
+    expect((await post(second.cookie, first.csrf)).status).toBe(403);
+    expect((await post('', first.csrf)).status).toBe(403);
+    const own = await post(first.cookie, first.csrf);
+    expect(own.status).toBe(200);
+    expect(own.text).toContain('Choose an account and give one recipient address.');
   });
 });

@@ -91,6 +91,8 @@ const httpSchema = z
     publicUrl: z.string().url().optional(),
     /** Protects the admin page; without it the page answers only clients on this machine. */
     adminPasswordHash: z.string().regex(/^scrypt\$/, 'must be the output of `smtp-oauth-relay hash-password`').optional(),
+    /** The admin page sits behind a reverse proxy whose X-Forwarded-For / Forwarded name the real client. */
+    trustProxy: z.boolean().default(false),
   })
   .strict();
 

@@ -1,3 +1,5 @@
+import { isIPv6 } from 'node:net';
+
 export interface AuthGuardLimits {
   maxPerIp: number;
   maxPerUser: number;
@@ -5,82 +7,170 @@ export interface AuthGuardLimits {
   lockoutMs: number;
 }
 
-/** Entries kept per map before the oldest are dropped: a flood of addresses cannot grow memory. */
+/** Clients (and user/client pairs) remembered before the oldest unbanned are dropped. */
 const MAX_ENTRIES = 10_000;
-/** A login from an address that logged in as this user before is not locked out with the user. */
-const KNOWN_GOOD_MS = 30 * 86_400_000;
 const MAX_DELAY_MS = 3000;
 
 interface Failures {
   times: number[];
+  /** Client: refused until then. User name: under attack until then. */
   bannedUntil: number;
 }
 
 export type Lockout = { scope: 'ip' | 'user'; until: number };
 
+/** One login attempt, counted as a failure from the start until it proves right. */
+export interface Attempt {
+  succeeded(): void;
+  /** How long to wait before answering, and the lockouts this failure caused. */
+  failed(): { delayMs: number; lockouts: Lockout['scope'][] };
+}
+
 /**
- * Counts failed AUTH per client address and per user name. Past half the limit each further
- * failure is answered more slowly; at the limit the address (or the name) is refused for the
- * lockout. A device that logs in correctly is never slowed: a name's lockout spares the
- * addresses that name has logged in from, so guessing a printer's password from elsewhere cannot
- * lock the printer out.
+ * Counts failed AUTH per client and per user name, and locks out the clients that guess:
+ *  - a client (an IPv4 address, an IPv6 /64) at `maxPerIp` failures within the window is refused
+ *    for `lockoutMs`, whatever the password;
+ *  - a user name at `maxPerUser` failures is "under attack" for `lockoutMs`: each client that
+ *    failed with that name is refused for it; a client that did not fail is never refused, so no one
+ *    can lock a printer out by guessing its name, from anywhere, for any length of time.
+ * Attempts count before the (slow) password check, so parallel AUTHs cannot outrun the limit.
+ * Only configured user names are tracked: inventing names cannot flush a real user's counters.
  */
 export class AuthGuard {
-  private readonly byIp = new Map<string, Failures>();
+  private readonly byClient = new Map<string, Failures>();
   private readonly byUser = new Map<string, Failures>();
-  private readonly knownGood = new Map<string, number>();
+  /** user\0client → last failure time. */
+  private readonly failedPairs = new Map<string, number>();
 
-  constructor(private readonly limits: AuthGuardLimits) {}
+  constructor(
+    private readonly limits: AuthGuardLimits,
+    private readonly isKnownUser: (username: string) => boolean,
+  ) {}
 
   /** The lockout in force for this client (and user name, once known), if any. */
   lockout(ip: string, username?: string, now = Date.now()): Lockout | undefined {
-    const ipBan = this.byIp.get(ip)?.bannedUntil ?? 0;
-    if (ipBan > now) return { scope: 'ip', until: ipBan };
-    if (username === undefined || this.isKnownGood(username, ip, now)) return undefined;
-    const userBan = this.byUser.get(username)?.bannedUntil ?? 0;
-    return userBan > now ? { scope: 'user', until: userBan } : undefined;
+    const client = clientKey(ip);
+    const entry = this.byClient.get(client);
+    if (entry && entry.bannedUntil > now) return { scope: 'ip', until: entry.bannedUntil };
+    if (entry && this.recent(entry.times, now).length >= this.limits.maxPerIp) return { scope: 'ip', until: now + this.limits.windowMs };
+    if (username === undefined || !this.userUnderAttack(username, now)) return undefined;
+    const until = (this.failedPairs.get(pairKey(username, client)) ?? 0) + this.limits.lockoutMs;
+    return until > now ? { scope: 'user', until } : undefined;
   }
 
-  /** Records a failure; returns how long to wait before answering and any lockout it caused. */
-  failed(ip: string, username: string, now = Date.now()): { delayMs: number; lockouts: Lockout['scope'][] } {
+  /** Starts an attempt: refused with the lockout in force, else counted until it proves right. */
+  begin(ip: string, username: string, now = Date.now()): Lockout | Attempt {
+    const locked = this.lockout(ip, username, now);
+    if (locked) return locked;
+    const client = clientKey(ip);
+    const entry = this.clientEntry(client, now);
+    entry.times.push(now);
+    const known = this.isKnownUser(username);
+    const pair = pairKey(username, client);
+    const previousPairFailure = this.failedPairs.get(pair);
+    if (known) {
+      this.userEntry(username, now).times.push(now);
+      boundedSet(this.failedPairs, pair, now);
+    }
+    return {
+      succeeded: () => {
+        removeOne(entry.times, now);
+        if (!known) return;
+        removeOne(this.byUser.get(username)?.times ?? [], now);
+        if (previousPairFailure === undefined) this.failedPairs.delete(pair);
+        else this.failedPairs.set(pair, previousPairFailure);
+      },
+      failed: () => this.failed(entry, username, known, Date.now()),
+    };
+  }
+
+  private failed(entry: Failures, username: string, known: boolean, now: number): { delayMs: number; lockouts: Lockout['scope'][] } {
     const lockouts: Lockout['scope'][] = [];
-    const ipCount = this.record(this.byIp, ip, this.limits.maxPerIp, now, () => lockouts.push('ip'));
-    const userCount = this.record(this.byUser, username, this.limits.maxPerUser, now, () => lockouts.push('user'));
-    const worst = Math.max(ipCount / this.limits.maxPerIp, userCount / this.limits.maxPerUser);
+    if (this.recent(entry.times, now).length >= this.limits.maxPerIp && entry.bannedUntil <= now) {
+      entry.bannedUntil = now + this.limits.lockoutMs;
+      entry.times.length = 0; // the lockout is the penalty (no delay on top); afterwards the client starts afresh
+      lockouts.push('ip');
+    }
+    const clientCount = entry.times.length;
+    const user = known ? this.userEntry(username, now) : undefined;
+    const userCount = user?.times.length ?? 0;
+    if (user && userCount >= this.limits.maxPerUser) {
+      if (user.bannedUntil <= now) lockouts.push('user');
+      user.bannedUntil = now + this.limits.lockoutMs;
+    }
+    const worst = Math.max(clientCount / this.limits.maxPerIp, userCount / this.limits.maxPerUser);
     const delayMs = worst > 0.5 ? Math.min(MAX_DELAY_MS, Math.round((worst - 0.5) * 2 * MAX_DELAY_MS)) : 0;
     return { delayMs, lockouts };
   }
 
-  succeeded(ip: string, username: string, now = Date.now()): void {
-    this.byIp.delete(ip);
-    bounded(this.knownGood).set(`${username}\0${ip}`, now);
+  private userUnderAttack(username: string, now: number): boolean {
+    const entry = this.byUser.get(username);
+    return entry !== undefined && (entry.bannedUntil > now || this.recent(entry.times, now).length >= this.limits.maxPerUser);
   }
 
-  banned(now = Date.now()): { ip: number; user: number } {
-    const count = (map: Map<string, Failures>) => [...map.values()].filter((entry) => entry.bannedUntil > now).length;
-    return { ip: count(this.byIp), user: count(this.byUser) };
+  private recent(times: number[], now: number): number[] {
+    const since = now - this.limits.windowMs;
+    while (times.length > 0 && times[0] <= since) times.shift();
+    return times;
   }
 
-  private record(map: Map<string, Failures>, key: string, limit: number, now: number, onLockout: () => void): number {
-    const entry = map.get(key) ?? { times: [], bannedUntil: 0 };
-    entry.times = entry.times.filter((at) => at > now - this.limits.windowMs);
-    entry.times.push(now);
-    if (entry.times.length >= limit && entry.bannedUntil <= now) {
-      entry.bannedUntil = now + this.limits.lockoutMs;
-      entry.times = [];
-      onLockout();
+  private clientEntry(client: string, now: number): Failures {
+    let entry = this.byClient.get(client);
+    if (!entry) {
+      if (this.byClient.size >= MAX_ENTRIES) this.evictClient(now);
+      entry = { times: [], bannedUntil: 0 };
+      this.byClient.set(client, entry);
     }
-    bounded(map).set(key, entry);
-    return entry.times.length;
+    this.recent(entry.times, now);
+    return entry;
   }
 
-  private isKnownGood(username: string, ip: string, now: number): boolean {
-    const at = this.knownGood.get(`${username}\0${ip}`);
-    return at !== undefined && now - at < KNOWN_GOOD_MS;
+  /** Drops the oldest client that is not locked out; a ban is never what makes room. */
+  private evictClient(now: number): void {
+    for (const [key, entry] of this.byClient) {
+      if (entry.bannedUntil <= now) {
+        this.byClient.delete(key);
+        return;
+      }
+    }
+    this.byClient.delete(this.byClient.keys().next().value!);
+  }
+
+  private userEntry(username: string, now: number): Failures {
+    const entry = this.byUser.get(username) ?? { times: [], bannedUntil: 0 };
+    this.recent(entry.times, now);
+    this.byUser.set(username, entry);
+    return entry;
   }
 }
 
-function bounded<V>(map: Map<string, V>): Map<string, V> {
+/** IPv4 addresses count one by one; IPv6 by /64, the smallest block one site usually has. */
+export function clientKey(ip: string): string {
+  const address = ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+  if (!isIPv6(address)) return address;
+  return expandIPv6(address).slice(0, 4).join(':') + '::/64';
+}
+
+function expandIPv6(address: string): string[] {
+  const [head, tail = ''] = address.split('%')[0].split('::');
+  const left = head ? head.split(':') : [];
+  const right = address.includes('::') && tail ? tail.split(':') : [];
+  const missing = 8 - left.length - right.length;
+  const groups = address.includes('::') ? [...left, ...Array<string>(missing).fill('0'), ...right] : left;
+  return groups.map((group) => group.toLowerCase().replace(/^0+(?=.)/, ''));
+}
+
+function pairKey(username: string, client: string): string {
+  return `${username}\0${client}`;
+}
+
+function removeOne(times: number[], at: number): void {
+  const index = times.lastIndexOf(at);
+  if (index >= 0) times.splice(index, 1);
+}
+
+function boundedSet(map: Map<string, number>, key: string, value: number): void {
+  map.delete(key);
   if (map.size >= MAX_ENTRIES) map.delete(map.keys().next().value!);
-  return map;
+  map.set(key, value);
 }

@@ -1,2 +1,3 @@
-export { Listener, type MessageHandler, type Transaction } from './listener.js';
+export { Listener, authGuardLimits, type MessageHandler, type Transaction } from './listener.js';
 export { hashPassword, DeviceAuthenticator } from './passwords.js';
+export { AuthGuard, type AuthGuardLimits } from './auth-guard.js';

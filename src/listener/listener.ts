@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { SmtpError, asSmtpError, defer, reject } from '../reply.js';
 import { DeviceAuthenticator } from './passwords.js';
-import { AuthGuard } from './auth-guard.js';
+import { AuthGuard, type AuthGuardLimits } from './auth-guard.js';
 import { RecipientPolicy } from './recipient-policy.js';
 
 /** What the listener knows about a message when its DATA starts. */
@@ -69,7 +69,7 @@ export class Listener {
     const { config, logger } = options;
     const smtp = config.smtp;
     this.authenticator = new DeviceAuthenticator(config.users);
-    this.guard = new AuthGuard({ ...smtp.authFailures, windowMs: smtp.authFailures.window * 1000, lockoutMs: smtp.authFailures.lockout * 1000 });
+    this.guard = new AuthGuard(authGuardLimits(smtp.authFailures), (username) => this.authenticator.has(username));
     this.allowed = new NetworkList(config.allowNetworks);
     this.recipients = new RecipientPolicy(smtp.maxRecipients);
     this.setUsers(config.users);
@@ -195,22 +195,29 @@ export class Listener {
     const log = logger.child({ session: session.id, clientIp: ip });
     if (config.smtp.requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
     if (CONTROL_CHARACTERS.test(username)) return callback(smtpError(501, '5.5.4', 'Invalid characters in the user name'));
-    const lockout = this.guard.lockout(ip, username);
-    if (lockout) {
-      log.warn({ user: username, scope: lockout.scope, until: new Date(lockout.until).toISOString() }, 'login refused: locked out after failed attempts');
+    const attempt = this.guard.begin(ip, username);
+    if (!('succeeded' in attempt)) {
+      log.warn({ user: username, scope: attempt.scope, until: new Date(attempt.until).toISOString() }, 'login refused: locked out after failed attempts');
       return callback(smtpError(421, '4.7.0', 'Too many failed logins; try again later'));
     }
-    const user = await this.authenticator.verify(username, auth.password ?? '').catch(() => undefined);
+    let user: UserConfig | undefined;
+    try {
+      user = await this.authenticator.verify(username, auth.password ?? '');
+    } catch (error) {
+      attempt.succeeded(); // not checked, so not counted
+      log.warn({ user: username, err: (error as Error).message }, 'login not checked: too many password checks waiting');
+      return callback(smtpError(454, '4.7.0', 'Temporary authentication failure; try again later'));
+    }
     const networks = user && this.userNetworks.get(user.username);
     if (!user || (networks && !networks.has(ip))) {
       metrics.authFailures.inc();
-      const { delayMs, lockouts } = this.guard.failed(ip, username);
+      const { delayMs, lockouts } = attempt.failed();
       for (const scope of lockouts) metrics.authLockouts.inc({ scope });
       log.warn({ user: username, method: auth.method, outsideUserNetworks: !!user, lockouts }, 'device authentication failed');
       await sleep(delayMs);
       return callback(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
     }
-    this.guard.succeeded(ip, user.username);
+    attempt.succeeded();
     if (!session.secure) this.warnClearText(ip, log.child({ user: user.username }));
     callback(null, { user });
   }
@@ -279,6 +286,10 @@ export class Listener {
     }
     return reply;
   }
+}
+
+export function authGuardLimits(failures: Config['smtp']['authFailures']): AuthGuardLimits {
+  return { maxPerIp: failures.maxPerIp, maxPerUser: failures.maxPerUser, windowMs: failures.window * 1000, lockoutMs: failures.lockout * 1000 };
 }
 
 function smtpError(code: number, enhanced: string, text: string): SmtpError {

@@ -8,7 +8,7 @@ import type { Upstream } from '../upstream/index.js';
 import type { AccountQueueState } from '../spool/index.js';
 import type { DeliveryHealth } from '../health.js';
 import { SmtpError } from '../reply.js';
-import { DeviceAuthenticator } from '../listener/index.js';
+import { AuthGuard, DeviceAuthenticator, type AuthGuardLimits } from '../listener/index.js';
 import { NetworkList, type ResolvedAccount } from '../config/index.js';
 import { renderPage, type AccountView, type Notice } from './page.js';
 import { messageDate, newMessageId } from '../util/rfc5322.js';
@@ -26,12 +26,19 @@ export interface AdminOptions {
   health: (account: string) => DeliveryHealth;
   adminPasswordHash?: string;
   publicUrl?: string;
+  /** Whether X-Forwarded-For / Forwarded from the connecting proxy name the real client. */
+  trustProxy: boolean;
+  /** Wrong admin passwords are locked out like wrong device passwords. */
+  authFailures: AuthGuardLimits;
   logger: Logger;
 }
 
 const PENDING_LIMIT = 100;
 const LOOPBACK = new NetworkList(['127.0.0.0/8', '::1']);
 const PENDING_MS = 10 * 60 * 1000;
+const SESSION_COOKIE = 'relay_session';
+/** Host names a browser on this machine uses; anything else must be http.publicUrl's host. */
+const LOCAL_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 
 /**
  * The admin page: each account's state, a Sign in button (authorization code + PKCE, back through
@@ -43,9 +50,13 @@ export class AdminPage {
   private readonly csrfSecret = randomBytes(32);
   /** The admin password is checked like a device's: scrypt once, then remembered as an HMAC. */
   private readonly admin?: DeviceAuthenticator;
+  private readonly guard: AuthGuard;
+  private readonly allowedHosts: Set<string>;
 
   constructor(private readonly options: AdminOptions) {
     if (options.adminPasswordHash) this.admin = new DeviceAuthenticator([{ username: 'admin', passwordHash: options.adminPasswordHash, account: '' }]);
+    this.guard = new AuthGuard(options.authFailures, (username) => username === 'admin');
+    this.allowedHosts = new Set([...LOCAL_HOSTS, ...(options.publicUrl ? [new URL(options.publicUrl).hostname.toLowerCase()] : [])]);
   }
 
   /** Handles the admin routes; false for any other path. */
@@ -54,34 +65,87 @@ export class AdminPage {
     const route = `${request.method} ${url.pathname}`;
     const known = route === 'GET /' || route === 'GET /oauth/callback' || route === 'POST /test-message' || /^POST \/accounts\/[^/]+\/sign-in$/.test(route);
     if (!known) return false;
+    // Before anything else: a page reached under a foreign host name is a DNS-rebinding attempt.
+    const host = this.trustedHost(request);
+    if (!host) {
+      sendText(response, 421, `This admin page answers only as ${[...this.allowedHosts].join(', ')}; set http.publicUrl to the address you use.`);
+      return true;
+    }
     if (!(await this.allowed(request, response))) return true;
-    if (request.method === 'POST' && !this.sameOrigin(request, new URLSearchParams(await readBody(request)), response)) return true;
-    if (route === 'GET /') await this.showPage(response, url);
-    else if (route === 'GET /oauth/callback') await this.finishSignIn(url, response);
-    else if (route === 'POST /test-message') await this.sendTestMessage(request, response);
-    else this.beginSignIn(decodeURIComponent(url.pathname.split('/')[2]), request, response);
+    const session = this.session(request, response);
+    if (request.method === 'POST' && !this.sameOrigin(request, session, new URLSearchParams(await readBody(request)), response)) return true;
+    if (route === 'GET /') await this.showPage(response, url, session);
+    else if (route === 'GET /oauth/callback') await this.finishSignIn(url, session, response);
+    else if (route === 'POST /test-message') await this.sendTestMessage(request, session, response);
+    else this.beginSignIn(decodeURIComponent(url.pathname.split('/')[2]), host, response);
     return true;
   }
 
+  /** The Host header, when it names this relay (publicUrl's host or a loopback name). */
+  private trustedHost(request: IncomingMessage): string | undefined {
+    const host = (request.headers.host ?? '').toLowerCase();
+    const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0];
+    return this.allowedHosts.has(name) ? host : undefined;
+  }
+
+  /**
+   * The client's address. A request that came through a proxy (X-Forwarded-For, Forwarded) is the
+   * proxy's client, known only when http.trustProxy says the proxy tells the truth; otherwise it
+   * is nobody in particular, and never "this machine".
+   */
+  private client(request: IncomingMessage): string | undefined {
+    const forwarded = request.headers['x-forwarded-for'] ?? request.headers.forwarded;
+    if (forwarded === undefined) return request.socket.remoteAddress;
+    if (!this.options.trustProxy) return undefined;
+    const xff = request.headers['x-forwarded-for'];
+    const last = xff ? String(xff).split(',').at(-1) : /for="?\[?([^\]",;]+)/i.exec(String(request.headers.forwarded).split(',').at(-1) ?? '')?.[1];
+    return last?.trim();
+  }
+
   private async allowed(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
+    const client = this.client(request);
     if (!this.admin) {
-      if (LOOPBACK.has(request.socket.remoteAddress ?? '')) return true;
+      if (client && LOOPBACK.has(client)) return true;
       sendText(response, 403, 'The admin page answers only on this machine. Set http.adminPasswordHash to use it from elsewhere.');
       return false;
     }
     const header = request.headers.authorization ?? '';
-    const password = header.startsWith('Basic ') ? Buffer.from(header.slice(6), 'base64').toString('utf8').split(':').slice(1).join(':') : undefined;
-    if (password !== undefined && (await this.admin.verify('admin', password))) return true;
+    if (header.startsWith('Basic ')) {
+      const password = Buffer.from(header.slice(6), 'base64').toString('utf8').split(':').slice(1).join(':');
+      const attempt = this.guard.begin(client ?? 'unknown', 'admin');
+      if (!('succeeded' in attempt)) {
+        this.options.logger.warn({ clientIp: client }, 'admin login refused: locked out after failed attempts');
+        response.writeHead(429, { 'retry-after': String(Math.ceil((attempt.until - Date.now()) / 1000)), 'content-type': 'text/plain' }).end('Too many wrong admin passwords; try again later.\n');
+        return false;
+      }
+      const ok = await this.admin.verify('admin', password).catch(() => undefined);
+      if (ok) {
+        attempt.succeeded();
+        return true;
+      }
+      attempt.failed();
+      this.options.logger.warn({ clientIp: client }, 'wrong admin password');
+    }
     response.writeHead(401, { 'www-authenticate': 'Basic realm="smtp-oauth-relay admin", charset="UTF-8"', 'content-type': 'text/plain' }).end('Admin password required.');
     return false;
   }
 
-  /** CSRF: a form must carry this process's token, and a browser's Origin must be this site. */
-  private sameOrigin(request: IncomingMessage, form: URLSearchParams, response: ServerResponse): boolean {
+  /** The browser's session id (a cookie), made on first visit: CSRF tokens are bound to it. */
+  private session(request: IncomingMessage, response: ServerResponse): string {
+    const existing = /(?:^|;\s*)relay_session=([A-Za-z0-9_-]{43})(?:;|$)/.exec(request.headers.cookie ?? '')?.[1];
+    if (existing) return existing;
+    const id = randomBytes(32).toString('base64url');
+    const secure = this.options.publicUrl?.startsWith('https:') ? '; Secure' : '';
+    response.setHeader('set-cookie', `${SESSION_COOKIE}=${id}; Path=/; HttpOnly; SameSite=Lax${secure}`);
+    return id;
+  }
+
+  /** CSRF: a form must carry the token of this browser's session, and a browser's Origin must be this site. */
+  private sameOrigin(request: IncomingMessage, session: string, form: URLSearchParams, response: ServerResponse): boolean {
     const origin = request.headers.origin;
     const token = Buffer.from(form.get('csrf') ?? '');
-    const expected = Buffer.from(this.csrfToken());
-    const originOk = !origin || (origin !== 'null' && new URL(origin).host === request.headers.host);
+    const expected = Buffer.from(this.csrfToken(session));
+    const originOk = !origin || (origin !== 'null' && URL.canParse(origin) && new URL(origin).host === request.headers.host);
     if (originOk && token.length === expected.length && timingSafeEqual(token, expected)) {
       (request as IncomingMessage & { form?: URLSearchParams }).form = form;
       return true;
@@ -90,11 +154,11 @@ export class AdminPage {
     return false;
   }
 
-  private csrfToken(): string {
-    return createHmac('sha256', this.csrfSecret).update('csrf').digest('base64url');
+  private csrfToken(session: string): string {
+    return createHmac('sha256', this.csrfSecret).update(`csrf\0${session}`).digest('base64url');
   }
 
-  private async showPage(response: ServerResponse, url: URL, notice?: Notice): Promise<void> {
+  private async showPage(response: ServerResponse, url: URL, session: string, notice?: Notice): Promise<void> {
     const signedIn = url.searchParams.get('signed-in');
     const views: AccountView[] = [...this.options.accounts.values()].map(({ account, tokens }) => ({
       name: account.name,
@@ -107,13 +171,14 @@ export class AdminPage {
     }));
     const shown = notice ?? (signedIn ? { kind: 'ok' as const, text: `${signedIn} is signed in.` } : undefined);
     response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http:" });
-    response.end(renderPage(views, this.csrfToken(), shown));
+    response.end(renderPage(views, this.csrfToken(session), shown));
   }
 
-  private beginSignIn(name: string, request: IncomingMessage, response: ServerResponse): void {
+  /** @param host the request's Host, already checked against the allowed names. */
+  private beginSignIn(name: string, host: string, response: ServerResponse): void {
     const entry = this.options.accounts.get(name);
     if (!entry?.account.authorizeUrl) return sendText(response, 404, `No account "${name}" that can sign in here.`);
-    const base = this.options.publicUrl ?? `http://${request.headers.host}`;
+    const base = this.options.publicUrl ?? `http://${host}`;
     const authorization = startAuthorization(entry.account, `${base.replace(/\/$/, '')}/oauth/callback`);
     const now = Date.now();
     for (const [state, pending] of this.pending) if (now - pending.at > PENDING_MS || this.pending.size >= PENDING_LIMIT) this.pending.delete(state);
@@ -121,18 +186,18 @@ export class AdminPage {
     response.writeHead(303, { location: authorization.url }).end();
   }
 
-  private async finishSignIn(url: URL, response: ServerResponse): Promise<void> {
+  private async finishSignIn(url: URL, session: string, response: ServerResponse): Promise<void> {
     const state = url.searchParams.get('state') ?? '';
     const pending = this.pending.get(state);
     this.pending.delete(state);
     if (!pending || Date.now() - pending.at > PENDING_MS) {
-      return this.showPage(response, url, { kind: 'error', text: 'This sign-in was not started here or took too long; press Sign in again.' });
+      return this.showPage(response, url, session, { kind: 'error', text: 'This sign-in was not started here or took too long; press Sign in again.' });
     }
     const { account, tokens } = this.options.accounts.get(pending.account)!;
     const error = url.searchParams.get('error');
     if (error) {
       this.options.logger.warn({ account: account.name, error }, 'sign-in declined at the provider');
-      return this.showPage(response, url, { kind: 'error', text: `Sign-in for ${account.name} failed: ${error} ${url.searchParams.get('error_description') ?? ''}` });
+      return this.showPage(response, url, session, { kind: 'error', text: `Sign-in for ${account.name} failed: ${error} ${url.searchParams.get('error_description') ?? ''}` });
     }
     try {
       const refreshToken = await redeemAuthorizationCode(account, pending.authorization, url.searchParams.get('code') ?? '');
@@ -141,24 +206,24 @@ export class AdminPage {
       this.options.logger.info({ account: account.name }, 'account signed in from the admin page');
       response.writeHead(303, { location: `/?signed-in=${encodeURIComponent(account.name)}` }).end();
     } catch (signInError) {
-      return this.showPage(response, url, { kind: 'error', text: `Sign-in for ${account.name} failed: ${(signInError as Error).message}` });
+      return this.showPage(response, url, session, { kind: 'error', text: `Sign-in for ${account.name} failed: ${(signInError as Error).message}` });
     }
   }
 
-  private async sendTestMessage(request: IncomingMessage, response: ServerResponse): Promise<void> {
+  private async sendTestMessage(request: IncomingMessage, session: string, response: ServerResponse): Promise<void> {
     const form = (request as IncomingMessage & { form?: URLSearchParams }).form!;
     const entry = this.options.accounts.get(form.get('account') ?? '');
     const to = (form.get('to') ?? '').trim();
     const url = new URL('http://relay/');
-    if (!entry || !/^[^\s@<>]+@[^\s@<>]+$/.test(to)) return this.showPage(response, url, { kind: 'error', text: 'Choose an account and give one recipient address.' });
+    if (!entry || !/^[^\s@<>]+@[^\s@<>]+$/.test(to)) return this.showPage(response, url, session, { kind: 'error', text: 'Choose an account and give one recipient address.' });
     const { account, upstream } = entry;
     const message = testMessage(account.mailbox, to);
     try {
       const receipt = await upstream.send({ from: account.mailbox, to: [to], size: message.length }, () => Readable.from([message]));
-      return this.showPage(response, url, { kind: 'ok', text: `Test message sent from ${account.mailbox} to ${to}: ${receipt.response}` });
+      return this.showPage(response, url, session, { kind: 'ok', text: `Test message sent from ${account.mailbox} to ${to}: ${receipt.response}` });
     } catch (error) {
       const text = error instanceof SmtpError ? `${error.reply.code} ${error.message}` : (error as Error).message;
-      return this.showPage(response, url, { kind: 'error', text: `Test message not sent: ${text}` });
+      return this.showPage(response, url, session, { kind: 'error', text: `Test message not sent: ${text}` });
     }
   }
 }

@@ -45,12 +45,43 @@ export function describeOAuthError(body: Record<string, unknown>): string {
   return `${typeof body.error === 'string' ? body.error : 'error'}${description}`;
 }
 
+/** A token endpoint's answer is a small JSON object; anything larger is not read. */
+const MAX_RESPONSE_BYTES = 256 * 1024;
+
+/**
+ * POSTs a form to a token endpoint. A redirect is not followed (it would carry the client secret
+ * elsewhere): it comes back as an error naming where it pointed.
+ */
 export async function postForm(url: string, form: URLSearchParams, headers: Record<string, string> = {}): Promise<EndpointReply> {
   const response = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', ...headers },
     body: form,
+    redirect: 'manual',
     signal: AbortSignal.timeout(15_000),
   });
-  return { status: response.status, body: (await response.json().catch(() => ({}))) as Record<string, unknown> };
+  if (response.status >= 300 && response.status < 400) {
+    await response.body?.cancel();
+    const location = response.headers.get('location') ?? '(no location)';
+    return { status: response.status, body: { error: 'redirected', error_description: `the token endpoint answered with a redirect to ${location}; set tokenUrl to the final address` } };
+  }
+  return { status: response.status, body: await readJsonBody(response) };
+}
+
+async function readJsonBody(response: Response): Promise<Record<string, unknown>> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of response.body ?? []) {
+    size += chunk.length;
+    if (size > MAX_RESPONSE_BYTES) {
+      await response.body?.cancel().catch(() => undefined);
+      return { error: 'response_too_large', error_description: `the token endpoint sent more than ${MAX_RESPONSE_BYTES} bytes` };
+    }
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
 }

@@ -32,6 +32,8 @@ interface SealedFile {
   data: string;
 }
 
+const GCM_TAG_BYTES = 16;
+
 export function fingerprint(secret: string): string {
   return createHash('sha256').update(secret).digest('hex').slice(0, 32);
 }
@@ -47,13 +49,20 @@ function deriveKey(tokenKey: string): Buffer {
  * never overwritten: it is moved aside, so nothing is lost.
  */
 export class TokenStore {
-  private readonly key?: Buffer;
+  private key?: Buffer;
+  /** Writes (and re-keying) one at a time, so a re-key never races a rotated token being saved. */
+  private writing: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly dir: string,
     tokenKey?: string,
   ) {
     this.key = tokenKey ? deriveKey(tokenKey) : undefined;
+  }
+
+  /** Whether this store reads and writes with this tokenKey (undefined: plain). */
+  usesKey(tokenKey: string | undefined): boolean {
+    return tokenKey === undefined ? this.key === undefined : this.key?.equals(deriveKey(tokenKey)) === true;
   }
 
   get encrypted(): boolean {
@@ -81,7 +90,11 @@ export class TokenStore {
     return this.open(file, text, this.key);
   }
 
-  async write(account: string, record: StoredRefreshToken): Promise<void> {
+  write(account: string, record: StoredRefreshToken): Promise<void> {
+    return this.exclusive(() => this.writeNow(account, record));
+  }
+
+  private async writeNow(account: string, record: StoredRefreshToken): Promise<void> {
     const file = this.fileFor(account);
     const unreadable = await this.read(account).then(
       () => false,
@@ -91,17 +104,31 @@ export class TokenStore {
     await writeFileAtomic(file, this.seal(record), 0o600);
   }
 
-  /** Re-writes every file with this store's key (or in plain text without one), reading with oldKey. */
-  async rewriteAll(oldKey: string | undefined): Promise<string[]> {
-    const key = oldKey ? deriveKey(oldKey) : undefined;
-    const done: string[] = [];
+  /** Re-writes every file with this store's key, reading them with oldKey (plain text without one). */
+  rewriteAll(oldKey: string | undefined): Promise<string[]> {
+    return this.exclusive(() => this.rekey(this.key, oldKey ? deriveKey(oldKey) : undefined));
+  }
+
+  /** Moves a live store to newKey (reading with oldKey, else the current key), and keeps using it. */
+  switchKey(newKey: string, oldKey?: string): Promise<string[]> {
+    return this.exclusive(() => this.rekey(deriveKey(newKey), oldKey ? deriveKey(oldKey) : this.key));
+  }
+
+  private async rekey(writeKey: Buffer | undefined, readKey: Buffer | undefined): Promise<string[]> {
+    const records: [string, StoredRefreshToken][] = [];
     for (const account of await this.accounts()) {
       const file = this.fileFor(account);
-      const record = this.open(file, await readFile(file, 'utf8'), key);
-      await writeFileAtomic(file, this.seal(record), 0o600);
-      done.push(account);
+      records.push([account, this.open(file, await readFile(file, 'utf8'), readKey)]); // all readable before any is rewritten
     }
-    return done;
+    this.key = writeKey;
+    for (const [account, record] of records) await writeFileAtomic(this.fileFor(account), this.seal(record), 0o600);
+    return records.map(([account]) => account);
+  }
+
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.writing.then(task, task);
+    this.writing = result.catch(() => undefined);
+    return result;
   }
 
   private seal(record: StoredRefreshToken): string {
@@ -123,12 +150,16 @@ export class TokenStore {
     }
     if (parsed.cipher === undefined) {
       if (typeof parsed.refreshToken !== 'string') throw new TokenStoreError(`${file} holds no refresh token`, 'sign the account in again');
+      // With a key set, a plain file is not ours to trust: someone could have put it there.
+      if (key) throw new TokenStoreError(`${file} is not encrypted, but tokenKey is set`, 'run `smtp-oauth-relay tokens encrypt` to encrypt the store with the tokenKey');
       return parsed as StoredRefreshToken;
     }
     if (!key) throw new TokenStoreError(`${file} is encrypted but no tokenKey is configured`, 'set tokenKey (or tokenKeyFile) to the key it was written with');
     try {
-      const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(parsed.iv ?? '', 'base64'));
-      decipher.setAuthTag(Buffer.from(parsed.tag ?? '', 'base64'));
+      const tag = Buffer.from(parsed.tag ?? '', 'base64');
+      if (tag.length !== GCM_TAG_BYTES) throw new Error('short tag'); // a truncated tag would weaken the check
+      const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(parsed.iv ?? '', 'base64'), { authTagLength: GCM_TAG_BYTES });
+      decipher.setAuthTag(tag);
       const plain = Buffer.concat([decipher.update(Buffer.from(parsed.data ?? '', 'base64')), decipher.final()]).toString('utf8');
       return JSON.parse(plain) as StoredRefreshToken;
     } catch {

@@ -17,7 +17,8 @@ RUN mkdir -p /data /etc/smtp-oauth-relay && chown node:node /data
 USER node
 VOLUME ["/data"]
 EXPOSE 2525 9464
+# Follows the config's http.host/http.port (a relay moved to 9465 is not "unhealthy").
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-  CMD node -e "fetch('http://127.0.0.1:9464/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+  CMD ["node", "dist/src/cli/main.js", "health"]
 ENTRYPOINT ["node", "dist/src/cli/main.js"]
 CMD ["serve"]

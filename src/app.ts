@@ -2,7 +2,7 @@ import os from 'node:os';
 import { watch, type FSWatcher } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { LoadedConfig, ResolvedAccount } from './config/index.js';
+import { changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
@@ -11,6 +11,7 @@ import { Pipeline, type Route } from './pipeline.js';
 import { DeliveryAgent, Spool } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
+import { ControlServer } from './control/index.js';
 import { AdminPage } from './web/index.js';
 
 export interface AppOptions {
@@ -25,7 +26,10 @@ export interface RunningApp {
   smtpsPort?: number;
   httpPort: number;
   stop(): Promise<void>;
-  /** Applies what can change without a restart (SIGHUP); returns what needs a restart. */
+  /**
+   * Applies what can change without a restart (SIGHUP) and returns the keys that need one. Throws,
+   * applying nothing, when part of the new config cannot be read (a certificate).
+   */
   reload(next: LoadedConfig): string[];
   readiness(): ReadinessReport;
 }
@@ -37,10 +41,17 @@ async function watchTokenStore(dir: string, changed: (account: string) => void):
   });
 }
 
-/** What an account's route is made of: a change here needs a restart. */
-function routingOf({ mailbox, upstream, limits, delivery, sendAs }: ResolvedAccount) {
-  return { mailbox, upstream, limits, delivery, sendAs };
-}
+/** Keys a SIGHUP applies; any other changed key is named as needing a restart. */
+const LIVE_KEYS = [
+  /^users$/,
+  /^allowNetworks$/,
+  /^unauthenticated(\.|$)/,
+  /^log\.level$/,
+  /^smtp\.tls\.(cert|key)$/,
+  /^smtp\.(requireTls|maxRecipients|maxConnectionsPerIp)$/,
+  /^bounces\./,
+  /^accounts\.[^.]+\.(clientId|clientSecret|refreshToken|tokenUrl|scopes)$/,
+];
 
 /** Wires the parts for one configuration; no globals, so tests can run several side by side. */
 export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): Promise<RunningApp> {
@@ -50,7 +61,11 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const hostname = config.smtp.hostname ?? os.hostname();
   const metrics = createMetrics([...loaded.accounts.keys()]);
   const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
-  const spool = new Spool(config.dataDir, { maxBytes: config.queue.maxSize, minFreeDisk: config.queue.minFreeDisk });
+  const spool = new Spool(config.dataDir, {
+    maxBytes: config.queue.maxSize,
+    minFreeDisk: config.queue.minFreeDisk,
+    onFault: (message, details) => logger.error(details, message),
+  });
   const recovered = await spool.init();
   const health = new HealthBoard();
 
@@ -76,6 +91,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       maxAgeMs: config.queue.retry.maxAge * 1000,
     },
     bounces: config.bounces,
+    mayNotify: (username: string | undefined, address: string): boolean => listener.mayReceive(username, address),
+    failedRetentionMs: config.queue.failedRetention * 1000,
     hostname,
     heldRecheckMs: config.oauth.reauthCheckInterval * 1000,
     metrics,
@@ -84,12 +101,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   });
   metrics.setQueueProbe({
     spoolBytes: () => spool.bytes,
-    accounts: async () => {
-      const failed = await spool.list('failed');
-      return Object.fromEntries(
-        [...routes.keys()].map((name) => [name, { ...agent.state(name), failed: failed.filter((record) => record.account === name).length }]),
-      );
-    },
+    accounts: async () => Object.fromEntries([...routes.keys()].map((name) => [name, { ...agent.state(name), failed: spool.failedCount(name) }])),
   });
   const pipeline = new Pipeline({
     routes,
@@ -138,12 +150,45 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     pages: (request, response) => admin.handle(request, response),
   });
 
-  const [smtpAddress, ...implicitTls] = await listener.listen();
-  const httpAddress = await status.listen().catch(async (error: Error) => {
-    await listener.close();
+  let pendingRestart: string[] = [];
+  const control = new ControlServer(
+    config.dataDir,
+    async (request) => {
+      switch (request.op) {
+        case 'queue-retry': {
+          const count = await agent.retryNow(request.id);
+          return request.id && count === 0 ? { code: 1, output: `${request.id}: not waiting in the queue (delivered, failed, being delivered, or unknown)\n` } : { code: 0, output: `${count} message(s) scheduled for delivery now\n` };
+        }
+        case 'queue-delete': {
+          const outcome = await agent.delete(request.id);
+          if (outcome === 'deleted') return { code: 0, output: `${request.id} deleted\n` };
+          if (outcome === 'in_flight') return { code: 1, output: `${request.id} is being delivered right now; try again in a moment\n` };
+          return { code: 1, output: `${request.id}: no such message in the queue or the failed area\n` };
+        }
+        case 'tokens-rekey': {
+          const accounts = await store.switchKey(request.newKey, request.oldKey);
+          logger.info({ accounts }, 'token store re-encrypted at the request of `tokens encrypt`');
+          return { code: 0, output: `${accounts.length} token file(s) now encrypted with the configured tokenKey (by the running relay): ${accounts.join(', ') || 'none'}\n` };
+        }
+        case 'pending-restart':
+          return { code: 0, output: pendingRestart.join('\n') };
+        default:
+          return { code: 2, output: 'unknown request\n' };
+      }
+    },
+    logger,
+  );
+  await control.listen();
+  const [smtpAddress, ...implicitTls] = await listener.listen().catch(async (error: Error) => {
+    await control.close();
     throw error;
   });
-  agent.start(recovered);
+  const httpAddress = await status.listen().catch(async (error: Error) => {
+    await listener.close();
+    await control.close();
+    throw error;
+  });
+  await agent.start(recovered.records);
   const tokenWatcher = await watchTokenStore(path.join(config.dataDir, 'tokens'), (name) => {
     // A sign-in (login command, admin page) wrote a token: an account waiting for one gets going.
     const manager = routes.get(name)?.tokens;
@@ -168,22 +213,18 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     httpPort: httpAddress.port,
     readiness,
     reload(next: LoadedConfig): string[] {
-      listener.replaceUsers(next.config.users);
-      listener.reloadTls();
+      // Compared with the config the process started with: a key that differs and is not live
+      // keeps needing a restart at every reload until there is one.
+      const changed = changedKeys(config, next.config).filter((key) => !(key === 'tokenKey' && store.usesKey(next.config.tokenKey)));
+      const applyListener = listener.prepareReload(next.config); // throws before anything changed
+      applyListener();
       logger.level = next.config.log.level;
-      const needsRestart: string[] = [];
-      for (const [name, account] of next.accounts) {
-        const manager = routes.get(name)?.tokens;
-        if (!manager) needsRestart.push(`accounts.${name} (new account)`);
-        else if (JSON.stringify(routingOf(account)) !== JSON.stringify(routingOf(manager.account))) needsRestart.push(`accounts.${name}`);
-        manager?.updateCredentials(account);
-      }
-      for (const name of routes.keys()) if (!next.accounts.has(name)) needsRestart.push(`accounts.${name} (removed account)`);
-      for (const key of ['smtp', 'http', 'dataDir', 'delivery', 'queue'] as const) {
-        if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key])) needsRestart.push(key);
-      }
-      logger.info({ needsRestart }, 'configuration reloaded: users, log level and account credentials applied');
-      return needsRestart;
+      agent.setBounces(next.config.bounces);
+      for (const [name, account] of next.accounts) routes.get(name)?.tokens.updateCredentials(account);
+      const applied = changed.filter((key) => LIVE_KEYS.some((pattern) => pattern.test(key)));
+      pendingRestart = changed.filter((key) => !applied.includes(key));
+      logger.info({ applied, needsRestart: pendingRestart, certificatesReloaded: !!next.config.smtp.tls }, pendingRestart.length ? 'configuration reloaded; some changes need a restart' : 'configuration reloaded');
+      return pendingRestart;
     },
     /** Stops taking mail (421 to new sessions), lets transactions and deliveries in flight finish. */
     stop() {
@@ -194,6 +235,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
         await agent.stop(config.queue.shutdownTimeout * 1000);
         for (const route of routes.values()) route.upstream.close();
         await status.close();
+        await control.close();
         logger.info('smtp-oauth-relay stopped');
       })();
       return stopping;

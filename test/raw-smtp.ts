@@ -29,7 +29,7 @@ export class RawSmtp {
   static async connect(port: number, options: { host?: string; implicitTls?: boolean; localAddress?: string } = {}): Promise<{ client: RawSmtp; greeting: string }> {
     const host = options.host ?? '127.0.0.1';
     const { localAddress } = options;
-    const socket = options.implicitTls ? tls.connect({ port, host, localAddress, rejectUnauthorized: false }) : net.connect({ port, host, localAddress });
+    const socket = options.implicitTls ? tls.connect({ port, host, rejectUnauthorized: false }) : net.connect({ port, host, localAddress });
     const client = new RawSmtp(socket);
     const greeting = await client.read();
     return { client, greeting };

@@ -3,7 +3,10 @@ import path from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';
 import { RelayProcess } from '../bench/relay-process.js';
 import { stringify } from 'yaml';
-import { DEVICE, accountFor, message, sendRaw, startProvider, startRelay, stopStarted, until, writeRelayConfig, type TestRelay } from './helpers.js';
+import { DEVICE, accountFor, execFileAsync, message, sendRaw, startProvider, startRelay, stopStarted, until, writeRelayConfig, type TestRelay } from './helpers.js';
+import { RawSmtp } from './raw-smtp.js';
+
+const CLI = path.resolve('dist/src/cli/main.js');
 import { parseConfig } from '../src/config/index.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
@@ -36,7 +39,7 @@ describe('reloading the config (SIGHUP)', () => {
       path.join(relay.dataDir, 'config.yaml'),
       {},
     );
-    expect(relay.app.reload(next)).toEqual(['smtp']);
+    expect(relay.app.reload(next)).toEqual(['smtp.port', 'smtp.hostname']);
     await expect(sendRaw(relay.port, mail)).rejects.toMatchObject({ responseCode: 535 });
     await sendRaw(relay.port, mail, { ...DEVICE, password: 'new password' });
     expect(provider.received).toHaveLength(2);
@@ -66,6 +69,52 @@ describe('SIGHUP to the running daemon', () => {
       relay.child!.kill('SIGHUP');
       await until(async () => sendRaw(relay.port, mail, newcomer).then(() => true, () => false));
       expect(provider.received.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      expect(await relay.stop('SIGTERM')).toBe(0);
+    }
+  });
+});
+
+describe('SIGHUP says what it did', () => {
+  afterAll(stopStarted);
+
+  it('applies the network policy live, applies nothing when a certificate is unreadable, and names what needs a restart in `check`', async () => {
+    const provider = await startProvider();
+    const unauthenticated = { networks: ['127.0.0.0/8'], account: 'office' };
+    const { configFile, dataDir } = await writeRelayConfig(provider, { delivery: 'direct', unauthenticated });
+    const rewrite = async (extra: Record<string, unknown>) => {
+      const next = await writeRelayConfig(provider, { delivery: 'direct', ...extra });
+      await writeFile(configFile, (await readFile(next.configFile, 'utf8')).replace(/dataDir: .*/, `dataDir: ${dataDir}`));
+    };
+    const relay = new RelayProcess(configFile);
+    await relay.start();
+    const withoutAuth = async () => {
+      const { client } = await RawSmtp.connect(relay.port);
+      await client.command('EHLO printer');
+      const reply = await client.command('MAIL FROM:<alarm@printers.local>');
+      client.close();
+      return reply;
+    };
+    try {
+      expect(await withoutAuth()).toMatch(/^250 /);
+      // After an abuse the admin removes password-less relaying: it must stop at once.
+      await rewrite({});
+      relay.child!.kill('SIGHUP');
+      await until(async () => /^530 /.test(await withoutAuth()));
+
+      // A certificate that cannot be read: nothing of that config applies, not even its users.
+      const newcomer = { username: 'scanner-9f', password: 'only with the certificate' };
+      await rewrite({ users: [{ ...DEVICE, account: 'office' }, { ...newcomer, account: 'office' }], smtp: { tls: { cert: '/nonexistent/cert.pem', key: '/nonexistent/key.pem' } } });
+      relay.child!.kill('SIGHUP');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const mail = { from: 'a@printers.local', to: ['b@example.com'], raw: message(['Subject: hup'], 'x') };
+      await expect(sendRaw(relay.port, mail, newcomer)).rejects.toMatchObject({ responseCode: 535 });
+
+      await rewrite({ smtp: { maxClients: 7 }, queue: { retry: { maxAge: '2d' } } });
+      relay.child!.kill('SIGHUP');
+      await until(async () => (await execFileAsync(process.execPath, [CLI, 'check', '--config', configFile])).stdout.includes('smtp.maxClients'));
+      const { stdout } = await execFileAsync(process.execPath, [CLI, 'check', '--config', configFile]);
+      expect(stdout).toMatch(/Running relay: running; these changed keys need a restart to take effect: queue\.retry\.maxAge, smtp\.maxClients$/m);
     } finally {
       expect(await relay.stop('SIGTERM')).toBe(0);
     }

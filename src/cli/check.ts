@@ -3,6 +3,7 @@ import { formatByteSize, type LoadedConfig, type ResolvedAccount } from '../conf
 import { TokenStore } from '../oauth/index.js';
 import { fingerprint, type TokenStoreError } from '../oauth/token-store.js';
 import { unusedExpiry } from '../oauth/inactivity.js';
+import { askDaemon } from '../control/index.js';
 
 /** The `check` report: what the config sets up, in the words an administrator uses. */
 export async function describeConfig(loaded: LoadedConfig): Promise<string> {
@@ -11,6 +12,7 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   const lines = [`Config ${loaded.source} is valid.`, ''];
   lines.push('Listeners:');
   lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, STARTTLS ${config.smtp.tls ? 'on' : 'off'})`);
+  if (config.smtp.tls?.implicitPort !== undefined) lines.push(`  SMTPS  ${config.smtp.host}:${config.smtp.tls.implicitPort}  (TLS from the first byte, min ${config.smtp.tls.minVersion})`);
   lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (/metrics /healthz /readyz)`);
   lines.push(`  Data   ${config.dataDir}`, '');
   lines.push('Accounts:');
@@ -26,6 +28,7 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
     lines.push(`  ${user.username} → ${user.account} (${user.passwordHash ? 'scrypt hash' : 'plain password from config'})`);
   }
   if (loaded.warnings.length) lines.push('', 'Warnings:', ...loaded.warnings.map((warning) => `  - ${warning}`));
+  lines.push('', `Running relay: ${await runningState(config.dataDir)}`);
   return lines.join('\n') + '\n';
 }
 
@@ -44,4 +47,13 @@ async function tokenState(store: TokenStore, account: ResolvedAccount): Promise<
   const expiry = unusedExpiry(account.provider, Date.parse(lastUsed));
   const outlook = !expiry ? '' : expiry.warning ? `; WARNING: ${expiry.warning}` : `; unused it would last ${expiry.daysLeft} more days`;
   return `stored refresh token${store.encrypted ? ' (encrypted)' : ''}, last used ${lastUsed}${outlook}`;
+}
+
+/** Whether a daemon runs on this data folder, and which config changes it has not applied yet. */
+async function runningState(dataDir: string): Promise<string> {
+  const reply = await askDaemon(dataDir, { op: 'pending-restart' }, 5000).catch((error: Error) => ({ code: 1, output: error.message }));
+  if (!reply) return 'none on this data folder';
+  if (reply.code !== 0) return `did not answer (${reply.output.trim()})`;
+  const keys = reply.output.split('\n').filter(Boolean);
+  return keys.length ? `running; these changed keys need a restart to take effect: ${keys.join(', ')}` : 'running; every change it was sent (SIGHUP) is applied';
 }

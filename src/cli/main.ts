@@ -12,12 +12,14 @@ import { startDemo } from '../demo/demo.js';
 import { hashPassword } from '../listener/index.js';
 import { describeConfig } from './check.js';
 import { readSecretFromStdin } from './stdin.js';
+import { ControlSocketError } from '../control/index.js';
 
 const USAGE = `Usage: smtp-oauth-relay <command> [options]
 
 Commands:
   serve [--config FILE]   run the relay (without a config file: the built-in demo)
   check [--config FILE]   validate the config and print what it sets up; exit 1 on problems
+  health [--config FILE]  exit 0 when the relay of this config answers on /healthz (container health checks)
   hash-password           read a password on stdin, print a passwordHash for the config
   queue [list]            messages waiting: id, account, age, attempts, next try, last reply
   queue failed            messages that failed for good
@@ -70,6 +72,8 @@ async function main(argv: string[]): Promise<number> {
       return runDemo(values);
     case 'check':
       return check(configPath);
+    case 'health':
+      return health(configPath);
     case 'queue': {
       const result = await queueCommand(readDataDir(configPath), positionals.slice(1), values.all ?? false);
       (result.code === 0 ? process.stdout : process.stderr).write(result.output);
@@ -143,6 +147,20 @@ async function check(configPath: string): Promise<number> {
   return 0;
 }
 
+/** Asks the relay's own HTTP listener, wherever the config puts it (http.host, http.port). */
+async function health(configPath: string): Promise<number> {
+  const { host, port } = loadConfigFile(configPath).config.http;
+  const target = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
+  try {
+    const response = await fetch(`http://${target}:${port}/healthz`, { signal: AbortSignal.timeout(4000) });
+    if (response.ok) return 0;
+    process.stderr.write(`unhealthy: /healthz answered ${response.status}\n`);
+  } catch (error) {
+    process.stderr.write(`unhealthy: http://${target}:${port}/healthz did not answer (${(error as Error).message})\n`);
+  }
+  return 1;
+}
+
 function untilSignal(): Promise<void> {
   return new Promise((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
@@ -157,7 +175,7 @@ function untilSignal(): Promise<void> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof SignInError || error instanceof TokenStoreError) {
+    if (error instanceof SignInError || error instanceof TokenStoreError || error instanceof ControlSocketError) {
       process.stderr.write(`${error.message}\n  ${error.hint}\n`);
       process.exit(1);
     }

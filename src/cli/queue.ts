@@ -1,9 +1,10 @@
-import { rm } from 'node:fs/promises';
 import { Spool, pendingRecipients, readHeaderBlock, type QueueRecord } from '../spool/index.js';
+import { askDaemon } from '../control/index.js';
 
 /**
- * The mailq / postqueue jobs. They work on the spool files, so they run beside a live daemon,
- * which notices the changes (it watches the queue folder).
+ * The mailq / postqueue jobs. Reading works on the spool files. Changes go through the running
+ * daemon (its control socket), which owns the records while it runs; without a daemon the CLI
+ * changes the files itself.
  */
 export async function queueCommand(dataDir: string, args: string[], all: boolean): Promise<{ code: number; output: string }> {
   const spool = new Spool(dataDir);
@@ -23,8 +24,10 @@ export async function queueCommand(dataDir: string, args: string[], all: boolean
       return { code: 0, output: `${JSON.stringify({ area, ...record }, null, 2)}\n\n${headers.toString('utf8')}` };
     }
     case 'retry': {
-      const records = all ? await spool.list('queue') : id ? [await spool.read(id)].filter((r): r is QueueRecord => !!r) : undefined;
-      if (!records) return usage();
+      if (!all && !id) return usage();
+      const byDaemon = await askDaemon(dataDir, { op: 'queue-retry', id: all ? undefined : id });
+      if (byDaemon) return byDaemon;
+      const records = all ? await spool.list('queue') : [await spool.read(id!)].filter((r): r is QueueRecord => !!r);
       if (!all && records.length === 0) return notFound(id!);
       const now = new Date().toISOString();
       for (const record of records) await spool.save({ ...record, nextAttemptAt: now });
@@ -32,15 +35,11 @@ export async function queueCommand(dataDir: string, args: string[], all: boolean
     }
     case 'delete': {
       if (!id) return usage();
-      for (const area of ['queue', 'failed'] as const) {
-        if (await spool.read(id, area)) {
-          // The record goes first: without it the message counts as never committed.
-          await rm(spool.recordFile(id, area), { force: true });
-          await rm(spool.messageFile(id, area), { force: true });
-          return { code: 0, output: `${id} deleted from ${area}\n` };
-        }
-      }
-      return notFound(id);
+      const byDaemon = await askDaemon(dataDir, { op: 'queue-delete', id });
+      if (byDaemon) return byDaemon;
+      await spool.init();
+      const area = await spool.deleteMessage(id);
+      return area ? { code: 0, output: `${id} deleted from ${area}\n` } : notFound(id);
     }
     default:
       return usage();

@@ -3,3 +3,4 @@ export type { Config, UserConfig } from './schema.js';
 export type { ResolvedAccount, ResolvedUpstream, SendingLimits } from './providers.js';
 export { formatByteSize } from './size.js';
 export { NetworkList } from './networks.js';
+export { changedKeys } from './diff.js';

@@ -194,6 +194,8 @@ const queueSchema = z
     minFreeDisk: byteSize.default(256 * 1024 ** 2),
     /** On SIGTERM, how long deliveries in flight may take to finish. */
     shutdownTimeout: durationSeconds.default(30),
+    /** How long failed messages stay in spool/failed for the operator before they are deleted. */
+    failedRetention: durationSeconds.default(30 * 86400),
   })
   .strict();
 
@@ -201,8 +203,10 @@ const bouncesSchema = z
   .object({
     /** Gets a delivery status notification for every message that fails for good. */
     postmaster: emailAddress.optional(),
-    /** Also send it to the message's original sender. */
+    /** Also send it to the message's original sender, when the device may send to that address. */
     notifySender: z.boolean().default(true),
+    /** Failure reports per device user per hour; past it they are suppressed (and counted). */
+    maxPerHour: z.number().int().positive().default(10),
   })
   .strict();
 

@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { SmtpError, asSmtpError, defer, reject } from '../reply.js';
 import { DeviceAuthenticator } from './passwords.js';
-import { AuthGuard, type AuthGuardLimits } from './auth-guard.js';
+import { AuthGuard, type AuthGuardLimits, type Lockout } from './auth-guard.js';
 import { RecipientPolicy } from './recipient-policy.js';
 
 /** What the listener knows about a message when its DATA starts. */
@@ -54,48 +54,87 @@ type Callback = (error?: Error | null) => void;
  * who they are (AUTH PLAIN/LOGIN, or a listed network for devices that cannot AUTH), where they
  * may send, and every DATA handed to the message handler, whose verdict becomes the reply.
  */
+/**
+ * Everything about who may do what that a SIGHUP can change, built whole from one config and
+ * swapped in one assignment: a reload applies all of it or none of it.
+ */
+interface DevicePolicy {
+  authenticator: DeviceAuthenticator;
+  allowed: NetworkList;
+  unauthenticated?: { networks: NetworkList; user: UserConfig };
+  userNetworks: Map<string, NetworkList>;
+  recipients: RecipientPolicy;
+  requireTls: boolean;
+  maxConnectionsPerIp: number;
+}
+
+function buildPolicy(config: Config): DevicePolicy {
+  const unauthenticated = config.unauthenticated && {
+    networks: new NetworkList(config.unauthenticated.networks),
+    user: { username: `(unauthenticated ${config.unauthenticated.account})`, account: config.unauthenticated.account, password: '-' } as UserConfig,
+  };
+  return {
+    authenticator: new DeviceAuthenticator(config.users),
+    allowed: new NetworkList(config.allowNetworks),
+    unauthenticated,
+    userNetworks: new Map(config.users.filter((user) => user.allowNetworks).map((user) => [user.username, new NetworkList(user.allowNetworks!)])),
+    recipients: new RecipientPolicy(config.smtp.maxRecipients),
+    requireTls: config.smtp.requireTls,
+    maxConnectionsPerIp: config.smtp.maxConnectionsPerIp,
+  };
+}
+
+function readTls(config: Config): { key: Buffer; cert: Buffer } | undefined {
+  const tls = config.smtp.tls;
+  return tls && { key: readFileSync(tls.key), cert: readFileSync(tls.cert) };
+}
+
 export class Listener {
   private readonly servers: { server: SMTPServer; port: number; secure: boolean }[] = [];
-  private authenticator: DeviceAuthenticator;
+  private policy: DevicePolicy;
   private readonly guard: AuthGuard;
-  private readonly allowed: NetworkList;
-  private readonly unauthenticated?: { networks: NetworkList; user: UserConfig };
-  private readonly userNetworks = new Map<string, NetworkList>();
-  private readonly recipients: RecipientPolicy;
   private readonly connectionsPerIp = new Map<string, number>();
   private readonly warnedClearText = new Set<string>();
 
   constructor(private readonly options: ListenerOptions) {
-    const { config, logger } = options;
+    const { config } = options;
     const smtp = config.smtp;
-    this.authenticator = new DeviceAuthenticator(config.users);
-    this.guard = new AuthGuard(authGuardLimits(smtp.authFailures), (username) => this.authenticator.has(username));
-    this.allowed = new NetworkList(config.allowNetworks);
-    this.recipients = new RecipientPolicy(smtp.maxRecipients);
-    this.setUsers(config.users);
-    if (config.unauthenticated) {
-      const { networks, account } = config.unauthenticated;
-      this.unauthenticated = { networks: new NetworkList(networks), user: { username: `(unauthenticated ${account})`, account, password: '-' } as UserConfig };
-      logger.warn({ networks, account }, 'UNAUTHENTICATED submission is on: any device in these networks can send as the account without a password');
-    }
+    this.policy = buildPolicy(config);
+    this.warnUnauthenticated(config);
+    this.guard = new AuthGuard(authGuardLimits(smtp.authFailures), (username) => this.policy.authenticator.has(username));
     if (smtp.tls && smtp.tls.minVersion !== 'TLSv1.2' && smtp.tls.minVersion !== 'TLSv1.3') {
-      logger.warn({ minVersion: smtp.tls.minVersion }, 'smtp.tls.minVersion allows outdated TLS for old devices; raise it once they are replaced');
+      options.logger.warn({ minVersion: smtp.tls.minVersion }, 'smtp.tls.minVersion allows outdated TLS for old devices; raise it once they are replaced');
     }
-    this.servers.push({ server: this.createServer(false), port: smtp.port, secure: false });
-    if (smtp.tls?.implicitPort !== undefined) this.servers.push({ server: this.createServer(true), port: smtp.tls.implicitPort, secure: true });
+    const tls = readTls(config);
+    this.servers.push({ server: this.createServer(false, tls), port: smtp.port, secure: false });
+    if (smtp.tls?.implicitPort !== undefined) this.servers.push({ server: this.createServer(true, tls), port: smtp.tls.implicitPort, secure: true });
   }
 
-  /** Device users from a reloaded config; sessions already authenticated keep going. */
-  replaceUsers(users: UserConfig[]): void {
-    this.authenticator = new DeviceAuthenticator(users);
-    this.setUsers(users);
+  /**
+   * Reads what a new config needs (certificates) and builds its device policy; throws, changing
+   * nothing, when anything cannot be read. The returned function applies it to new sessions
+   * (sessions already authenticated keep going).
+   */
+  prepareReload(config: Config): () => void {
+    const tls = readTls(config);
+    const policy = buildPolicy(config);
+    return () => {
+      this.policy = policy;
+      if (tls) for (const { server } of this.servers) server.updateSecureContext(tls);
+      this.warnUnauthenticated(config);
+    };
   }
 
-  /** Re-reads the certificate and key (SIGHUP), for new sessions. */
-  reloadTls(): void {
-    const tls = this.options.config.smtp.tls;
-    if (!tls) return;
-    for (const { server } of this.servers) server.updateSecureContext({ key: readFileSync(tls.key), cert: readFileSync(tls.cert) });
+  /** Whether this device user may send to this address (a report about its mail may go there). */
+  mayReceive(username: string | undefined, address: string): boolean {
+    const user = username === undefined ? undefined : this.policy.authenticator.user(username) ?? (this.policy.unauthenticated?.user.username === username ? this.policy.unauthenticated.user : undefined);
+    return user !== undefined && this.policy.recipients.check(user, address, 0) === undefined;
+  }
+
+  private warnUnauthenticated(config: Config): void {
+    if (!config.unauthenticated) return;
+    const { networks, account } = config.unauthenticated;
+    this.options.logger.warn({ networks, account }, 'UNAUTHENTICATED submission is on: any device in these networks can send as the account without a password');
   }
 
   /** Starts every listener; resolves with their addresses (the plain one first). */
@@ -114,12 +153,7 @@ export class Listener {
     await Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 
-  private setUsers(users: UserConfig[]): void {
-    this.userNetworks.clear();
-    for (const user of users) if (user.allowNetworks) this.userNetworks.set(user.username, new NetworkList(user.allowNetworks));
-  }
-
-  private createServer(secure: boolean): SMTPServer {
+  private createServer(secure: boolean, keys: { key: Buffer; cert: Buffer } | undefined): SMTPServer {
     const { config, hostname, logger } = this.options;
     const smtp = config.smtp;
     const tls = smtp.tls;
@@ -130,7 +164,9 @@ export class Listener {
       authMethods: ['PLAIN', 'LOGIN'],
       // Printers rarely speak TLS; clear-text AUTH is allowed (unless requireTls) and logged.
       allowInsecureAuth: true,
-      authOptional: this.unauthenticated !== undefined,
+      // MAIL without AUTH is refused in onMailFrom unless the policy lists the client's network,
+      // which a reload may change: so smtp-server itself never insists.
+      authOptional: true,
       authRequiredMessage: 'Authentication required',
       size: smtp.maxMessageSize,
       maxClients: smtp.maxClients,
@@ -139,8 +175,8 @@ export class Listener {
       // Without a certificate of our own, smtp-server would offer STARTTLS with a key that ships in
       // its package (anyone could decrypt): offer no STARTTLS at all instead.
       disabledCommands: tls ? [] : ['STARTTLS'],
-      key: tls ? readFileSync(tls.key) : undefined,
-      cert: tls ? readFileSync(tls.cert) : undefined,
+      key: keys?.key,
+      cert: keys?.cert,
       minVersion: tls?.minVersion,
       // The upstream leg is not known to carry SMTPUTF8; 8BITMIME is honoured by both providers.
       hideSMTPUTF8: true,
@@ -163,14 +199,15 @@ export class Listener {
 
   private onConnect(session: SMTPServerSession, callback: Callback): void {
     const ip = session.remoteAddress;
-    const { metrics, logger, config } = this.options;
-    if (!this.allowed.empty && !this.allowed.has(ip) && !this.unauthenticated?.networks.has(ip)) {
+    const { metrics, logger } = this.options;
+    const policy = this.policy;
+    if (!policy.allowed.empty && !policy.allowed.has(ip) && !policy.unauthenticated?.networks.has(ip)) {
       logger.warn({ clientIp: ip }, 'connection from an address outside allowNetworks refused');
       return callback(smtpError(554, '5.7.1', 'Access denied: this address may not use the relay'));
     }
     if (this.guard.lockout(ip)) return callback(smtpError(421, '4.7.0', 'Too many failed logins from your address; try again later'));
     const open = this.connectionsPerIp.get(ip) ?? 0;
-    if (open >= config.smtp.maxConnectionsPerIp) return callback(smtpError(421, '4.7.0', 'Too many connections from your address; try again later'));
+    if (open >= policy.maxConnectionsPerIp) return callback(smtpError(421, '4.7.0', 'Too many connections from your address; try again later'));
     this.connectionsPerIp.set(ip, open + 1);
     (session as SMTPServerSession & { counted?: true }).counted = true;
     metrics.connections.inc();
@@ -191,35 +228,44 @@ export class Listener {
   private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: unknown }) => void): Promise<void> {
     const ip = session.remoteAddress;
     const username = auth.username ?? '';
-    const { metrics, logger, config } = this.options;
+    const { metrics, logger } = this.options;
+    const policy = this.policy;
     const log = logger.child({ session: session.id, clientIp: ip });
-    if (config.smtp.requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
+    if (policy.requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
     if (CONTROL_CHARACTERS.test(username)) return callback(smtpError(501, '5.5.4', 'Invalid characters in the user name'));
-    const attempt = this.guard.begin(ip, username);
-    if (!('succeeded' in attempt)) {
-      log.warn({ user: username, scope: attempt.scope, until: new Date(attempt.until).toISOString() }, 'login refused: locked out after failed attempts');
-      return callback(smtpError(421, '4.7.0', 'Too many failed logins; try again later'));
-    }
+    const lockout = this.guard.lockout(ip, username);
+    if (lockout) return this.refuseLockedOut(lockout, username, log, callback);
+    // A remembered login, or one being checked right now, costs nothing: it is not counted ahead.
+    // Any other attempt counts as a failure before its slow check, so bursts cannot outrun the limit.
+    const attempt = policy.authenticator.costsNothing(username, auth.password ?? '') ? undefined : this.guard.begin(ip, username);
+    if (attempt && !('succeeded' in attempt)) return this.refuseLockedOut(attempt, username, log, callback);
     let user: UserConfig | undefined;
     try {
-      user = await this.authenticator.verify(username, auth.password ?? '');
+      user = await policy.authenticator.verify(username, auth.password ?? '');
     } catch (error) {
-      attempt.succeeded(); // not checked, so not counted
+      attempt?.succeeded(); // not checked, so not counted
       log.warn({ user: username, err: (error as Error).message }, 'login not checked: too many password checks waiting');
       return callback(smtpError(454, '4.7.0', 'Temporary authentication failure; try again later'));
     }
-    const networks = user && this.userNetworks.get(user.username);
+    const networks = user && policy.userNetworks.get(user.username);
     if (!user || (networks && !networks.has(ip))) {
       metrics.authFailures.inc();
-      const { delayMs, lockouts } = attempt.failed();
+      // A failure that joined another's check is counted now, for its own client too.
+      const counted = attempt ?? this.guard.begin(ip, username);
+      const { delayMs, lockouts } = 'failed' in counted ? counted.failed() : { delayMs: 0, lockouts: [] };
       for (const scope of lockouts) metrics.authLockouts.inc({ scope });
       log.warn({ user: username, method: auth.method, outsideUserNetworks: !!user, lockouts }, 'device authentication failed');
       await sleep(delayMs);
       return callback(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
     }
-    attempt.succeeded();
+    attempt?.succeeded();
     if (!session.secure) this.warnClearText(ip, log.child({ user: user.username }));
     callback(null, { user });
+  }
+
+  private refuseLockedOut(lockout: Lockout, username: string, log: Logger, callback: (error: Error) => void): void {
+    log.warn({ user: username, scope: lockout.scope, until: new Date(lockout.until).toISOString() }, 'login refused: locked out after failed attempts');
+    callback(smtpError(421, '4.7.0', 'Too many failed logins; try again later'));
   }
 
   private warnClearText(clientIp: string, log: Logger): void {
@@ -232,11 +278,11 @@ export class Listener {
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
     if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.7', 'Invalid characters in the sender address'));
     if (!session.user) {
-      const { config } = this.options;
-      if (!this.unauthenticated?.networks.has(session.remoteAddress)) return callback(smtpError(530, '5.7.0', 'Authentication required'));
-      if (config.smtp.requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
+      const { unauthenticated, requireTls } = this.policy;
+      if (!unauthenticated?.networks.has(session.remoteAddress)) return callback(smtpError(530, '5.7.0', 'Authentication required'));
+      if (requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
       // The device is let in by its address: it sends as the configured account.
-      session.user = this.unauthenticated.user as unknown as string;
+      session.user = unauthenticated.user as unknown as string;
     }
     const declared = Number(address.args ? (address.args as Record<string, string>).SIZE : undefined) || undefined;
     this.options.admit(declared).then(
@@ -248,7 +294,7 @@ export class Listener {
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): void {
     if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.3', 'Invalid characters in the recipient address'));
     const user = session.user as unknown as UserConfig;
-    const refusal = this.recipients.check(user, address.address, session.envelope.rcptTo.length);
+    const refusal = this.policy.recipients.check(user, address.address, session.envelope.rcptTo.length);
     if (refusal) this.options.logger.warn({ session: session.id, user: user.username, recipient: address.address, reply: refusal.message }, 'recipient refused');
     callback(refusal);
   }

@@ -56,6 +56,8 @@ export class DeviceAuthenticator {
   private readonly plainSalt = randomBytes(16);
   private readonly plainDigests = new Map<string, Promise<Buffer>>();
   private readonly dummyHash: Promise<string>;
+  /** Checks under way, by login: the same login sent many times at once is checked once. */
+  private readonly checking = new Map<string, Promise<UserConfig | undefined>>();
 
   constructor(users: UserConfig[]) {
     this.users = new Map(users.map((user) => [user.username, user]));
@@ -74,19 +76,43 @@ export class DeviceAuthenticator {
     return this.users.has(username);
   }
 
+  user(username: string): UserConfig | undefined {
+    return this.users.get(username);
+  }
+
   /**
    * The user when the password is right, otherwise undefined (unknown users take the same path).
    * Rejects with LimiterBusyError when too many checks are waiting.
    */
   async verify(username: string, password: string): Promise<UserConfig | undefined> {
     const user = this.users.get(username);
-    const memo = this.digest(username, password, user?.passwordHash ?? user?.password ?? '');
+    const memo = this.memoOf(username, password);
     if (user && this.remembered.has(memo)) return user;
+    let pending = this.checking.get(memo);
+    if (!pending) {
+      pending = this.checkOnce(user, password, memo).finally(() => this.checking.delete(memo));
+      this.checking.set(memo, pending);
+    }
+    return pending;
+  }
+
+  /** Whether verify() would cost no scrypt: this login is remembered, or being checked already. */
+  costsNothing(username: string, password: string): boolean {
+    const memo = this.memoOf(username, password);
+    return (this.users.has(username) && this.remembered.has(memo)) || this.checking.has(memo);
+  }
+
+  private async checkOnce(user: UserConfig | undefined, password: string, memo: string): Promise<UserConfig | undefined> {
     const ok = user ? await this.check(user, password) : (await verifyHash(password, await this.dummyHash)) && false;
     if (!user || !ok) return undefined;
     if (this.remembered.size >= REMEMBERED_LOGINS) this.remembered.clear();
     this.remembered.add(memo);
     return user;
+  }
+
+  private memoOf(username: string, password: string): string {
+    const user = this.users.get(username);
+    return this.digest(username, password, user?.passwordHash ?? user?.password ?? '');
   }
 
   private async check(user: UserConfig, password: string): Promise<boolean> {

@@ -1,7 +1,7 @@
 import addressparser from 'nodemailer/lib/addressparser';
 import libmime from 'libmime';
 import { messageDate, newMessageId } from '../util/rfc5322.js';
-import { fieldValue, makeField, type HeaderField } from './header-fields.js';
+import { fieldValue, makeField, type HeaderField } from '../util/header-fields.js';
 
 export interface SenderRules {
   /** The mailbox the account is authorised for. */

@@ -1,6 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { applySenderRules, type SenderDecision, type SenderRules } from './headers.js';
-import { HeaderCollector, buildHeader, type HeaderSection } from './header-fields.js';
+import { HeaderCollector, buildHeader, type HeaderSection } from '../util/header-fields.js';
 import { reject } from '../reply.js';
 
 /**

@@ -1,21 +1,22 @@
-import { watch, type FSWatcher } from 'node:fs';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { TokenManager } from '../oauth/index.js';
 import { parseReply, type Upstream } from '../upstream/index.js';
-import { SmtpError, defer, type FailureReason } from '../reply.js';
+import { asSmtpError, type FailureReason } from '../reply.js';
 import type { HealthBoard } from '../health.js';
 import type { ResolvedAccount } from '../config/index.js';
 import { Pacer } from './pacing.js';
 import { newQueueRecord, pendingRecipients, type QueueRecord } from './record.js';
 import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
 import { buildFailureReport } from './dsn.js';
-import { readHeaderBlock } from './header-block.js';
+import { readHeaderFields } from './header-block.js';
 import type { Spool } from './spool.js';
 
 export interface BounceSettings {
   postmaster?: string;
   notifySender: boolean;
+  /** Failure reports per device user per hour; past it, reports are suppressed (the message stays in failed/). */
+  maxPerHour: number;
 }
 
 export interface DeliveryAgentOptions {
@@ -23,6 +24,13 @@ export interface DeliveryAgentOptions {
   accounts: Map<string, { account: ResolvedAccount; upstream: Upstream; tokens: TokenManager }>;
   retry: RetryPolicy;
   bounces: BounceSettings;
+  /**
+   * Whether a report about a message from this device user may go to this address: only where the
+   * device may send itself (its recipient policy), so a report cannot carry mail past the policy.
+   */
+  mayNotify: (username: string | undefined, address: string) => boolean;
+  /** How long failed messages are kept before they are pruned. */
+  failedRetentionMs: number;
   hostname: string;
   /** While an account is held (its sign-in is needed), how often to see whether it came back. */
   heldRecheckMs: number;
@@ -40,6 +48,11 @@ export interface AccountQueueState {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** After a failed write of a delivery result, the message is settled again this much later. */
+const RESETTLE_MS = 30_000;
+const HOUR_MS = 3_600_000;
+/** The failed message's fields a report quotes; the rest of a device's header stays out. */
+const REPORT_FIELDS = new Set(['from', 'to', 'cc', 'subject', 'date', 'message-id']);
 
 class AccountQueue {
   readonly waiting = new Map<string, QueueRecord>();
@@ -66,23 +79,67 @@ export class DeliveryAgent {
   private readonly queues = new Map<string, AccountQueue>();
   private readonly running = new Set<Promise<void>>();
   private stopping = false;
-  private watcher?: FSWatcher;
+  private pruneTimer?: NodeJS.Timeout;
+  private readonly reportTimes = new Map<string, number[]>();
   private readonly log: Logger;
 
-  constructor(private readonly options: DeliveryAgentOptions) {
+  constructor(private readonly options: DeliveryAgentOptions & { bounces: BounceSettings }) {
     this.log = options.logger.child({ component: 'delivery' });
     for (const [name, entry] of options.accounts) this.queues.set(name, new AccountQueue(entry.account, entry.upstream, entry.tokens));
   }
 
-  /** Takes over what the spool recovered and follows changes made by `queue retry` / `queue delete`. */
-  start(recovered: QueueRecord[]): void {
-    for (const record of recovered) this.track(record);
-    this.watcher = watch(this.options.spool.queueDir, (_event, name) => {
-      if (name?.endsWith('.json') && !name.startsWith('.')) void this.reload(name.slice(0, -'.json'.length));
-    });
-    this.watcher.on('error', (error) => this.log.warn({ err: error.message }, 'cannot watch the queue folder'));
+  /**
+   * Takes over what the spool recovered: failures cut short by a crash are finished first (their
+   * reports are already queued or not, never twice), then delivery resumes.
+   */
+  async start(recovered: QueueRecord[]): Promise<void> {
+    for (const record of recovered) {
+      if (record.failedAt) await this.finishFailure(record).catch((error: Error) => this.log.error({ id: record.id, err: error.message }, 'cannot finish a failure after restart; it stays queued'));
+      else this.track(record);
+    }
     for (const name of this.queues.keys()) this.pump(name);
     if (recovered.length) this.log.info({ messages: recovered.length }, 'spool recovered; resuming delivery');
+    this.prune();
+  }
+
+  /** Deletes failed messages past the retention now and every hour. */
+  private prune(): void {
+    const { spool, failedRetentionMs } = this.options;
+    spool.pruneFailed(failedRetentionMs).then(
+      (count) => count && this.log.info({ messages: count, retentionDays: failedRetentionMs / 86_400_000 }, 'failed messages past their retention deleted'),
+      (error: Error) => this.log.warn({ err: error.message }, 'cannot prune the failed area'),
+    );
+    this.pruneTimer = setTimeout(() => this.prune(), HOUR_MS);
+    this.pruneTimer.unref();
+  }
+
+  /** Report settings from a reloaded config. */
+  setBounces(bounces: BounceSettings): void {
+    this.options.bounces = bounces;
+  }
+
+  /** `queue retry`: waiting messages (one, or all) are due now. Returns how many. */
+  async retryNow(id?: string): Promise<number> {
+    let count = 0;
+    for (const queue of this.queues.values()) {
+      for (const record of queue.waiting.values()) {
+        if (id !== undefined && record.id !== id) continue;
+        record.nextAttemptAt = new Date().toISOString();
+        await this.options.spool.save(record);
+        count++;
+      }
+      this.pump(queue.account.name);
+    }
+    return count;
+  }
+
+  /** `queue delete`: a waiting or failed message goes; one being delivered right now cannot. */
+  async delete(id: string): Promise<'deleted' | 'in_flight' | 'not_found'> {
+    for (const queue of this.queues.values()) {
+      if (queue.inFlight.has(id)) return 'in_flight';
+      queue.waiting.delete(id);
+    }
+    return (await this.options.spool.deleteMessage(id)) ? 'deleted' : 'not_found';
   }
 
   /** A newly committed message. */
@@ -103,7 +160,7 @@ export class DeliveryAgent {
   /** Stops starting deliveries and waits up to timeoutMs for those in flight. */
   async stop(timeoutMs: number): Promise<void> {
     this.stopping = true;
-    this.watcher?.close();
+    clearTimeout(this.pruneTimer);
     for (const queue of this.queues.values()) clearTimeout(queue.timer);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
@@ -131,15 +188,6 @@ export class DeliveryAgent {
       return;
     }
     if (!queue.inFlight.has(record.id)) queue.waiting.set(record.id, record);
-  }
-
-  private async reload(id: string): Promise<void> {
-    const record = await this.options.spool.read(id);
-    for (const queue of this.queues.values()) {
-      if (queue.inFlight.has(id)) return;
-      if (!record) queue.waiting.delete(id);
-    }
-    if (record && !this.stopping) this.add(record);
   }
 
   private pump(accountName: string): void {
@@ -203,9 +251,20 @@ export class DeliveryAgent {
   }
 
   private async deliver(queue: AccountQueue, record: QueueRecord): Promise<void> {
+    const log = this.log.child({ id: record.id, account: record.account });
+    // Nothing left to send after a result that could not be saved: only the settling is repeated.
+    if (pendingRecipients(record).length > 0) await this.attempt(queue, record, log);
+    await this.settle(queue, record).catch((error: Error) => {
+      log.error({ err: error.message, retryInSeconds: RESETTLE_MS / 1000 }, 'cannot write the delivery result to the spool; trying again later');
+      record.nextAttemptAt = new Date(Date.now() + RESETTLE_MS).toISOString();
+      queue.waiting.set(record.id, record);
+    });
+  }
+
+  /** One upstream attempt for the recipients still pending; the outcome goes into the record. */
+  private async attempt(queue: AccountQueue, record: QueueRecord, log: Logger): Promise<void> {
     const { metrics, health, spool } = this.options;
     const account = record.account;
-    const log = this.log.child({ id: record.id, account });
     const to = pendingRecipients(record);
     record.attempts++;
     record.lastAttemptAt = new Date().toISOString();
@@ -223,7 +282,7 @@ export class DeliveryAgent {
       health.relayed(account);
       log.info({ recipients: receipt.accepted.length, attempts: record.attempts, upstream: receipt.response, durationMs: Math.round(performance.now() - started) }, 'message delivered');
     } catch (error) {
-      const failure = error instanceof SmtpError ? error : defer('internal', 'Local error while relaying', '4.3.0', error);
+      const failure = asSmtpError(error);
       const cause = failure.cause as { message?: string; hint?: string; response?: string } | undefined;
       // The upstream's own words when it answered; the relay's reading of the problem otherwise.
       record.lastReply = cause?.response?.split(/\r?\n/)[0] ?? `${failure.reply.code} ${failure.message}`;
@@ -241,7 +300,6 @@ export class DeliveryAgent {
         for (const address of to) record.failedRecipients.push({ address, reply: record.lastReply });
       }
     }
-    await this.settle(queue, record).catch((error: Error) => log.error({ err: error.message }, 'cannot update the spool; the message stays queued'));
   }
 
   /** Decides what comes next for a message after an attempt, and writes it down. */
@@ -265,39 +323,73 @@ export class DeliveryAgent {
     if (await spool.save(record)) queue.waiting.set(record.id, record);
   }
 
+  /**
+   * A permanent failure, in steps that a crash can interrupt anywhere without losing the message
+   * or reporting it twice: the decision (failedAt, and the report's id when one goes) is saved
+   * first; then the report is queued unless it already is; then the message moves to failed/.
+   */
   private async fail(record: QueueRecord, reason: FailureReason, explanation: string): Promise<void> {
     const { spool, metrics } = this.options;
     record.failedAt = new Date().toISOString();
-    await spool.moveToFailed(record);
+    const to = record.isReport ? [] : this.reportRecipients(record);
+    if (to.length > 0) record.report = { id: `${record.id}R`, to, explanation };
+    if (!(await spool.save(record))) return; // deleted meanwhile
     metrics.messagesFailed.inc({ account: record.account, reason });
     this.log.error({ id: record.id, account: record.account, failed: record.failedRecipients, attempts: record.attempts }, 'message failed for good; kept in the failed area');
-    if (!record.isReport) await this.report(record, explanation);
+    await this.finishFailure(record);
   }
 
-  /** Sends a delivery status notification to the postmaster and/or the original sender. */
-  private async report(record: QueueRecord, reason: string): Promise<void> {
-    const { bounces, spool, accounts } = this.options;
+  private async finishFailure(record: QueueRecord): Promise<void> {
+    const { spool } = this.options;
+    if (record.report && !(await spool.has(record.report.id))) {
+      await this.report(record, record.report).catch((error: Error) =>
+        this.log.error({ id: record.id, err: error.message }, 'failure report LOST: it could not be queued; the failed message stays in the failed area'),
+      );
+    }
+    await spool.moveToFailed(record);
+  }
+
+  /**
+   * Who hears of a failure: the postmaster, and the original sender only where the device may send
+   * itself; never a null sender; at most `maxPerHour` reports per device.
+   */
+  private reportRecipients(record: QueueRecord): string[] {
+    const { bounces, mayNotify } = this.options;
+    const sender = bounces.notifySender && record.originalFrom && mayNotify(record.user, record.originalFrom) ? record.originalFrom : undefined;
+    const recipients = [...new Set([bounces.postmaster, sender].filter((address): address is string => !!address))];
+    if (recipients.length === 0 || this.overReportRate(record.user ?? '')) return [];
+    return recipients;
+  }
+
+  private overReportRate(user: string): boolean {
+    const now = Date.now();
+    const times = (this.reportTimes.get(user) ?? []).filter((at) => at > now - HOUR_MS);
+    const over = times.length >= this.options.bounces.maxPerHour;
+    if (!over) times.push(now);
+    this.reportTimes.set(user, times);
+    if (over) {
+      this.options.metrics.reportsSuppressed.inc();
+      this.log.warn({ user, maxPerHour: this.options.bounces.maxPerHour }, 'failure report suppressed: this device has had too many this hour');
+    }
+    return over;
+  }
+
+  /** Queues the delivery status notification (RFC 3464) decided in fail(). */
+  private async report(record: QueueRecord, { id, to, explanation }: NonNullable<QueueRecord['report']>): Promise<void> {
+    const { spool, accounts } = this.options;
     const entry = accounts.get(record.account);
     if (!entry) return;
-    const recipients = [...new Set([bounces.postmaster, bounces.notifySender ? record.originalFrom : undefined].filter((address): address is string => !!address))];
-    if (recipients.length === 0) return;
     const content = buildFailureReport({
       record,
-      originalHeaders: await readHeaderBlock(spool.messageFile(record.id, 'failed')),
+      originalHeaders: await readHeaderFields(spool.messageFile(record.id), REPORT_FIELDS),
       reportingHost: this.options.hostname,
       from: entry.account.mailbox,
-      to: recipients,
-      reason,
+      to,
+      reason: explanation,
     });
-    const report = newQueueRecord({
-      id: spool.newId(),
-      account: record.account,
-      envelope: { from: entry.account.mailbox, to: recipients },
-      size: content.length,
-      isReport: true,
-    });
+    const report = newQueueRecord({ id, account: record.account, envelope: { from: entry.account.mailbox, to }, size: content.length, isReport: true });
     await spool.enqueue(report, content);
     this.add(report);
-    this.log.info({ id: report.id, about: record.id, to: recipients }, 'failure report queued');
+    this.log.info({ id, about: record.id, to }, 'failure report queued');
   }
 }

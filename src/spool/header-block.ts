@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import { HeaderCollector, buildHeader } from '../util/header-fields.js';
 
 /** The header block of a stored message (up to the blank line, at most maxBytes). */
 export async function readHeaderBlock(file: string, maxBytes = 64 * 1024): Promise<Buffer> {
@@ -15,4 +16,11 @@ export async function readHeaderBlock(file: string, maxBytes = 64 * 1024): Promi
   } finally {
     await handle.close();
   }
+}
+
+/** Only the named fields (lower-case names) of a stored message's header, as received. */
+export async function readHeaderFields(file: string, names: ReadonlySet<string>): Promise<Buffer> {
+  const collector = new HeaderCollector();
+  const section = collector.push(await readHeaderBlock(file)) ?? collector.finish();
+  return buildHeader(section.fields.filter((field) => names.has(field.key)));
 }

@@ -21,7 +21,10 @@ export interface QueueRecord {
   delivered: string[];
   /** Recipients that failed for good, with the reply. */
   failedRecipients: { address: string; reply: string }[];
+  /** Set (and saved) when the message failed for good, before its report and its move to failed/. */
   failedAt?: string;
+  /** Its failure report, decided with failedAt: queued at most once under this id, even across a crash. */
+  report?: { id: string; to: string[]; explanation: string };
 }
 
 /** A record for a message just received: due now, nothing tried yet. */

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Readable, type Duplex } from 'node:stream';
 import { SpillWriter } from './staged-message.js';
-import { writeFileAtomic, syncDirectory } from '../util/atomic-file.js';
+import { replaceFile, writeFileAtomic, syncDirectory } from '../util/atomic-file.js';
 import type { QueueRecord } from './record.js';
 import { SmtpError, defer } from '../reply.js';
 
@@ -27,45 +27,64 @@ export function spoolFull(): SmtpError {
 /** Free disk is asked of the kernel at most this often; bytes written meanwhile are subtracted. */
 const DISK_CHECK_MS = 1000;
 
-export interface SpoolLimits {
+export interface SpoolOptions {
   maxBytes: number;
   minFreeDisk: number;
+  /** Told of what went wrong without failing anyone: a late fsync, a damaged record set aside. */
+  onFault?: (message: string, details: Record<string, unknown>) => void;
 }
 
 export type SpoolArea = 'queue' | 'failed';
+
+/** What recovery found in queue/ at start. */
+export interface Recovered {
+  /** Committed messages to deliver (some may be failures whose report and move were cut short). */
+  records: QueueRecord[];
+  /** Records that could not be read, or had lost their message: moved to corrupt/ for the operator. */
+  setAside: string[];
+}
 
 /**
  * Message files under <dataDir>/spool, the way Postfix keeps its queue:
  *   incoming/  messages being received (no 250 yet); removed at start
  *   queue/     <id>.eml + <id>.json: committed, waiting for delivery (the .json is the commit mark)
- *   failed/    messages that failed for good, kept for the operator
- * A 250 in queue mode means both files are fsynced and renamed into queue/ and the folder fsynced.
+ *   failed/    messages that failed for good, kept for the operator (pruned after a retention)
+ *   corrupt/   records found damaged at start, with their messages, never deleted by the relay
+ * A 250 in queue mode means both files are fsynced and the .json renamed into queue/: that rename
+ * is the commit point; the folder's fsync follows (retried and logged, never a reason for 451).
  */
 export class Spool {
   readonly incomingDir: string;
   readonly queueDir: string;
   readonly failedDir: string;
+  readonly corruptDir: string;
   private queuedBytesValue = 0;
+  /** The failed area in memory (id → account, failedAt), so /metrics never reads the folder. */
+  private readonly failedIndex = new Map<string, { account: string; failedAt: string }>();
   /** Bytes of messages being received (in memory or in incoming/): they count against the limits too. */
   private receivingBytes = 0;
   private diskCheck?: { at: number; free: number; reservedSince: number };
 
   constructor(
     dataDir: string,
-    private readonly limits: SpoolLimits = { maxBytes: Infinity, minFreeDisk: 0 },
+    private readonly limits: SpoolOptions = { maxBytes: Infinity, minFreeDisk: 0 },
   ) {
     const root = path.join(dataDir, 'spool');
     this.incomingDir = path.join(root, 'incoming');
     this.queueDir = path.join(root, 'queue');
     this.failedDir = path.join(root, 'failed');
+    this.corruptDir = path.join(root, 'corrupt');
   }
 
-  /** Prepares the folders and recovers after a crash: partial files go, complete messages stay. */
-  async init(): Promise<QueueRecord[]> {
-    for (const dir of [this.incomingDir, this.queueDir, this.failedDir]) await mkdir(dir, { recursive: true, mode: 0o700 });
+  /**
+   * Prepares the folders and recovers after a crash: partial files go, committed messages stay,
+   * and a committed record that cannot be used is set aside with its message, never dropped.
+   */
+  async init(): Promise<Recovered> {
+    for (const dir of [this.incomingDir, this.queueDir, this.failedDir, this.corruptDir]) await mkdir(dir, { recursive: true, mode: 0o700 });
     for (const name of await readdir(this.incomingDir)) await rm(path.join(this.incomingDir, name), { force: true });
     const names = new Set(await readdir(this.queueDir));
-    const records: QueueRecord[] = [];
+    const recovered: Recovered = { records: [], setAside: [] };
     for (const name of names) {
       const file = path.join(this.queueDir, name);
       const id = name.replace(/\.(eml|json)$/, '');
@@ -75,12 +94,22 @@ export class Spool {
         await rm(file, { force: true }); // never committed: the device got no 250
       } else if (name.endsWith('.json')) {
         const record = await this.read(id);
-        if (record) records.push(record);
-        else await rm(file, { force: true });
+        if (record?.id === id && names.has(`${id}.eml`)) recovered.records.push(record);
+        else recovered.setAside.push(await this.setAside(id, record ? 'its message file is missing' : 'the record cannot be read'));
       }
     }
-    this.queuedBytesValue = records.reduce((sum, record) => sum + record.size, 0);
-    return records;
+    this.queuedBytesValue = recovered.records.reduce((sum, record) => sum + record.size, 0);
+    for (const record of await this.list('failed')) this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? record.receivedAt });
+    return recovered;
+  }
+
+  private async setAside(id: string, problem: string): Promise<string> {
+    for (const file of [this.messageFile(id), this.recordFile(id)]) {
+      await rename(file, path.join(this.corruptDir, path.basename(file))).catch(() => undefined);
+    }
+    await syncDirectory(this.queueDir);
+    this.limits.onFault?.('queued message set aside in spool/corrupt: ' + problem, { id, folder: this.corruptDir });
+    return id;
   }
 
   /** Queue ids look like Postfix's: short, unique, safe in file names and logs. */
@@ -157,17 +186,45 @@ export class Spool {
       await handle.close();
     }
     if (staged.file) await rename(staged.file, target);
-    // The .json lands last (fsynced, then the folder): it is what marks the message committed.
-    await writeFileAtomic(this.recordFile(record.id), serialize(record));
+    // The .json lands last: its rename is the commit point. Nothing after it may fail the message.
+    await replaceFile(this.recordFile(record.id), serialize(record));
     this.release(staged);
     this.queuedBytesValue += record.size;
+    await this.syncCommitted(record.id);
+  }
+
+  /** Makes the commit's renames survive a power cut; a failure here is logged, the message stands. */
+  private async syncCommitted(id: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await syncDirectory(this.queueDir);
+      } catch (error) {
+        if (attempt === 3) {
+          this.limits.onFault?.('cannot fsync the queue folder after a commit; the message is queued, but a power cut now could lose it', { id, err: (error as Error).message });
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+      }
+    }
   }
 
   /** A message the relay writes itself (a delivery report), committed in one step. */
   async enqueue(record: QueueRecord, content: Buffer): Promise<void> {
     await writeFileAtomic(this.messageFile(record.id), content);
-    await writeFileAtomic(this.recordFile(record.id), serialize(record));
+    await replaceFile(this.recordFile(record.id), serialize(record));
     this.queuedBytesValue += record.size;
+    await this.syncCommitted(record.id);
+  }
+
+  /** Whether a record with this id is in the queue or the failed area. */
+  async has(id: string): Promise<boolean> {
+    return (await exists(this.recordFile(id))) || this.failedIndex.has(id);
+  }
+
+  failedCount(account: string): number {
+    let count = 0;
+    for (const entry of this.failedIndex.values()) if (entry.account === account) count++;
+    return count;
   }
 
   async read(id: string, area: SpoolArea = 'queue'): Promise<QueueRecord | undefined> {
@@ -207,13 +264,36 @@ export class Spool {
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
   }
 
-  /** Failed for good: kept in failed/ with its final record. */
+  /** Failed for good: kept in failed/ with its final record. Safe to repeat after a crash. */
   async moveToFailed(record: QueueRecord): Promise<void> {
     await writeFileAtomic(this.recordFile(record.id, 'failed'), serialize(record));
     await rename(this.messageFile(record.id), this.messageFile(record.id, 'failed')).catch(() => undefined);
     await removeFile(this.recordFile(record.id));
     await syncDirectory(this.queueDir);
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
+    this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? new Date().toISOString() });
+  }
+
+  /** Removes a message (queued or failed): the record first, so a crash leaves no half message. */
+  async deleteMessage(id: string): Promise<SpoolArea | undefined> {
+    for (const area of ['queue', 'failed'] as const) {
+      const record = await this.read(id, area);
+      if (!record) continue;
+      await removeFile(this.recordFile(id, area));
+      await removeFile(this.messageFile(id, area));
+      if (area === 'queue') this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
+      else this.failedIndex.delete(id);
+      return area;
+    }
+    return undefined;
+  }
+
+  /** Deletes failed messages older than the retention; returns how many went. */
+  async pruneFailed(retentionMs: number): Promise<number> {
+    const cutoff = new Date(Date.now() - retentionMs).toISOString();
+    const old = [...this.failedIndex].filter(([, entry]) => entry.failedAt < cutoff).map(([id]) => id);
+    for (const id of old) await this.deleteMessage(id);
+    return old.length;
   }
 
   /** Gives up a staged message that was not committed (or was relayed directly). */

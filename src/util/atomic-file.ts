@@ -8,6 +8,15 @@ import { randomBytes } from 'node:crypto';
  * rename itself survives a power cut.
  */
 export async function writeFileAtomic(target: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  await replaceFile(target, data, mode);
+  await syncDirectory(path.dirname(target));
+}
+
+/**
+ * The first half of writeFileAtomic: the new content is durable and renamed into place, but the
+ * rename itself is durable only once the caller fsyncs the folder (which may cover many renames).
+ */
+export async function replaceFile(target: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
   const dir = path.dirname(target);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const temporary = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
@@ -22,7 +31,6 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array,
   }
   await handle.close();
   await rename(temporary, target);
-  await syncDirectory(dir);
 }
 
 export async function syncDirectory(dir: string): Promise<void> {

@@ -112,18 +112,19 @@ export class AdminPage {
     const header = request.headers.authorization ?? '';
     if (header.startsWith('Basic ')) {
       const password = Buffer.from(header.slice(6), 'base64').toString('utf8').split(':').slice(1).join(':');
-      const attempt = this.guard.begin(client ?? 'unknown', 'admin');
-      if (!('succeeded' in attempt)) {
+      const lockout = this.guard.lockout(client ?? 'unknown', 'admin');
+      const attempt = lockout ?? (this.admin.costsNothing('admin', password) ? undefined : this.guard.begin(client ?? 'unknown', 'admin'));
+      if (attempt && !('succeeded' in attempt)) {
         this.options.logger.warn({ clientIp: client }, 'admin login refused: locked out after failed attempts');
         response.writeHead(429, { 'retry-after': String(Math.ceil((attempt.until - Date.now()) / 1000)), 'content-type': 'text/plain' }).end('Too many wrong admin passwords; try again later.\n');
         return false;
       }
       const ok = await this.admin.verify('admin', password).catch(() => undefined);
       if (ok) {
-        attempt.succeeded();
+        attempt?.succeeded();
         return true;
       }
-      attempt.failed();
+      attempt?.failed();
       this.options.logger.warn({ clientIp: client }, 'wrong admin password');
     }
     response.writeHead(401, { 'www-authenticate': 'Basic realm="smtp-oauth-relay admin", charset="UTF-8"', 'content-type': 'text/plain' }).end('Admin password required.');

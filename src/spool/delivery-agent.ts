@@ -48,7 +48,7 @@ export interface AccountQueueState {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** After a failed write of a delivery result, the message is settled again this much later. */
+/** After a failed write of a delivery result, the message is settled again at most this much later. */
 const RESETTLE_MS = 30_000;
 const HOUR_MS = 3_600_000;
 /** The failed message's fields a report quotes; the rest of a device's header stays out. */
@@ -255,8 +255,9 @@ export class DeliveryAgent {
     // Nothing left to send after a result that could not be saved: only the settling is repeated.
     if (pendingRecipients(record).length > 0) await this.attempt(queue, record, log);
     await this.settle(queue, record).catch((error: Error) => {
-      log.error({ err: error.message, retryInSeconds: RESETTLE_MS / 1000 }, 'cannot write the delivery result to the spool; trying again later');
-      record.nextAttemptAt = new Date(Date.now() + RESETTLE_MS).toISOString();
+      const delayMs = Math.min(RESETTLE_MS, this.options.retry.initialDelayMs);
+      log.error({ err: error.message, retryInSeconds: delayMs / 1000 }, 'cannot write the delivery result to the spool; the message stays scheduled');
+      record.nextAttemptAt = new Date(Date.now() + delayMs).toISOString();
       queue.waiting.set(record.id, record);
     });
   }

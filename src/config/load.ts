@@ -59,7 +59,7 @@ export function readDataDir(file: string, env: NodeJS.ProcessEnv = process.env):
   } catch (error) {
     throw new ConfigError(source, [{ path: '(file)', message: `cannot read the config file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})` }]);
   }
-  const dataDir = substituteEnv(String(raw.dataDir ?? './data'), ['dataDir'], { env, baseDir: path.dirname(source), problems });
+  const dataDir = substituteEnv(String(raw.dataDir ?? './data'), ['dataDir'], { env, baseDir: path.dirname(source), problems, warnings: [] });
   if (problems.length) throw new ConfigError(source, problems);
   return path.resolve(path.dirname(source), dataDir);
 }
@@ -75,7 +75,8 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   const raw = (document.toJS() ?? {}) as unknown;
   const problems: ConfigProblem[] = [];
   const baseDir = path.dirname(source);
-  const prepared = prepareTree(raw, [], { env, baseDir, problems });
+  const secretWarnings: string[] = [];
+  const prepared = prepareTree(raw, [], { env, baseDir, problems, warnings: secretWarnings });
   const parsed = configSchema.safeParse(prepared);
   problems.push(...crossCheck(prepared as Record<string, unknown>));
   if (!parsed.success) {
@@ -87,13 +88,27 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
 
   const config = parsed.data;
   const accounts = new Map(Object.entries(config.accounts).map(([name, account]) => [name, resolveAccount(name, account, config.delivery)]));
-  return { source, config, accounts, warnings: collectWarnings(source, config) };
+  return { source, config, accounts, warnings: [...collectWarnings(source, config), ...secretWarnings] };
 }
 
 interface PrepareContext {
   env: NodeJS.ProcessEnv;
   baseDir: string;
   problems: ConfigProblem[];
+  warnings: string[];
+}
+
+/** "its group", "every user" or "its group and every user" when others than the owner may read the file. */
+function readableByOthers(file: string): string | undefined {
+  let mode: number;
+  try {
+    mode = statSync(file).mode;
+  } catch {
+    return undefined;
+  }
+  const group = (mode & 0o040) !== 0;
+  const world = (mode & 0o004) !== 0;
+  return group && world ? 'its group and every user on this machine' : group ? 'its group' : world ? 'every user on this machine' : undefined;
 }
 
 /** Substitutes ${VAR}, reads *File secrets and anchors relative paths, recording every problem. */
@@ -135,6 +150,8 @@ function substituteEnv(text: string, at: (string | number)[], ctx: PrepareContex
 
 function readSecretFile(file: string, at: (string | number)[], ctx: PrepareContext): string | undefined {
   const resolved = path.resolve(ctx.baseDir, file);
+  const exposure = readableByOthers(resolved);
+  if (exposure) ctx.warnings.push(`${formatPath(at)}: ${resolved} is readable by ${exposure}; chmod 600 it (or 640 for a group the relay runs as)`);
   try {
     // Secret files usually end with a newline the editor or `echo` added; it is never part of a secret.
     return readFileSync(resolved, 'utf8').replace(/\r?\n$/, '');
@@ -161,13 +178,8 @@ function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
 
 function collectWarnings(source: string, config: Config): string[] {
   const warnings: string[] = [];
-  try {
-    if (statSync(source).mode & 0o004) {
-      warnings.push(`${source} is readable by every user on this machine; if it holds secrets, chmod 600 it`);
-    }
-  } catch {
-    // an in-memory config has no file to check
-  }
+  const exposure = readableByOthers(source);
+  if (exposure) warnings.push(`${source} is readable by ${exposure}; if it holds secrets, chmod 600 it`);
   if (!config.tokenKey) {
     warnings.push('tokenKey is not set: stored refresh tokens are protected by file mode 0600 only; set tokenKey (or tokenKeyFile) to encrypt them');
   }

@@ -4,6 +4,7 @@ import { DEVICE, execFileAsync, metric, startProvider, writeRelayConfig } from '
 import { RawSmtp } from './raw-smtp.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
+import { randomHeaderMessage, senderProblems } from './header-shapes.js';
 
 const SESSIONS = Number(process.env.FUZZ_SESSIONS ?? 3000);
 const CONCURRENCY = 50;
@@ -36,6 +37,15 @@ const SCRIPTS: ((client: RawSmtp) => Promise<unknown>)[] = [
     await c.login(DEVICE.username, DEVICE.password);
     await c.command(`MAIL FROM:<${junk(30).replace(/[\r\n>]/g, '')}@x>`);
     await c.command(`RCPT TO:<\0@\r>`);
+  },
+  // A complete message whose header has a random shape: whatever arrives must have one allowed From.
+  async (c) => {
+    await c.login(DEVICE.username, DEVICE.password);
+    await c.command('MAIL FROM:<mfp@printers.local>');
+    await c.command('RCPT TO:<shapes@example.com>');
+    await c.command('DATA');
+    const data = randomHeaderMessage(Math.random).toString('latin1').replace(/(^|\r\n)\./g, '$1..');
+    await c.write(`${data}${data.endsWith('\r\n') ? '' : '\r\n'}.\r\n`);
   },
 ];
 
@@ -77,6 +87,9 @@ describe('fuzzing the listener', () => {
     const after = await metric(relay.httpPort, 'smtp_relay_process_resident_memory_bytes');
     console.log(`fuzz: ${SESSIONS} sessions, RSS ${(before / 2 ** 20).toFixed(1)} MB → ${(after / 2 ** 20).toFixed(1)} MB`);
     expect(after - before).toBeLessThan(64 * 2 ** 20);
+    const shaped = provider.received.filter((m) => m.envelope.to[0] === 'shapes@example.com');
+    expect(shaped.length).toBeGreaterThan(50);
+    expect(shaped.flatMap((m) => senderProblems(m.raw))).toEqual([]);
 
     const swaks = await execFileAsync('swaks', ['--server', `127.0.0.1:${relay.port}`, '--auth', 'PLAIN', '--auth-user', DEVICE.username, '--auth-password', DEVICE.password, '--from', 'mfp@printers.local', '--to', 'alice@example.com']);
     expect(swaks.stdout).toContain('250 2.6.0 Ok: queued as');

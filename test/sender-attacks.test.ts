@@ -3,8 +3,8 @@ import { DEVICE, MAILBOX, accountFor, startProvider, startRelay, type TestRelay 
 import { RawSmtp } from './raw-smtp.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { SenderRewriter } from '../src/rewrite/index.js';
+import { SHARED, downstreamView, randomHeaderMessage, seeded, senderProblems } from './header-shapes.js';
 
-const SHARED = 'shared-scans@contoso.test';
 
 /** Sends exactly these DATA bytes (dot-stuffed here, nothing else changed). */
 export async function sendBytes(port: number, data: Buffer | string, from = 'mfp@printers.local'): Promise<string> {
@@ -22,24 +22,6 @@ export async function sendBytes(port: number, data: Buffer | string, from = 'mfp
   } finally {
     client.close();
   }
-}
-
-/**
- * What a receiving MTA makes of the header: the lines up to the first empty line, each a field
- * (name, optional white space, colon) or a continuation. Written independently of the relay's parser.
- */
-export function downstreamView(raw: Buffer): { fields: { name: string; value: string }[]; body: Buffer; stray: string[] } {
-  const end = raw.indexOf('\r\n\r\n');
-  const head = raw.subarray(0, end).toString('latin1');
-  const fields: { name: string; value: string }[] = [];
-  const stray: string[] = [];
-  for (const line of head.split('\r\n')) {
-    const field = /^([!-9;-~]+)[ \t]*:(.*)$/s.exec(line);
-    if (field) fields.push({ name: field[1].toLowerCase(), value: field[2] });
-    else if (/^[ \t]/.test(line) && fields.length) fields[fields.length - 1].value += line;
-    else stray.push(line);
-  }
-  return { fields, body: raw.subarray(end + 4), stray };
 }
 
 describe('the sender rewrite cannot be dodged', () => {
@@ -153,52 +135,17 @@ describe('the sender rewrite cannot be dodged', () => {
 });
 
 describe('header-shape fuzzing', () => {
-  const names = ['From', 'from', 'FROM', 'fRoM', 'Sender', 'Reply-To', 'Subject', 'X-From', 'From-X'];
-  const values = [
-    `ceo@contoso.test`,
-    `<${SHARED}>`,
-    `${SHARED}`,
-    `"${SHARED}" <ceo@contoso.test>`,
-    `Staff: ${SHARED};`,
-    `${SHARED}, ceo@contoso.test`,
-    `=?utf-8?B?${Buffer.from(`${SHARED}`).toString('base64')}?= <ceo@contoso.test>`,
-    `=?utf-8?Q?J=C3=B6rg?= <${SHARED}>`,
-    `(${SHARED}) ceo@contoso.test`,
-    `ceo@contoso.test\r\n\t<${SHARED}>`,
-    '',
-  ];
-  const pick = <T>(items: readonly T[], random: () => number) => items[Math.floor(random() * items.length)];
-
   it('lets exactly one allowed From leave, whatever the shape of 3000 random headers', async () => {
-    let seed = 20261123;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = seeded(20261123);
     for (let round = 0; round < 3000; round++) {
-      const lines: string[] = [];
-      if (random() < 0.1) lines.push(pick(['From someone@x Mon Jan 1 00:00:00 2024', 'POST / HTTP/1.1', ' continued', 'garbage'], random));
-      const count = 1 + Math.floor(random() * 5);
-      for (let i = 0; i < count; i++) {
-        const space = pick(['', ' ', '\t', '  ', ' \t'], random);
-        const fold = random() < 0.2 ? '\r\n ' : pick(['', ' ', '\t'], random);
-        lines.push(`${pick(names, random)}${space}:${fold}${pick(values, random)}`);
-      }
-      const ending = pick(['\r\n\r\nbody\r\n', '\r\nbody without blank line\r\n', '\r\n', ''], random);
-      const input = Buffer.from(lines.join('\r\n') + ending, 'latin1');
+      const input = randomHeaderMessage(random);
       const rewriter = new SenderRewriter({ mailbox: MAILBOX, sendAs: [SHARED], envelopeFrom: 'mfp@printers.local' }, { maxHeaderBytes: 65536, maxHeaderLines: 100 });
       const out: Buffer[] = [];
       rewriter.on('data', (chunk: Buffer) => out.push(chunk));
       const done = new Promise((resolve, reject) => rewriter.on('end', resolve).on('error', reject));
       rewriter.end(input);
       await done;
-      const view = downstreamView(Buffer.concat(out));
-      const from = view.fields.filter((field) => field.name === 'from').map((field) => field.value.replace(/\s+/g, ' ').trim());
-      const context = JSON.stringify(input.toString('latin1'));
-      expect(view.stray, context).toEqual([]);
-      expect(from, context).toHaveLength(1);
-      const allowed = [MAILBOX, SHARED].some((address) => from[0] === address || from[0].endsWith(`<${address}>`));
-      expect(allowed, `${context} → ${from[0]}`).toBe(true);
-      if (!from[0].includes(MAILBOX)) expect(from[0], context).not.toMatch(/[,;()]|@.*@/);
-      expect(view.fields.filter((field) => field.name === 'sender'), context).toEqual([]);
-      expect(view.fields.filter((field) => field.name === 'reply-to').length, context).toBeLessThanOrEqual(1);
+      expect(senderProblems(Buffer.concat(out), [MAILBOX, SHARED]), JSON.stringify(input.toString('latin1'))).toEqual([]);
     }
   });
 });

@@ -46,6 +46,8 @@ describe.skipIf(cannotMount !== undefined)('a full disk', () => {
     expect(refusal).toMatch(/^4\d\d /);
     expect(accepted.length).toBeGreaterThan(0);
     expect(await readdir(path.join(dataDir, 'spool', 'incoming'))).toEqual([]);
+    const queued = (await readdir(path.join(dataDir, 'spool', 'queue'))).filter((name) => !name.startsWith('.'));
+    expect(queued.filter((name) => name.endsWith('.eml')).sort()).toEqual(queued.filter((name) => name.endsWith('.json')).map((name) => name.replace('.json', '.eml')).sort());
 
     // Fill what is left, so that saving a delivery result fails too: the messages stay scheduled.
     const filler = path.join(mountPoint, 'filler');

@@ -177,17 +177,22 @@ export class Spool {
   /** Makes a staged message durable in queue/: after this resolves, a 250 may be given. */
   async commit(staged: StagedMessage, record: QueueRecord): Promise<void> {
     const target = this.messageFile(record.id);
-    // Without its .json the file in queue/ does not count yet, so it may be written in place.
-    const handle = staged.file ? await open(staged.file, 'r+') : await open(target, 'wx', 0o600);
     try {
-      if (staged.memory) await handle.writeFile(staged.memory);
-      await handle.sync();
-    } finally {
-      await handle.close();
+      // Without its .json the file in queue/ does not count yet, so it may be written in place.
+      const handle = staged.file ? await open(staged.file, 'r+') : await open(target, 'wx', 0o600);
+      try {
+        if (staged.memory) await handle.writeFile(staged.memory);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      if (staged.file) await rename(staged.file, target);
+      // The .json lands last: its rename is the commit point. Nothing after it may fail the message.
+      await replaceFile(this.recordFile(record.id), serialize(record));
+    } catch (error) {
+      await removeFile(target).catch(() => undefined); // not committed: the device gets 4xx and sends again
+      throw error;
     }
-    if (staged.file) await rename(staged.file, target);
-    // The .json lands last: its rename is the commit point. Nothing after it may fail the message.
-    await replaceFile(this.recordFile(record.id), serialize(record));
     this.release(staged);
     this.queuedBytesValue += record.size;
     await this.syncCommitted(record.id);

@@ -156,7 +156,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     async (request) => {
       switch (request.op) {
         case 'queue-retry': {
-          const count = await agent.retryNow(request.id);
+          const count = agent.retryNow(request.id);
           return request.id && count === 0 ? { code: 1, output: `${request.id}: not waiting in the queue (delivered, failed, being delivered, or unknown)\n` } : { code: 0, output: `${count} message(s) scheduled for delivery now\n` };
         }
         case 'queue-delete': {

@@ -83,7 +83,7 @@ export class DeliveryAgent {
   private readonly reportTimes = new Map<string, number[]>();
   private readonly log: Logger;
 
-  constructor(private readonly options: DeliveryAgentOptions & { bounces: BounceSettings }) {
+  constructor(private readonly options: DeliveryAgentOptions) {
     this.log = options.logger.child({ component: 'delivery' });
     for (const [name, entry] of options.accounts) this.queues.set(name, new AccountQueue(entry.account, entry.upstream, entry.tokens));
   }
@@ -118,14 +118,17 @@ export class DeliveryAgent {
     this.options.bounces = bounces;
   }
 
-  /** `queue retry`: waiting messages (one, or all) are due now. Returns how many. */
-  async retryNow(id?: string): Promise<number> {
+  /**
+   * `queue retry`: waiting messages (one, or all) are due now. Only the schedule in memory changes,
+   * like `postqueue -f`: no record is written, so none can be written back stale.
+   */
+  retryNow(id?: string): number {
     let count = 0;
+    const now = new Date().toISOString();
     for (const queue of this.queues.values()) {
       for (const record of queue.waiting.values()) {
         if (id !== undefined && record.id !== id) continue;
-        record.nextAttemptAt = new Date().toISOString();
-        await this.options.spool.save(record);
+        record.nextAttemptAt = now;
         count++;
       }
       this.pump(queue.account.name);

@@ -11,7 +11,7 @@ import { Pipeline, type Route } from './pipeline.js';
 import { DeliveryAgent, Spool } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
-import { ControlServer } from './control/index.js';
+import { ControlServer, daemonCommands } from './control/index.js';
 import { AdminPage } from './web/index.js';
 
 export interface AppOptions {
@@ -151,33 +151,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   });
 
   let pendingRestart: string[] = [];
-  const control = new ControlServer(
-    config.dataDir,
-    async (request) => {
-      switch (request.op) {
-        case 'queue-retry': {
-          const count = agent.retryNow(request.id);
-          return request.id && count === 0 ? { code: 1, output: `${request.id}: not waiting in the queue (delivered, failed, being delivered, or unknown)\n` } : { code: 0, output: `${count} message(s) scheduled for delivery now\n` };
-        }
-        case 'queue-delete': {
-          const outcome = await agent.delete(request.id);
-          if (outcome === 'deleted') return { code: 0, output: `${request.id} deleted\n` };
-          if (outcome === 'in_flight') return { code: 1, output: `${request.id} is being delivered right now; try again in a moment\n` };
-          return { code: 1, output: `${request.id}: no such message in the queue or the failed area\n` };
-        }
-        case 'tokens-rekey': {
-          const accounts = await store.switchKey(request.newKey, request.oldKey);
-          logger.info({ accounts }, 'token store re-encrypted at the request of `tokens encrypt`');
-          return { code: 0, output: `${accounts.length} token file(s) now encrypted with the configured tokenKey (by the running relay): ${accounts.join(', ') || 'none'}\n` };
-        }
-        case 'pending-restart':
-          return { code: 0, output: pendingRestart.join('\n') };
-        default:
-          return { code: 2, output: 'unknown request\n' };
-      }
-    },
-    logger,
-  );
+  const control = new ControlServer(config.dataDir, daemonCommands({ agent, store, logger, pendingRestart: () => pendingRestart }), logger);
   await control.listen();
   const [smtpAddress, ...implicitTls] = await listener.listen().catch(async (error: Error) => {
     await control.close();

@@ -124,6 +124,16 @@ describe('the admin page trusts only the right host, client and session', () => 
     expect(forwarded.status).toBe(403);
   });
 
+  it('with http.trustProxy, believes the proxy about the client, and only then', async () => {
+    const provider = await startProvider();
+    const proxied = await startRelay(provider, { top: { http: { host: '127.0.0.1', port: 0, trustProxy: true } } });
+    const status = async (headers: Record<string, string>) => (await rawRequest(proxied.httpPort, { headers: { host: 'localhost', ...headers } })).status;
+    expect(await status({ 'x-forwarded-for': '203.0.113.7, 127.0.0.1' })).toBe(200); // the proxy's last hop: this machine
+    expect(await status({ 'x-forwarded-for': '127.0.0.1, 203.0.113.7' })).toBe(403); // a client cannot claim it
+    expect(await status({ forwarded: 'for="[::1]"' })).toBe(200);
+    expect(await status({ forwarded: 'for=198.51.100.4' })).toBe(403);
+  });
+
   it('binds the CSRF token to the browser session', async () => {
     const open = async () => {
       const page = await rawRequest(relay.httpPort, { headers: { host: 'localhost' } });

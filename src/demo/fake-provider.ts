@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes, verify } from 'node:crypto';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
-import '../listener/replies.js';
+import { PromptSmtpServer } from '../listener/index.js';
 import { packageRoot } from '../util/package-root.js';
 
 /**
@@ -121,7 +121,7 @@ export class FakeProvider {
         response.end(JSON.stringify(payload));
       });
     });
-    this.smtp = new SMTPServer({
+    this.smtp = new PromptSmtpServer({
       name: 'localhost',
       key: readFileSync(FAKE_TLS.key()),
       cert: readFileSync(FAKE_TLS.cert()),

@@ -8,7 +8,7 @@ import {
   type SMTPServerSession,
   type SMTPServerAuthentication,
 } from 'smtp-server';
-import './replies.js';
+import { PromptSmtpServer } from './prompt-server.js';
 import { NetworkList, type Config, type UserConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -192,7 +192,7 @@ export class Listener {
       onRcptTo: (address, session, callback) => this.onRcptTo(address, session, callback),
       onData: (stream, session, callback) => this.onData(stream, session, callback),
     } as SMTPServerOptions;
-    const server = new SMTPServer(options);
+    const server = new PromptSmtpServer(options);
     server.on('error', (error) => logger.warn({ err: error.message }, 'smtp listener error'));
     return server;
   }

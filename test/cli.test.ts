@@ -98,6 +98,11 @@ describe('command line', () => {
       expect(stdout).toMatch(/Username\s+demo/);
       expect(stdout).toMatch(/Password\s+demo-password/);
       const port = /swaks --server 127\.0\.0\.1:(\d+)/.exec(stdout)![1];
+      // Its password is published: it listens on 127.0.0.1 only, and says how to open it up.
+      expect(stdout).toContain('smtp-oauth-relay demo --host 0.0.0.0');
+      const net = await import('node:net');
+      const elsewhere = await new Promise<string>((resolve) => net.connect(Number(port), '127.0.0.2').once('connect', () => resolve('connected')).once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error')));
+      expect(elsewhere).toBe('ECONNREFUSED');
       const swaks = await execFileAsync('swaks', ['--server', `127.0.0.1:${port}`, '--auth', 'LOGIN', '--auth-user', 'demo', '--auth-password', 'demo-password', '--from', 'printer@example.com', '--to', 'you@example.com']);
       expect(swaks.stdout).toContain('250 2.6.0 Ok: queued as');
       const outbox = path.join(cwd, 'data', 'demo-outbox');

@@ -30,8 +30,9 @@ Commands:
                           sign an account in (device code, or the browser with PKCE) and store its token
   tokens encrypt [--old-key-file FILE]
                           rewrite the token store with the configured tokenKey (encrypt, or change key)
-  demo [--port N] [--http-port N] [--data-dir DIR]
+  demo [--host ADDR] [--port N] [--http-port N] [--data-dir DIR]
                           run the relay against a built-in local stand-in provider
+                          (on 127.0.0.1 unless --host says otherwise)
 
 The config file is --config FILE, else $SMTP_OAUTH_RELAY_CONFIG, else ./config.yaml.
 `;
@@ -44,6 +45,7 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       config: { type: 'string', short: 'c' },
+      host: { type: 'string' },
       port: { type: 'string' },
       'http-port': { type: 'string' },
       'data-dir': { type: 'string' },
@@ -126,12 +128,14 @@ async function serve(configPath: string): Promise<number> {
   return 0;
 }
 
-async function runDemo(values: { port?: string; 'http-port'?: string; 'data-dir'?: string }): Promise<number> {
+async function runDemo(values: { host?: string; port?: string; 'http-port'?: string; 'data-dir'?: string }): Promise<number> {
+  // The demo's password is printed and published: it listens on this machine only unless told.
+  const host = values.host ?? '127.0.0.1';
   const demo = await startDemo({
     dataDir: values['data-dir'] ?? './data',
-    smtpHost: '0.0.0.0',
+    smtpHost: host,
     smtpPort: Number(values.port ?? 2525),
-    httpHost: '0.0.0.0',
+    httpHost: host,
     httpPort: Number(values['http-port'] ?? 9464),
     logLevel: 'info',
   });

@@ -72,7 +72,7 @@ function demoBanner(host: string, smtpPort: number, httpPort: number, outboxDir:
     `  ${outboxDir}`,
     '',
     '  Point a device or mail client at:',
-    `    SMTP server   ${host === '0.0.0.0' ? "this machine's address" : host}, port ${smtpPort} (no TLS)`,
+    `    SMTP server   ${host === '0.0.0.0' || host === '::' ? "this machine's address" : host}, port ${smtpPort} (no TLS)`,
     `    Username      ${DEMO_USER.username}`,
     `    Password      ${DEMO_USER.password}`,
     '    Auth          PLAIN or LOGIN',
@@ -82,6 +82,9 @@ function demoBanner(host: string, smtpPort: number, httpPort: number, outboxDir:
     '          --from printer@example.com --to you@example.com',
     '',
     `  Metrics http://${local}:${httpPort}/metrics   Readiness http://${local}:${httpPort}/readyz`,
+    ...(local === '127.0.0.1' || local === '::1' || local === 'localhost'
+      ? ['  Only this machine can connect. To let a printer on the LAN try it: smtp-oauth-relay demo --host 0.0.0.0', '  (the demo password above is public: do not leave it open on a network you do not trust).']
+      : ['  WARNING: the demo listens on the network with a published password; stop it when done.']),
     '  For real use, write a config.yaml (see config.example.yaml) and run: smtp-oauth-relay serve',
     '  Press Ctrl+C to stop.',
     '',

@@ -23,6 +23,9 @@ export function createMetrics(accountNames: string[]) {
   const registry = new Registry();
   const probes: { queue?: QueueProbe } = {};
   collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+  // Gauges named like counters, which `promtool check metrics` flags; the same values stand
+  // without the suffix (nodejs_active_handles, nodejs_active_requests, nodejs_active_resources).
+  for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`${METRIC_PREFIX}nodejs_active_${kind}_total`);
   const p = METRIC_PREFIX;
   const metrics = {
     registry,

@@ -114,6 +114,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     maxHeaderBytes: config.smtp.maxHeaderSize,
     maxHeaderLines: config.smtp.maxHeaderLines,
     bareLineEndings: config.smtp.bareLineEndings,
+    receivedHeader: config.smtp.receivedHeader,
+    hostname,
   });
   const listener = new Listener({ config, hostname, handler: pipeline.handle, admit: pipeline.admit, metrics, logger });
 

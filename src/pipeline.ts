@@ -9,6 +9,7 @@ import { LineEndingGuard, SenderRewriter, SizeGuard, type LineEndingPolicy, type
 import { newQueueRecord, type DeliveryAgent, type Spool, type StagedMessage } from './spool/index.js';
 import type { Upstream } from './upstream/index.js';
 import { SmtpError, asSmtpError, defer, reject } from './reply.js';
+import { messageDate } from './util/rfc5322.js';
 import type { HealthBoard } from './health.js';
 
 export interface Route {
@@ -27,6 +28,9 @@ export interface PipelineOptions {
   maxHeaderBytes: number;
   maxHeaderLines: number;
   bareLineEndings: LineEndingPolicy;
+  receivedHeader: 'full' | 'minimal' | 'off';
+  /** The relay's name in Received fields. */
+  hostname: string;
 }
 
 /**
@@ -53,7 +57,7 @@ export class Pipeline {
     const guard = new SizeGuard(this.options.maxMessageSize);
     const lineEndings = new LineEndingGuard(transaction.user.bareLineEndings ?? this.options.bareLineEndings);
     const rewriter = new SenderRewriter(
-      { mailbox: route.account.mailbox, sendAs: route.account.sendAs, envelopeFrom: transaction.mailFrom },
+      { mailbox: route.account.mailbox, sendAs: route.account.sendAs, envelopeFrom: transaction.mailFrom, received: this.received(transaction, id) },
       { maxHeaderBytes: this.options.maxHeaderBytes, maxHeaderLines: this.options.maxHeaderLines },
     );
     let staged: StagedMessage | undefined;
@@ -74,6 +78,25 @@ export class Pipeline {
     }
   };
 
+  /**
+   * The Received field (RFC 5321 4.4) that traces the message to the device, with the protocol
+   * keyword of RFC 3848 (ESMTPSA: EHLO, TLS, AUTH). `minimal` leaves out the device's address,
+   * its EHLO name and its user name.
+   */
+  private received(transaction: Transaction, id: string): string | undefined {
+    const mode = this.options.receivedHeader;
+    if (mode === 'off') return undefined;
+    const protocol = `${transaction.esmtp ? 'ESMTP' : 'SMTP'}${transaction.secure ? 'S' : ''}${transaction.authenticated ? 'A' : ''}`;
+    const by = `by ${this.options.hostname} (smtp-oauth-relay) with ${protocol} id ${id}; ${messageDate()}`;
+    if (mode === 'minimal') return by;
+    const helo = /^[A-Za-z0-9.:[\]_-]{1,255}$/.test(transaction.helo) ? transaction.helo : 'unknown';
+    const address = transaction.clientIp.includes(':') ? `IPv6:${transaction.clientIp}` : transaction.clientIp;
+    // Inside a comment: parentheses and backslashes quoted, anything but printable ASCII replaced.
+    const name = transaction.user.username.replace(/[^\x21-\x7e]/g, '?').replace(/([()\\])/g, '\\$1');
+    const user = transaction.authenticated ? `\r\n\t(Authenticated sender: ${name})` : '';
+    return `from ${helo} ([${address}])${user}\r\n\t${by}`;
+  }
+
   private async enqueue({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
     const { spool, agent } = this.options;
     const record = newQueueRecord({
@@ -84,6 +107,7 @@ export class Pipeline {
       user: transaction.user.username,
       clientIp: transaction.clientIp,
       originalFrom: decision.originalFrom,
+      bounce: transaction.mailFrom === '' || undefined,
     });
     await spool.commit(staged, record);
     agent.add(record);

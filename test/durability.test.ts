@@ -105,7 +105,7 @@ describe('a committed message stays committed across crashes', () => {
     await writeFile(path.join(dataDir, 'spool', 'queue', `${first}.json`), JSON.stringify({ ...firstRecord, report: { id: `${first}R`, ...report } }));
     // Crashed after queuing the report, before the move to failed/:
     const second = await leaveInSpool(dataDir, { failedAt, failedRecipients, attempts: 1, report: { id: 'SECONDR', ...report } });
-    await leaveInSpool(dataDir, { id: 'SECONDR', isReport: true, envelope: { from: MAILBOX, to: report.to } });
+    await leaveInSpool(dataDir, { id: 'SECONDR1', isReport: true, envelope: { from: MAILBOX, to: report.to } });
     const relay = await startRelay(provider, { dataDir, top: { ...QUEUE, bounces: { postmaster: 'it@contoso.test' } } });
     await until(() => provider.received.length >= 2);
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -157,18 +157,20 @@ describe('failure reports cannot be turned against the policy', () => {
       raw: message([`From: ${from}`, `Subject: invoice ${n}`, 'X-Payload: click here http://evil.example'], 'body'),
     });
     await sendRaw(relay.port, forged(1, 'target@outside.example'));
+    await until(() => provider.received.length === 1);
+    expect(provider.received[0].envelope.to).toEqual(['it@contoso.test']); // never to the outside address
     await sendRaw(relay.port, forged(2, 'colleague@contoso.test'));
-    await until(() => provider.received.length === 2);
-    const [toPostmaster, toColleague] = [...provider.received].sort((a, b) => a.envelope.to.length - b.envelope.to.length);
-    expect(toPostmaster.envelope.to).toEqual(['it@contoso.test']); // never to the outside address
-    expect(toColleague.envelope.to).toEqual(['it@contoso.test', 'colleague@contoso.test']);
-    const quoted = toPostmaster.raw.toString().split('Content-Type: text/rfc822-headers')[1];
+    await until(() => provider.received.length === 3);
+    // One report per recipient, each with only its own To.
+    expect(provider.received.slice(1).map((received) => received.envelope.to[0]).sort()).toEqual(['colleague@contoso.test', 'it@contoso.test']);
+    for (const received of provider.received) expect(received.raw.toString()).toContain(`To: ${received.envelope.to[0]}\r\n`);
+    const quoted = provider.received[0].raw.toString().split('Content-Type: text/rfc822-headers')[1];
     expect(quoted).toContain('Subject: invoice');
     expect(quoted).not.toContain('X-Payload');
     // A third failure from the same device within the hour: no report, counted.
     await sendRaw(relay.port, forged(3, 'colleague@contoso.test'));
     await until(async () => (await metric(relay.httpPort, 'smtp_relay_failure_reports_suppressed_total')) === 1);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(provider.received).toHaveLength(2);
+    expect(provider.received).toHaveLength(3);
   });
 });

@@ -108,13 +108,13 @@ describe('the sender rewrite cannot be dodged', () => {
   it('puts added fields into the header, never after body lines, when the blank line is missing', async () => {
     const view = await relayed('Subject: no blank line\r\nthis is body text\r\n');
     expect(view.stray).toEqual([]);
-    expect(view.fields.map((field) => field.name)).toEqual(['from', 'reply-to', 'subject', 'date', 'message-id']);
+    expect(view.fields.map((field) => field.name)).toEqual(['received', 'from', 'reply-to', 'subject', 'date', 'message-id']);
     expect(view.body.toString('latin1')).toBe('this is body text\r\n');
   });
 
   it('gives an all-header message an empty line and its Date and Message-ID in the header', async () => {
     const view = await relayed('Subject: only a header\r\n');
-    expect(view.fields.map((field) => field.name)).toEqual(['from', 'reply-to', 'subject', 'date', 'message-id']);
+    expect(view.fields.map((field) => field.name)).toEqual(['received', 'from', 'reply-to', 'subject', 'date', 'message-id']);
     expect(view.body.toString('latin1')).toBe('');
   });
 

@@ -70,6 +70,12 @@ const smtpSchema = z
     maxHeaderLines: z.number().int().positive().default(1000),
     /** normalize: bare CR or LF becomes CRLF (legacy devices); reject: 554 5.6.11. Either way no smuggling. */
     bareLineEndings: lineEndingPolicy.default('normalize'),
+    /**
+     * The Received field added to each message (RFC 5321 4.4): full (device address, EHLO name and
+     * authenticated user, like Postfix's smtpd_sasl_authenticated_header), minimal (relay and queue
+     * id only), or off.
+     */
+    receivedHeader: z.enum(['full', 'minimal', 'off']).default('full'),
     /** Failed AUTH per client address and per user name within `window` before a `lockout`. */
     authFailures: z
       .object({

@@ -8,7 +8,7 @@ import {
   type SMTPServerSession,
   type SMTPServerAuthentication,
 } from 'smtp-server';
-import { PromptSmtpServer } from './prompt-server.js';
+import { PromptSmtpServer, SIZE_REFUSED } from './prompt-server.js';
 import { NetworkList, type Config, type UserConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -21,7 +21,14 @@ import { RecipientPolicy } from './recipient-policy.js';
 export interface Transaction {
   sessionId: string;
   clientIp: string;
+  /** The name the client gave in EHLO/HELO, and whether it was EHLO. */
+  helo: string;
+  esmtp: boolean;
+  /** Whether the session is TLS (STARTTLS or implicit). */
+  secure: boolean;
   user: UserConfig;
+  /** Whether the device authenticated (as opposed to being let in by its network). */
+  authenticated: boolean;
   mailFrom: string;
   rcptTo: string[];
 }
@@ -46,6 +53,9 @@ export interface ListenerOptions {
 const WARNED_CLIENTS_LIMIT = 1000;
 /** CR, LF, NUL and the other controls never belong in an address or a login name. */
 const CONTROL_CHARACTERS = /[\x00-\x1f\x7f]/;
+/** ESMTP parameters the listener implements (RFC 1870 SIZE, 6152 BODY, 3461 DSN, 4954 AUTH); others get 555. */
+const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'RET', 'ENVID', 'AUTH']);
+const RCPT_PARAMETERS = new Set(['NOTIFY', 'ORCPT']);
 
 type Callback = (error?: Error | null) => void;
 
@@ -95,6 +105,8 @@ export class Listener {
   private readonly guard: AuthGuard;
   private readonly connectionsPerIp = new Map<string, number>();
   private readonly warnedClearText = new Set<string>();
+  /** Sessions sending without AUTH because their network is listed in `unauthenticated`. */
+  private readonly letInByNetwork = new WeakSet<SMTPServerSession>();
 
   constructor(private readonly options: ListenerOptions) {
     const { config } = options;
@@ -182,6 +194,8 @@ export class Listener {
       hideSMTPUTF8: true,
       // RFC 3463 codes on every reply, so devices and logs can tell 4.7.0 from 4.4.1.
       hideENHANCEDSTATUSCODES: false,
+      // RFC 3461: NOTIFY, RET, ENVID and ORCPT are honoured (failure reports, passed upstream).
+      hideDSN: false,
       // A PTR lookup per connection buys nothing here and stalls where office DNS is slow.
       disableReverseLookup: true,
       logger: false,
@@ -194,6 +208,11 @@ export class Listener {
     } as SMTPServerOptions;
     const server = new PromptSmtpServer(options);
     server.on('error', (error) => logger.warn({ err: error.message }, 'smtp listener error'));
+    server.on(SIZE_REFUSED, (session: SMTPServerSession, declared: number) => {
+      const user = session.user as unknown as UserConfig | undefined;
+      if (user) this.options.metrics.messagesFailed.inc({ account: user.account, reason: 'too_large' });
+      logger.warn({ session: session.id, clientIp: session.remoteAddress, user: user?.username, declaredSize: declared, limit: smtp.maxMessageSize }, 'message refused at MAIL FROM: its declared SIZE is over smtp.maxMessageSize');
+    });
     return server;
   }
 
@@ -233,6 +252,10 @@ export class Listener {
     const log = logger.child({ session: session.id, clientIp: ip });
     if (policy.requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
     if (CONTROL_CHARACTERS.test(username)) return callback(smtpError(501, '5.5.4', 'Invalid characters in the user name'));
+    // RFC 4616: acting as another identity (an authzid other than the user) is not something a device may do here.
+    if (auth.authzid && auth.authcid && auth.authzid !== auth.authcid) {
+      return callback(smtpError(535, '5.7.8', 'Authorization identity must be empty or the same as the user name'));
+    }
     const lockout = this.guard.lockout(ip, username);
     if (lockout) return this.refuseLockedOut(lockout, username, log, callback);
     // A remembered login, or one being checked right now, costs nothing: it is not counted ahead.
@@ -277,12 +300,15 @@ export class Listener {
 
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
     if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.7', 'Invalid characters in the sender address'));
+    const refusal = envelopeRefusal(address, MAIL_PARAMETERS);
+    if (refusal) return callback(refusal);
     if (!session.user) {
       const { unauthenticated, requireTls } = this.policy;
       if (!unauthenticated?.networks.has(session.remoteAddress)) return callback(smtpError(530, '5.7.0', 'Authentication required'));
       if (requireTls && !session.secure) return callback(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
       // The device is let in by its address: it sends as the configured account.
       session.user = unauthenticated.user as unknown as string;
+      this.letInByNetwork.add(session);
     }
     const declared = Number(address.args ? (address.args as Record<string, string>).SIZE : undefined) || undefined;
     this.options.admit(declared).then(
@@ -293,6 +319,8 @@ export class Listener {
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): void {
     if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.3', 'Invalid characters in the recipient address'));
+    const envelopeProblem = envelopeRefusal(address, RCPT_PARAMETERS);
+    if (envelopeProblem) return callback(envelopeProblem);
     const user = session.user as unknown as UserConfig;
     const refusal = this.policy.recipients.check(user, address.address, session.envelope.rcptTo.length);
     if (refusal) this.options.logger.warn({ session: session.id, user: user.username, recipient: address.address, reply: refusal.message }, 'recipient refused');
@@ -300,10 +328,15 @@ export class Listener {
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void): void {
+    const user = session.user as unknown as UserConfig;
     const transaction: Transaction = {
       sessionId: session.id,
       clientIp: session.remoteAddress,
-      user: session.user as unknown as UserConfig,
+      helo: session.hostNameAppearsAs || '',
+      esmtp: session.openingCommand !== 'HELO',
+      secure: session.secure,
+      user,
+      authenticated: !this.letInByNetwork.has(session),
       mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
       rcptTo: session.envelope.rcptTo.map((rcpt) => rcpt.address),
     };
@@ -332,6 +365,17 @@ export class Listener {
     }
     return reply;
   }
+}
+
+/**
+ * An envelope address the listener cannot take: a parameter it does not implement (RFC 5321
+ * 4.1.1.11: 555), or a non-ASCII address without SMTPUTF8, which is not offered (RFC 6531: 553 5.6.7).
+ */
+function envelopeRefusal(address: SMTPServerAddress, implemented: ReadonlySet<string>): SmtpError | undefined {
+  const unknown = Object.keys(address.args || {}).find((key) => !implemented.has(key.toUpperCase()));
+  if (unknown) return smtpError(555, '5.5.4', `Parameter ${unknown} is not supported`);
+  if (/[^\x00-\x7f]/.test(address.address)) return smtpError(553, '5.6.7', 'Non-ASCII addresses need SMTPUTF8, which this relay does not offer');
+  return undefined;
 }
 
 export function authGuardLimits(failures: Config['smtp']['authFailures']): AuthGuardLimits {

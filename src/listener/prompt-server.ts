@@ -1,10 +1,16 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
+import { domainToASCII } from 'node:url';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
 /** A reply text that already starts with an enhanced status code (RFC 3463), e.g. "5.7.60 ...". */
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+/** `MAIL FROM: printer@example.com` / `RCPT TO:x@y` without angle brackets, parameters after it. */
+const BARE_PATH = /^((?:MAIL FROM|RCPT TO)[ \t]*:[ \t]*)([^\s<>]+@[^\s<>]+)((?:[ \t].*)?)$/is;
+
+/** Emitted by the server when MAIL FROM declared a SIZE over the limit (smtp-server answers 552 itself). */
+export const SIZE_REFUSED = 'sizeRefused';
 
 /**
  * One SMTP session. Two things differ from smtp-server's own connection:
@@ -12,7 +18,10 @@ const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
  *   anti-spam measure for port 25; on this listener it only capped a printer at ~9 messages a
  *   second and refused BusyBox `sendmail`, which writes before the greeting;
  * - a reply whose text carries its own enhanced code (the upstream's 5.7.60, our 4.3.1) keeps it:
- *   smtp-server would derive one from the reply code alone (550 → 5.1.1) and show both.
+ *   smtp-server would derive one from the reply code alone (550 → 5.1.1) and show both;
+ * - a path without angle brackets (`MAIL FROM: printer@example.com`), which old devices send and
+ *   Postfix accepts by default (strict_rfc821_envelopes = no), is read as if it had them;
+ * - a SIZE refused at MAIL FROM is told to the server (SIZE_REFUSED), to be logged and counted.
  */
 class PromptConnection extends SMTPConnection {
   override init(): void {
@@ -25,10 +34,30 @@ class PromptConnection extends SMTPConnection {
     });
   }
 
+  override _parseAddressCommand(name: string, command: Buffer | string): ReturnType<SMTPConnection['_parseAddressCommand']> {
+    const text = command.toString();
+    const bare = BARE_PATH.exec(text);
+    const parsed = super._parseAddressCommand(name, bare ? `${bare[1]}<${bare[2]}>${bare[3]}` : command);
+    // smtp-server turns an ASCII (punycode) domain into Unicode; the address goes on as it was sent.
+    if (parsed && parsed.address && !/[^\x00-\x7f]/.test(text)) parsed.address = withAsciiDomain(parsed.address);
+    return parsed;
+  }
+
+  override _validateMailParams(parsed: Parameters<SMTPConnection['_validateMailParams']>[0]): ReturnType<SMTPConnection['_validateMailParams']> {
+    const problem = super._validateMailParams(parsed);
+    if (problem?.code === 552) this._server.emit(SIZE_REFUSED, this.session, Number(parsed.args && (parsed.args as Record<string, string>).SIZE));
+    return problem;
+  }
+
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     const ownCode = context === undefined && typeof data === 'string' && ENHANCED_PREFIX.test(data);
     super.send(code, data, ownCode ? false : context);
   }
+}
+
+function withAsciiDomain(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? address : `${address.slice(0, at)}@${domainToASCII(address.slice(at + 1)) || address.slice(at + 1)}`;
 }
 
 /**

@@ -8,8 +8,10 @@ export interface SenderRules {
   mailbox: string;
   /** Lower-cased addresses the mailbox may send as; a From among them is kept. */
   sendAs: readonly string[];
-  /** The device's MAIL FROM, standing in for the author when there is no usable From. */
+  /** The device's MAIL FROM, standing in for the author when there is no usable From; '' for a bounce. */
   envelopeFrom: string;
+  /** A Received field's value for the top of the header (RFC 5321 §4.4), when one is added. */
+  received?: string;
 }
 
 export interface SenderDecision {
@@ -41,7 +43,9 @@ export function applySenderRules(fields: readonly HeaderField[], rules: SenderRu
   const fromFields = fields.filter((field) => field.key === 'from');
   const author = fromFields.length > 0 ? firstMailbox(fieldValue(fromFields[0])) : undefined;
   const validAuthor = author && ADDRESS.test(author.address) ? author : undefined;
-  const originalFrom = validAuthor?.address ?? (ADDRESS.test(rules.envelopeFrom) ? rules.envelopeFrom : undefined);
+  // A bounce (null MAIL FROM) has no one to reply to or report to: its From is a MAILER-DAEMON.
+  const bounce = rules.envelopeFrom === '';
+  const originalFrom = bounce ? undefined : (validAuthor?.address ?? (ADDRESS.test(rules.envelopeFrom) ? rules.envelopeFrom : undefined));
   const kept = fromFields.length === 1 ? allowedFrom(fieldValue(fromFields[0]), rules.sendAs) : undefined;
 
   const replyTos = fields.filter((field) => field.key === 'reply-to');
@@ -55,6 +59,7 @@ export function applySenderRules(fields: readonly HeaderField[], rules: SenderRu
   }
   if (!out.some((field) => field.key === 'date')) out.push(makeField('Date', messageDate()));
   if (!out.some((field) => field.key === 'message-id')) out.push(makeField('Message-ID', newMessageId(rules.mailbox)));
+  if (rules.received) out.unshift(makeField('Received', rules.received));
   const decision = kept ? { envelopeFrom: kept, originalFrom, fromRewritten: false } : { envelopeFrom: rules.mailbox, originalFrom, fromRewritten: true };
   return { fields: out, decision };
 }

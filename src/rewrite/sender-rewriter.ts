@@ -1,6 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { applySenderRules, type SenderDecision, type SenderRules } from './headers.js';
-import { HeaderCollector, buildHeader, type HeaderSection } from '../util/header-fields.js';
+import { HeaderCollector, buildHeader, foldLongLines, type HeaderField, type HeaderSection } from '../util/header-fields.js';
 import { reject } from '../reply.js';
 
 /**
@@ -52,8 +52,12 @@ export class SenderRewriter extends Transform {
     this.collector = undefined;
     if (problem) return problem;
     const { fields, decision } = applySenderRules(section.fields, this.rules);
+    const folded = fields.map(foldLongLines);
+    if (folded.some((field) => field === undefined)) {
+      return reject('header_too_large', 554, '5.6.0', 'A header line is longer than 998 octets and has no white space to fold it at (RFC 5322 2.1.1)');
+    }
     this.decisionValue = decision;
-    this.push(buildHeader(fields));
+    this.push(buildHeader(folded as HeaderField[]));
     if (section.rest.length > 0) this.push(section.rest);
     return null;
   }

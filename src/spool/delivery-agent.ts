@@ -335,7 +335,7 @@ export class DeliveryAgent {
   private async fail(record: QueueRecord, reason: FailureReason, explanation: string): Promise<void> {
     const { spool, metrics } = this.options;
     record.failedAt = new Date().toISOString();
-    const to = record.isReport ? [] : this.reportRecipients(record);
+    const to = record.isReport || record.bounce ? [] : this.reportRecipients(record);
     if (to.length > 0) record.report = { id: `${record.id}R`, to, explanation };
     if (!(await spool.save(record))) return; // deleted meanwhile
     metrics.messagesFailed.inc({ account: record.account, reason });
@@ -345,9 +345,11 @@ export class DeliveryAgent {
 
   private async finishFailure(record: QueueRecord): Promise<void> {
     const { spool } = this.options;
-    if (record.report && !(await spool.has(record.report.id))) {
-      await this.report(record, record.report).catch((error: Error) =>
-        this.log.error({ id: record.id, err: error.message }, 'failure report LOST: it could not be queued; the failed message stays in the failed area'),
+    for (const [index, to] of (record.report?.to ?? []).entries()) {
+      const id = `${record.report!.id}${index + 1}`;
+      if (await spool.has(id)) continue;
+      await this.report(record, id, to, record.report!.explanation).catch((error: Error) =>
+        this.log.error({ id: record.id, to, err: error.message }, 'failure report LOST: it could not be queued; the failed message stays in the failed area'),
       );
     }
     await spool.moveToFailed(record);
@@ -378,8 +380,8 @@ export class DeliveryAgent {
     return over;
   }
 
-  /** Queues the delivery status notification (RFC 3464) decided in fail(). */
-  private async report(record: QueueRecord, { id, to, explanation }: NonNullable<QueueRecord['report']>): Promise<void> {
+  /** Queues one delivery status notification (RFC 3464) decided in fail(), to one recipient. */
+  private async report(record: QueueRecord, id: string, to: string, explanation: string): Promise<void> {
     const { spool, accounts } = this.options;
     const entry = accounts.get(record.account);
     if (!entry) return;
@@ -391,7 +393,7 @@ export class DeliveryAgent {
       to,
       reason: explanation,
     });
-    const report = newQueueRecord({ id, account: record.account, envelope: { from: entry.account.mailbox, to }, size: content.length, isReport: true });
+    const report = newQueueRecord({ id, account: record.account, envelope: { from: entry.account.mailbox, to: [to] }, size: content.length, isReport: true });
     await spool.enqueue(report, content);
     this.add(report);
     this.log.info({ id, about: record.id, to }, 'failure report queued');

@@ -8,7 +8,7 @@ export interface ReportInput {
   originalHeaders: Buffer;
   reportingHost: string;
   from: string;
-  to: string[];
+  to: string;
   reason: string;
 }
 
@@ -50,7 +50,7 @@ export function buildFailureReport(input: ReportInput): Buffer {
   ].join('\r\n');
   const lines = [
     `From: Mail Delivery System <${input.from}>`,
-    `To: ${input.to.join(', ')}`,
+    `To: ${input.to}`,
     `Subject: Undelivered Mail Returned to Sender`,
     `Date: ${date}`,
     `Message-ID: ${newMessageId(input.from)}`,

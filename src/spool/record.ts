@@ -12,6 +12,8 @@ export interface QueueRecord {
   originalFrom?: string;
   /** A delivery report the relay wrote itself: a failure of it is never reported again. */
   isReport?: boolean;
+  /** A bounce from the device (null MAIL FROM): never reported on (RFC 5321 6.1). */
+  bounce?: boolean;
   attempts: number;
   nextAttemptAt: string;
   lastAttemptAt?: string;
@@ -23,7 +25,10 @@ export interface QueueRecord {
   failedRecipients: { address: string; reply: string }[];
   /** Set (and saved) when the message failed for good, before its report and its move to failed/. */
   failedAt?: string;
-  /** Its failure report, decided with failedAt: queued at most once under this id, even across a crash. */
+  /**
+   * Its failure reports, decided with failedAt: one message per recipient (each sees only its own
+   * To), queued at most once under `${id}1`, `${id}2`, ... even across a crash.
+   */
   report?: { id: string; to: string[]; explanation: string };
 }
 

@@ -140,3 +140,29 @@ export interface HeaderSection {
 export function buildHeader(fields: readonly HeaderField[]): Buffer {
   return Buffer.concat([...fields.map((field) => field.raw), Buffer.from('\r\n')]);
 }
+
+/** RFC 5322 §2.1.1: a line is at most 998 octets, CRLF not counted. */
+export const MAX_LINE_OCTETS = 998;
+
+/**
+ * The field with every line over 998 octets folded at white space (RFC 5322 §2.2.3), or undefined
+ * when a line has no white space to fold at (such a field cannot be sent as it is).
+ */
+export function foldLongLines(field: HeaderField): HeaderField | undefined {
+  if (field.raw.length <= MAX_LINE_OCTETS + 2) return field; // nearly every field: no line can be too long
+  const text = field.raw.toString('latin1');
+  const lines = text.replace(/\r\n$/, '').split('\r\n');
+  if (lines.every((line) => line.length <= MAX_LINE_OCTETS)) return field;
+  const folded: string[] = [];
+  for (let line of lines) {
+    while (line.length > MAX_LINE_OCTETS) {
+      // The last white space that leaves a first part within the limit (not the one that starts a continuation).
+      const cut = Math.max(line.lastIndexOf(' ', MAX_LINE_OCTETS), line.lastIndexOf('\t', MAX_LINE_OCTETS));
+      if (cut <= 0) return undefined;
+      folded.push(line.slice(0, cut));
+      line = line.slice(cut);
+    }
+    folded.push(line);
+  }
+  return { key: field.key, raw: Buffer.from(`${folded.join('\r\n')}\r\n`, 'latin1') };
+}

@@ -8,7 +8,7 @@ import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
 import { TokenManager, TokenStore } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
-import { DeliveryAgent, Spool } from './spool/index.js';
+import { DeliveryAgent, Spool, type BounceSettings } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
 import { ControlServer, daemonCommands } from './control/index.js';
@@ -53,6 +53,10 @@ const LIVE_KEYS = [
   /^accounts\.[^.]+\.(clientId|clientSecret|refreshToken|tokenUrl|scopes)$/,
 ];
 
+function bounceSettings({ bounces }: LoadedConfig['config']): BounceSettings {
+  return { postmaster: bounces.postmaster, notifySender: bounces.notifySender, maxPerHour: bounces.maxPerHour, delayWarningMs: bounces.delayWarning * 1000 };
+}
+
 /** Wires the parts for one configuration; no globals, so tests can run several side by side. */
 export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): Promise<RunningApp> {
   const { config } = loaded;
@@ -90,7 +94,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       maxDelayMs: config.queue.retry.maxDelay * 1000,
       maxAgeMs: config.queue.retry.maxAge * 1000,
     },
-    bounces: config.bounces,
+    bounces: bounceSettings(config),
     mayNotify: (username: string | undefined, address: string): boolean => listener.mayReceive(username, address),
     failedRetentionMs: config.queue.failedRetention * 1000,
     hostname,
@@ -195,7 +199,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       const applyListener = listener.prepareReload(next.config); // throws before anything changed
       applyListener();
       logger.level = next.config.log.level;
-      agent.setBounces(next.config.bounces);
+      agent.setBounces(bounceSettings(next.config));
       for (const [name, account] of next.accounts) routes.get(name)?.tokens.updateCredentials(account);
       const applied = changed.filter((key) => LIVE_KEYS.some((pattern) => pattern.test(key)));
       pendingRestart = changed.filter((key) => !applied.includes(key));

@@ -10,6 +10,7 @@ import { newQueueRecord, type DeliveryAgent, type Spool, type StagedMessage } fr
 import type { Upstream } from './upstream/index.js';
 import { SmtpError, asSmtpError, defer, reject } from './reply.js';
 import { messageDate } from './util/rfc5322.js';
+import { upstreamDsn } from './envelope.js';
 import type { HealthBoard } from './health.js';
 
 export interface Route {
@@ -108,6 +109,7 @@ export class Pipeline {
       clientIp: transaction.clientIp,
       originalFrom: decision.originalFrom,
       bounce: transaction.mailFrom === '' || undefined,
+      dsn: transaction.dsn,
     });
     await spool.commit(staged, record);
     agent.add(record);
@@ -118,7 +120,7 @@ export class Pipeline {
   private async relay({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
     const { spool, metrics, health } = this.options;
     const account = route.account.name;
-    const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size };
+    const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo) };
     const started = performance.now();
     const receipt = await route.upstream.send(envelope, () => spool.openStaged(staged));
     metrics.messagesRelayed.inc({ account });

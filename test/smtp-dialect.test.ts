@@ -145,3 +145,67 @@ describe('speaking SMTP the way devices and servers expect', () => {
     expect(relay.logs.some((line) => line.includes('declared SIZE is over smtp.maxMessageSize'))).toBe(true);
   });
 });
+
+describe('delivery status notifications as the device asked (RFC 3461)', () => {
+  afterEach(async () => {
+    RawSmtp.closeAll();
+    await stopStarted();
+  });
+
+  async function send(port: number, mail: string, rcpts: string[], subject: string): Promise<void> {
+    const client = await session(port);
+    try {
+      expect(await client.command(`MAIL FROM:${mail}`)).toMatch(/^250/);
+      for (const rcpt of rcpts) expect(await client.command(`RCPT TO:${rcpt}`)).toMatch(/^250/);
+      await client.command('DATA');
+      expect(await client.write(`From: scan@printers.local\r\nSubject: ${subject}\r\n\r\nx\r\n.\r\n`)).toMatch(/^250/);
+    } finally {
+      client.close();
+    }
+  }
+
+  it('reports failures only to a sender that asked, with its ENVID and ORCPT; the postmaster always hears', async () => {
+    const provider = await startProvider();
+    provider.unknownRecipients.add('gone@example.com');
+    provider.unknownRecipients.add('left@example.com');
+    const relay = await startRelay(provider, { top: { ...QUEUE, bounces: { postmaster: 'it@contoso.test' } } });
+    await send(relay.port, '<scan@printers.local> ENVID=job-17 RET=HDRS', ['<gone@example.com> NOTIFY=FAILURE ORCPT=rfc822;Gone@Example.com'], 'asked');
+    await until(() => provider.received.length === 2);
+    const toSender = provider.received.find((received) => received.envelope.to[0] === 'scan@printers.local')!;
+    expect(toSender.raw.toString()).toContain('Original-Envelope-Id: job-17');
+    expect(toSender.raw.toString()).toContain('Original-Recipient: rfc822; Gone@Example.com');
+    for (const notify of ['NEVER', 'SUCCESS']) {
+      const before = provider.received.length;
+      await send(relay.port, '<scan@printers.local>', [`<left@example.com> NOTIFY=${notify}`], `not asked ${notify}`);
+      await until(() => provider.received.length === before + 1);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(provider.received.slice(before).map((received) => received.envelope.to)).toEqual([['it@contoso.test']]);
+    }
+  });
+
+  it('sends one delay report to a sender that asked for it, then delivers', async () => {
+    const provider = await startProvider();
+    provider.refuseConnections = true;
+    const relay = await startRelay(provider, { top: { ...QUEUE, bounces: { delayWarning: 0.3 } } });
+    await send(relay.port, '<scan@printers.local>', ['<alice@example.com> NOTIFY=DELAY,FAILURE'], 'slow');
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    provider.refuseConnections = false;
+    await until(() => provider.received.length === 2);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const delay = provider.received.find((received) => received.envelope.to[0] === 'scan@printers.local')!;
+    const message = provider.received.find((received) => received !== delay)!;
+    expect(delay.raw.toString()).toContain('Action: delayed');
+    expect(delay.raw.toString()).toMatch(/Status: 4\.\d+\.\d+/);
+    expect(delay.raw.toString()).toContain('Will-Retry-Until: ');
+    expect(message.envelope.to).toEqual(['alice@example.com']);
+    expect(provider.received).toHaveLength(2);
+  });
+
+  it('passes RET, ENVID and a common NOTIFY to an upstream that offers DSN', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider, { top: QUEUE });
+    await send(relay.port, '<scan@printers.local> RET=HDRS ENVID=job-18', ['<a@example.com> NOTIFY=NEVER', '<b@example.com> NOTIFY=NEVER'], 'passed on');
+    await until(() => provider.received.length === 1);
+    expect(provider.received[0].dsn).toEqual({ ret: 'HDRS', envid: 'job-18', notify: [['NEVER'], ['NEVER']] });
+  });
+});

@@ -213,6 +213,8 @@ const bouncesSchema = z
     notifySender: z.boolean().default(true),
     /** Failure reports per device user per hour; past it they are suppressed (and counted). */
     maxPerHour: z.number().int().positive().default(10),
+    /** A sender that asked for delay notices (NOTIFY=DELAY) gets one after the message waited this long. */
+    delayWarning: durationSeconds.default(4 * 3600),
   })
   .strict();
 

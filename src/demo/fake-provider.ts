@@ -40,6 +40,8 @@ export interface FakeProviderOptions {
 export interface ReceivedMessage {
   mailbox: string;
   envelope: { from: string; to: string[] };
+  /** The RFC 3461 parameters the client sent: RET and ENVID, and NOTIFY per recipient. */
+  dsn: { ret?: string | null; envid?: string | null; notify: (string[] | undefined)[] };
   raw: Buffer;
 }
 
@@ -129,6 +131,7 @@ export class FakeProvider {
       allowInsecureAuth: false,
       size: options.maxSize ?? 35882577,
       hideENHANCEDSTATUSCODES: false,
+      hideDSN: false, // Exchange Online offers DSN (RFC 3461)
       logger: false,
       onAuth: (auth, session, callback) => this.onAuth(auth, session, callback),
       onConnect: (_session, callback) => {
@@ -362,6 +365,7 @@ export class FakeProvider {
     const message: ReceivedMessage = {
       mailbox,
       envelope: { from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((rcpt) => rcpt.address) },
+      dsn: { ret: session.envelope.dsn?.ret, envid: session.envelope.dsn?.envid, notify: session.envelope.rcptTo.map((rcpt) => rcpt.dsn?.notify) },
       raw,
     };
     this.received.push(message);

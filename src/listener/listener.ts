@@ -13,6 +13,7 @@ import { NetworkList, type Config, type UserConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { SmtpError, asSmtpError, defer, reject } from '../reply.js';
+import type { DsnRequest } from '../envelope.js';
 import { DeviceAuthenticator } from './passwords.js';
 import { AuthGuard, type AuthGuardLimits, type Lockout } from './auth-guard.js';
 import { RecipientPolicy } from './recipient-policy.js';
@@ -31,6 +32,8 @@ export interface Transaction {
   authenticated: boolean;
   mailFrom: string;
   rcptTo: string[];
+  /** RFC 3461 parameters the device gave (RET, ENVID, NOTIFY, ORCPT), if any. */
+  dsn?: DsnRequest;
 }
 
 /**
@@ -339,6 +342,7 @@ export class Listener {
       authenticated: !this.letInByNetwork.has(session),
       mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
       rcptTo: session.envelope.rcptTo.map((rcpt) => rcpt.address),
+      dsn: dsnRequest(session),
     };
     const hangUp = new AbortController();
     const lost = () => {
@@ -376,6 +380,17 @@ function envelopeRefusal(address: SMTPServerAddress, implemented: ReadonlySet<st
   if (unknown) return smtpError(555, '5.5.4', `Parameter ${unknown} is not supported`);
   if (/[^\x00-\x7f]/.test(address.address)) return smtpError(553, '5.6.7', 'Non-ASCII addresses need SMTPUTF8, which this relay does not offer');
   return undefined;
+}
+
+/** The session's DSN parameters, or undefined when the device gave none. */
+function dsnRequest(session: SMTPServerSession): DsnRequest | undefined {
+  const { ret, envid } = session.envelope.dsn ?? {};
+  const recipients = Object.fromEntries(
+    session.envelope.rcptTo.filter((rcpt) => rcpt.dsn?.notify || rcpt.dsn?.orcpt).map((rcpt) => [rcpt.address, { notify: rcpt.dsn?.notify, orcpt: rcpt.dsn?.orcpt }]),
+  );
+  const hasRecipients = Object.keys(recipients).length > 0;
+  if (!ret && !envid && !hasRecipients) return undefined;
+  return { ret: (ret as DsnRequest['ret']) ?? undefined, envid: envid ?? undefined, recipients: hasRecipients ? recipients : undefined };
 }
 
 export function authGuardLimits(failures: Config['smtp']['authFailures']): AuthGuardLimits {

@@ -8,7 +8,8 @@ import type { ResolvedAccount } from '../config/index.js';
 import { Pacer } from './pacing.js';
 import { newQueueRecord, pendingRecipients, type QueueRecord } from './record.js';
 import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
-import { buildFailureReport } from './dsn.js';
+import { buildDeliveryReport } from './dsn.js';
+import { upstreamDsn, wantsNotice, type NoticeKind } from '../envelope.js';
 import { readHeaderFields } from './header-block.js';
 import type { Spool } from './spool.js';
 
@@ -17,6 +18,8 @@ export interface BounceSettings {
   notifySender: boolean;
   /** Failure reports per device user per hour; past it, reports are suppressed (the message stays in failed/). */
   maxPerHour: number;
+  /** How long a message waits before a sender that asked (NOTIFY=DELAY) is told it is delayed. */
+  delayWarningMs: number;
 }
 
 export interface DeliveryAgentOptions {
@@ -274,7 +277,7 @@ export class DeliveryAgent {
     record.lastAttemptAt = new Date().toISOString();
     const started = performance.now();
     try {
-      const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size }, () => spool.openMessage(record.id));
+      const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size, dsn: upstreamDsn(record.dsn, to) }, () => spool.openMessage(record.id));
       record.delivered.push(...receipt.accepted);
       record.lastReply = receipt.response;
       for (const refusal of receipt.rejected) {
@@ -324,7 +327,10 @@ export class DeliveryAgent {
       return this.fail(record, 'expired', `The relay kept trying for ${days} days and gave up.`);
     }
     record.nextAttemptAt = new Date(queue.held ? Date.now() : Date.now() + nextDelayMs(retry, record.attempts)).toISOString();
+    const warnDelay = !record.delayReported;
+    await this.delayReport(record, remaining).catch((error: Error) => this.log.error({ id: record.id, err: error.message }, 'delay report LOST: it could not be queued'));
     if (await spool.save(record)) queue.waiting.set(record.id, record);
+    else if (warnDelay && record.delayReported) this.log.info({ id: record.id }, 'message deleted while its delay report was queued');
   }
 
   /**
@@ -335,8 +341,9 @@ export class DeliveryAgent {
   private async fail(record: QueueRecord, reason: FailureReason, explanation: string): Promise<void> {
     const { spool, metrics } = this.options;
     record.failedAt = new Date().toISOString();
-    const to = record.isReport || record.bounce ? [] : this.reportRecipients(record);
-    if (to.length > 0) record.report = { id: `${record.id}R`, to, explanation };
+    const failures = record.failedRecipients.map((failure) => failure.address);
+    const { to, sender } = record.isReport || record.bounce ? { to: [] } : this.reportRecipients(record, failures, 'FAILURE');
+    if (to.length > 0) record.report = { id: `${record.id}R`, to, explanation, sender };
     if (!(await spool.save(record))) return; // deleted meanwhile
     metrics.messagesFailed.inc({ account: record.account, reason });
     this.log.error({ id: record.id, account: record.account, failed: record.failedRecipients, attempts: record.attempts }, 'message failed for good; kept in the failed area');
@@ -346,9 +353,7 @@ export class DeliveryAgent {
   private async finishFailure(record: QueueRecord): Promise<void> {
     const { spool } = this.options;
     for (const [index, to] of (record.report?.to ?? []).entries()) {
-      const id = `${record.report!.id}${index + 1}`;
-      if (await spool.has(id)) continue;
-      await this.report(record, id, to, record.report!.explanation).catch((error: Error) =>
+      await this.failureReport(record, `${record.report!.id}${index + 1}`, to).catch((error: Error) =>
         this.log.error({ id: record.id, to, err: error.message }, 'failure report LOST: it could not be queued; the failed message stays in the failed area'),
       );
     }
@@ -359,12 +364,15 @@ export class DeliveryAgent {
    * Who hears of a failure: the postmaster, and the original sender only where the device may send
    * itself; never a null sender; at most `maxPerHour` reports per device.
    */
-  private reportRecipients(record: QueueRecord): string[] {
+  private reportRecipients(record: QueueRecord, about: string[], kind: NoticeKind): { to: string[]; sender?: string } {
     const { bounces, mayNotify } = this.options;
-    const sender = bounces.notifySender && record.originalFrom && mayNotify(record.user, record.originalFrom) ? record.originalFrom : undefined;
-    const recipients = [...new Set([bounces.postmaster, sender].filter((address): address is string => !!address))];
-    if (recipients.length === 0 || this.overReportRate(record.user ?? '')) return [];
-    return recipients;
+    const senderAsked = about.some((address) => wantsNotice(record.dsn, address, kind));
+    const sender = bounces.notifySender && senderAsked && record.originalFrom && mayNotify(record.user, record.originalFrom) ? record.originalFrom : undefined;
+    // The postmaster hears of failures whatever the device asked; delays only reach who asked.
+    const postmaster = kind === 'FAILURE' ? bounces.postmaster : undefined;
+    const to = [...new Set([postmaster, sender].filter((address): address is string => !!address))];
+    if (to.length === 0 || this.overReportRate(record.user ?? '')) return { to: [] };
+    return { to, sender };
   }
 
   private overReportRate(user: string): boolean {
@@ -380,22 +388,46 @@ export class DeliveryAgent {
     return over;
   }
 
-  /** Queues one delivery status notification (RFC 3464) decided in fail(), to one recipient. */
-  private async report(record: QueueRecord, id: string, to: string, explanation: string): Promise<void> {
+  /** The failure report decided in fail(), to one recipient: the sender's lists only what it asked about. */
+  private failureReport(record: QueueRecord, id: string, to: string): Promise<void> {
+    const { explanation, sender } = record.report!;
+    const entries = record.failedRecipients.filter((failure) => to !== sender || wantsNotice(record.dsn, failure.address, 'FAILURE'));
+    return this.report(record, { id, to, action: 'failed', entries, reason: explanation });
+  }
+
+  /**
+   * NOTIFY=DELAY: once a message has waited `bounces.delayWarning`, the sender who asked hears that
+   * it is still being retried (one report per message, decided and saved before it is queued).
+   */
+  private async delayReport(record: QueueRecord, pending: string[]): Promise<void> {
+    const { retry, bounces } = this.options;
+    const asked = pending.filter((address) => wantsNotice(record.dsn, address, 'DELAY'));
+    if (record.delayReported || record.isReport || record.bounce || asked.length === 0) return;
+    if (Date.now() - Date.parse(record.receivedAt) < bounces.delayWarningMs) return;
+    record.delayReported = true;
+    const { sender } = this.reportRecipients(record, asked, 'DELAY');
+    if (!sender) return;
+    const entries = asked.map((address) => ({ address, reply: record.lastReply ?? '451 4.4.0 not delivered yet' }));
+    const hours = Math.round(bounces.delayWarningMs / 3_600_000);
+    await this.report(record, { id: `${record.id}D`, to: sender, action: 'delayed', entries, reason: `The relay has been trying for ${hours} hour(s) and keeps trying.`, willRetryUntil: new Date(Date.parse(record.receivedAt) + retry.maxAgeMs) });
+  }
+
+  /** Queues one delivery status notification (RFC 3464) to one recipient, unless it is queued already. */
+  private async report(record: QueueRecord, report: { id: string; to: string; action: 'failed' | 'delayed'; entries: { address: string; reply: string }[]; reason: string; willRetryUntil?: Date }): Promise<void> {
     const { spool, accounts } = this.options;
     const entry = accounts.get(record.account);
-    if (!entry) return;
-    const content = buildFailureReport({
+    if (!entry || report.entries.length === 0 || (await spool.has(report.id))) return;
+    const { id, to } = report;
+    const content = buildDeliveryReport({
+      ...report,
       record,
       originalHeaders: await readHeaderFields(spool.messageFile(record.id), REPORT_FIELDS),
       reportingHost: this.options.hostname,
       from: entry.account.mailbox,
-      to,
-      reason: explanation,
     });
-    const report = newQueueRecord({ id, account: record.account, envelope: { from: entry.account.mailbox, to: [to] }, size: content.length, isReport: true });
-    await spool.enqueue(report, content);
-    this.add(report);
-    this.log.info({ id, about: record.id, to }, 'failure report queued');
+    const queued = newQueueRecord({ id, account: record.account, envelope: { from: entry.account.mailbox, to: [to] }, size: content.length, isReport: true });
+    await spool.enqueue(queued, content);
+    this.add(queued);
+    this.log.info({ id, about: record.id, to, action: report.action }, 'delivery report queued');
   }
 }

@@ -4,54 +4,64 @@ import { messageDate, newMessageId } from '../util/rfc5322.js';
 
 export interface ReportInput {
   record: QueueRecord;
-  /** The failed message's header block (for the text/rfc822-headers part). */
+  /** failed: these recipients will never get it; delayed: not yet, the relay keeps trying. */
+  action: 'failed' | 'delayed';
+  /** The recipients reported on, with the last reply for each. */
+  entries: { address: string; reply: string }[];
+  /** The message's header fields the report quotes (for the text/rfc822-headers part). */
   originalHeaders: Buffer;
   reportingHost: string;
   from: string;
   to: string;
   reason: string;
+  /** For a delay report: when the relay gives up. */
+  willRetryUntil?: Date;
 }
 
 /**
  * A delivery status notification (RFC 3464 multipart/report): a human-readable part, the
- * machine-readable message/delivery-status with one block per failed recipient and the upstream's
- * reply, and the failed message's headers (never its body).
+ * machine-readable message/delivery-status with one block per recipient and the upstream's reply
+ * (with the device's ENVID and ORCPT, RFC 3461), and the message's headers (never its body).
  */
-export function buildFailureReport(input: ReportInput): Buffer {
-  const { record, reportingHost } = input;
+export function buildDeliveryReport(input: ReportInput): Buffer {
+  const { record, reportingHost, entries, action } = input;
   const boundary = `=_report_${randomBytes(12).toString('hex')}`;
   const date = messageDate();
-  const failures = record.failedRecipients;
+  const failed = action === 'failed';
   const explanation = [
     `This is the smtp-oauth-relay on ${reportingHost}.`,
     '',
-    `A message received ${record.receivedAt} from device user ${record.user ?? 'unknown'} could not be`,
-    `delivered to ${failures.length === 1 ? 'this recipient' : 'these recipients'}:`,
+    `A message received ${record.receivedAt} from device user ${record.user ?? 'unknown'} ${failed ? 'could not be' : 'has not yet been'}`,
+    `delivered to ${entries.length === 1 ? 'this recipient' : 'these recipients'}:`,
     '',
-    ...failures.map((failure) => `  <${failure.address}>: ${failure.reply}`),
+    ...entries.map((entry) => `  <${entry.address}>: ${entry.reply}`),
     '',
     input.reason,
     record.delivered.length ? `It was delivered to: ${record.delivered.join(', ')}` : '',
-    `The relay keeps a copy; an administrator can see it with: smtp-oauth-relay queue failed`,
+    failed ? 'The relay keeps a copy; an administrator can see it with: smtp-oauth-relay queue failed' : 'No action is needed; you will be told if it fails for good.',
   ].join('\r\n');
+  const orcpt = (address: string) => record.dsn?.recipients?.[address]?.orcpt;
   const status = [
     `Reporting-MTA: dns; ${reportingHost}`,
+    ...(record.dsn?.envid ? [`Original-Envelope-Id: ${record.dsn.envid}`] : []),
     `X-Queue-ID: ${record.id}`,
     `Arrival-Date: ${messageDate(new Date(record.receivedAt))}`,
     '',
-    ...failures.flatMap((failure) => [
-      `Final-Recipient: rfc822; ${failure.address}`,
-      'Action: failed',
-      `Status: ${statusCode(failure.reply)}`,
-      `Diagnostic-Code: smtp; ${failure.reply.replace(/[\r\n]+/g, ' ')}`,
+    ...entries.flatMap((entry) => [
+      ...(orcpt(entry.address) ? [`Original-Recipient: ${orcpt(entry.address)!.replace(/;\s*/, '; ')}`] : []),
+      `Final-Recipient: rfc822; ${entry.address}`,
+      `Action: ${action}`,
+      `Status: ${statusCode(entry.reply, failed ? '5' : '4')}`,
+      `Diagnostic-Code: smtp; ${entry.reply.replace(/[\r\n]+/g, ' ')}`,
       `Last-Attempt-Date: ${date}`,
+      ...(input.willRetryUntil ? [`Will-Retry-Until: ${messageDate(input.willRetryUntil)}`] : []),
       '',
     ]),
   ].join('\r\n');
   const lines = [
     `From: Mail Delivery System <${input.from}>`,
     `To: ${input.to}`,
-    `Subject: Undelivered Mail Returned to Sender`,
+    `Subject: ${failed ? 'Undelivered Mail Returned to Sender' : 'Delayed Mail (still being retried)'}`,
     `Date: ${date}`,
     `Message-ID: ${newMessageId(input.from)}`,
     'Auto-Submitted: auto-replied',
@@ -81,7 +91,7 @@ export function buildFailureReport(input: ReportInput): Buffer {
   return Buffer.from(lines.join('\r\n'));
 }
 
-/** The enhanced status code of a reply ("550 5.7.60 ..." → 5.7.60), 5.0.0 when it has none. */
-function statusCode(reply: string): string {
-  return /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply)?.[1]?.replace(/^[24]/, '5') ?? '5.0.0';
+/** The enhanced status code of a reply ("550 5.7.60 ..." → 5.7.60) in the given class, x.0.0 when it has none. */
+function statusCode(reply: string, cls: '4' | '5'): string {
+  return /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply)?.[1]?.replace(/^[245]/, cls) ?? `${cls}.0.0`;
 }

@@ -1,3 +1,5 @@
+import type { DsnRequest } from '../envelope.js';
+
 /** What the spool keeps beside each message: its envelope and its delivery history. */
 export interface QueueRecord {
   id: string;
@@ -14,6 +16,10 @@ export interface QueueRecord {
   isReport?: boolean;
   /** A bounce from the device (null MAIL FROM): never reported on (RFC 5321 6.1). */
   bounce?: boolean;
+  /** The device's DSN parameters (RFC 3461): honoured in reports, passed upstream. */
+  dsn?: DsnRequest;
+  /** Set once a delay report (NOTIFY=DELAY) went out: there is one per message. */
+  delayReported?: boolean;
   attempts: number;
   nextAttemptAt: string;
   lastAttemptAt?: string;
@@ -29,7 +35,7 @@ export interface QueueRecord {
    * Its failure reports, decided with failedAt: one message per recipient (each sees only its own
    * To), queued at most once under `${id}1`, `${id}2`, ... even across a crash.
    */
-  report?: { id: string; to: string[]; explanation: string };
+  report?: { id: string; to: string[]; explanation: string; sender?: string };
 }
 
 /** A record for a message just received: due now, nothing tried yet. */

@@ -11,6 +11,8 @@ import type { Metrics } from '../metrics/index.js';
 export interface Envelope {
   from: string;
   to: string[];
+  /** RFC 3461 parameters for this transaction; sent only when the upstream offers DSN. */
+  dsn?: { ret?: string; envid?: string; notify?: string[] };
 }
 
 export interface SendReceipt {
@@ -103,7 +105,7 @@ export class Upstream {
     const message = openMessage();
     // A send that fails before DATA never reads the stream; it must not keep its file open.
     const info = await this.transport
-      .sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message })
+      .sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message, dsn: envelope.dsn })
       .finally(() => message.destroy());
     const rejectedErrors = ((info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? []).map((error) => ({
       address: String((error as { recipient?: string }).recipient ?? ''),

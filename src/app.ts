@@ -47,7 +47,7 @@ const LIVE_KEYS = [
   /^allowNetworks$/,
   /^unauthenticated(\.|$)/,
   /^log\.level$/,
-  /^smtp\.tls\.(cert|key)$/,
+  /^smtp\.tls\.(cert|key|legacyDevices)$/,
   /^smtp\.(requireTls|maxRecipients|maxConnectionsPerIp)$/,
   /^bounces\./,
   /^accounts\.[^.]+\.(clientId|clientSecret|refreshToken|tokenUrl|scopes)$/,

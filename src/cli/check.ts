@@ -11,8 +11,10 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
   const lines = [`Config ${loaded.source} is valid.`, ''];
   lines.push('Listeners:');
-  lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, STARTTLS ${config.smtp.tls ? 'on' : 'off'})`);
-  if (config.smtp.tls?.implicitPort !== undefined) lines.push(`  SMTPS  ${config.smtp.host}:${config.smtp.tls.implicitPort}  (TLS from the first byte, min ${config.smtp.tls.minVersion})`);
+  const tls = config.smtp.tls;
+  lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, STARTTLS ${tls ? `on, min ${tls.minVersion}` : 'off'})`);
+  if (tls?.implicitPort !== undefined) lines.push(`  SMTPS  ${config.smtp.host}:${tls.implicitPort}  (TLS from the first byte, min ${tls.minVersion})`);
+  if (tls?.legacyDevices?.length) lines.push(`  Legacy TLS (1.0/1.1, old ciphers) for devices in ${tls.legacyDevices.join(', ')} only`);
   lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (/metrics /healthz /readyz)`);
   lines.push(`  Data   ${config.dataDir}`, '');
   lines.push('Accounts:');

@@ -41,6 +41,13 @@ const tlsSchema = z
     minVersion: z.enum(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
     /** A second listener speaking TLS from the first byte (SMTPS, usually 465). */
     implicitPort: port.optional(),
+    /** OpenSSL cipher list for TLS 1.2 (default: forward-secret AEAD suites only). */
+    ciphers: z.string().min(1).optional(),
+    /**
+     * Networks of old devices that may use TLS 1.0/1.1 and old cipher suites (OpenSSL security
+     * level 0). Everyone else keeps the strict settings. Logged at start.
+     */
+    legacyDevices: z.array(z.string().refine((value) => parseNetwork(value) !== undefined, { message: 'must be an IP address or CIDR range' })).optional(),
   })
   .strict();
 

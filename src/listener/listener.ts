@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { constants as cryptoConstants } from 'node:crypto';
+import { createSecureContext, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import {
   SMTPServer,
@@ -102,12 +104,73 @@ function readTls(config: Config): { key: Buffer; cert: Buffer } | undefined {
   return tls && { key: readFileSync(tls.key), cert: readFileSync(tls.cert) };
 }
 
+/**
+ * TLS 1.2 suites by default: forward secrecy (ECDHE) and AEAD (GCM, ChaCha20) only, as Mozilla's
+ * "intermediate" profile; TLS 1.3 suites are all of that kind anyway.
+ */
+const STRICT_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+/** OpenSSL 3 allows TLS below 1.2 (and SHA-1 signatures) only at security level 0. */
+const LEGACY_CIPHERS = 'DEFAULT:@SECLEVEL=0';
+/** No client-initiated renegotiation (a DoS lever and an old attack surface). */
+const SECURE_OPTIONS = cryptoConstants.SSL_OP_NO_RENEGOTIATION;
+
+type TlsConfig = NonNullable<Config['smtp']['tls']>;
+/** smtp-server's error for a failed handshake, with what PromptConnection added. */
+type TlsError = Error & { code?: string; meta?: { stage?: string; remoteAddress?: string; message?: string; tlsProtocol?: string | null; established?: boolean } };
+
+function isOutdated(version: TlsConfig['minVersion']): boolean {
+  return version === 'TLSv1' || version === 'TLSv1.1';
+}
+
+/** The TLS settings of the listeners themselves (every client not listed as a legacy device). */
+function strictTlsOptions(tls: TlsConfig, keys: { key: Buffer; cert: Buffer }) {
+  return {
+    ...keys,
+    minVersion: tls.minVersion,
+    ciphers: tls.ciphers ?? (isOutdated(tls.minVersion) ? LEGACY_CIPHERS : STRICT_CIPHERS),
+    secureOptions: SECURE_OPTIONS,
+    honorCipherOrder: true,
+  };
+}
+
+/** The context for listed old devices: TLS 1.0 and the old suites they know, at security level 0. */
+function legacyTls(tls: TlsConfig | undefined, keys: { key: Buffer; cert: Buffer } | undefined) {
+  if (!tls?.legacyDevices?.length || !keys) return undefined;
+  const networks = new NetworkList(tls.legacyDevices);
+  const context = createSecureContext({ ...keys, minVersion: 'TLSv1', ciphers: LEGACY_CIPHERS, secureOptions: SECURE_OPTIONS, honorCipherOrder: true });
+  return { isLegacy: (address: string) => networks.has(address), context };
+}
+
+/** What went wrong in a handshake, as a metric label and a hint for the log. */
+function describeTlsFailure(error: TlsError): { result: string; hint: string } {
+  const text = `${error.meta?.message ?? ''} ${error.message} ${error.code ?? ''}`.toLowerCase();
+  if (/unsupported protocol|version too low|no protocols available/.test(text)) {
+    return { result: 'old_protocol', hint: 'the device offered a TLS version below smtp.tls.minVersion: list its network in smtp.tls.legacyDevices (or update its firmware)' };
+  }
+  if (/no shared cipher|no suitable signature|no cipher|sslv3 alert handshake failure/.test(text)) {
+    return { result: 'no_shared_cipher', hint: 'the device offered only old cipher suites: list its network in smtp.tls.legacyDevices, or widen smtp.tls.ciphers' };
+  }
+  if (/wrong version number|http request|unknown protocol|packet length too long/.test(text)) {
+    return { result: 'not_tls', hint: 'the device did not speak TLS here: check its port and its SSL/TLS setting (STARTTLS on smtp.port, implicit TLS on smtp.tls.implicitPort)' };
+  }
+  if (/socket closed|econnreset/.test(text)) return { result: 'aborted', hint: 'the device hung up during the handshake (often: it does not trust the certificate)' };
+  return { result: 'other', hint: 'see the OpenSSL reason; check the device certificate trust and TLS settings' };
+}
+
 export class Listener {
-  private readonly servers: { server: SMTPServer; port: number; secure: boolean }[] = [];
+  private readonly servers: { server: PromptSmtpServer; port: number; secure: boolean }[] = [];
   private policy: DevicePolicy;
   private readonly guard: AuthGuard;
   private readonly connectionsPerIp = new Map<string, number>();
   private readonly warnedClearText = new Set<string>();
+  private readonly reportedTlsErrors = new WeakSet<Error>();
   /** Sessions sending without AUTH because their network is listed in `unauthenticated`. */
   private readonly letInByNetwork = new WeakSet<SMTPServerSession>();
 
@@ -123,6 +186,7 @@ export class Listener {
     const tls = readTls(config);
     this.servers.push({ server: this.createServer(false, tls), port: smtp.port, secure: false });
     if (smtp.tls?.implicitPort !== undefined) this.servers.push({ server: this.createServer(true, tls), port: smtp.tls.implicitPort, secure: true });
+    if (smtp.tls?.legacyDevices?.length) options.logger.warn({ legacyDevices: smtp.tls.legacyDevices }, 'old TLS (1.0/1.1, security level 0) is allowed for these device networks only');
   }
 
   /**
@@ -131,11 +195,15 @@ export class Listener {
    * (sessions already authenticated keep going).
    */
   prepareReload(config: Config): () => void {
-    const tls = readTls(config);
+    const keys = readTls(config);
+    const legacy = legacyTls(config.smtp.tls, keys);
     const policy = buildPolicy(config);
     return () => {
       this.policy = policy;
-      if (tls) for (const { server } of this.servers) server.updateSecureContext(tls);
+      for (const { server } of this.servers) {
+        if (keys) server.updateSecureContext(keys);
+        server.legacyTls = legacy;
+      }
       this.warnUnauthenticated(config);
     };
   }
@@ -168,7 +236,7 @@ export class Listener {
     await Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 
-  private createServer(secure: boolean, keys: { key: Buffer; cert: Buffer } | undefined): SMTPServer {
+  private createServer(secure: boolean, keys: { key: Buffer; cert: Buffer } | undefined): PromptSmtpServer {
     const { config, hostname, logger } = this.options;
     const smtp = config.smtp;
     const tls = smtp.tls;
@@ -190,9 +258,7 @@ export class Listener {
       // Without a certificate of our own, smtp-server would offer STARTTLS with a key that ships in
       // its package (anyone could decrypt): offer no STARTTLS at all instead.
       disabledCommands: tls ? [] : ['STARTTLS'],
-      key: keys?.key,
-      cert: keys?.cert,
-      minVersion: tls?.minVersion,
+      ...(tls && keys ? strictTlsOptions(tls, keys) : {}),
       // The upstream leg is not known to carry SMTPUTF8; 8BITMIME is honoured by both providers.
       hideSMTPUTF8: true,
       // RFC 3463 codes on every reply, so devices and logs can tell 4.7.0 from 4.4.1.
@@ -203,6 +269,10 @@ export class Listener {
       disableReverseLookup: true,
       logger: false,
       onConnect: (session, callback) => this.onConnect(session, callback),
+      onSecure: (socket, _session, callback) => {
+        this.options.metrics.tlsHandshakes.inc({ listener: secure ? 'smtps' : 'starttls', version: (socket as TLSSocket).getProtocol() ?? 'unknown', result: 'ok' });
+        callback();
+      },
       onClose: (session) => this.onClose(session),
       onAuth: (auth, session, callback) => void this.onAuth(auth, session, callback),
       onMailFrom: (address, session, callback) => void this.onMailFrom(address, session, callback),
@@ -210,13 +280,34 @@ export class Listener {
       onData: (stream, session, callback) => this.onData(stream, session, callback),
     } as SMTPServerOptions;
     const server = new PromptSmtpServer(options);
-    server.on('error', (error) => logger.warn({ err: error.message }, 'smtp listener error'));
+    server.legacyTls = legacyTls(tls, keys);
+    server.on('error', (error: TlsError) => {
+      if (error.meta?.stage === 'connect') return this.tlsFailed(error, secure ? 'smtps' : 'starttls');
+      logger.warn({ err: error.message }, 'smtp listener error');
+    });
     server.on(SIZE_REFUSED, (session: SMTPServerSession, declared: number) => {
       const user = session.user as unknown as UserConfig | undefined;
       if (user) this.options.metrics.messagesFailed.inc({ account: user.account, reason: 'too_large' });
       logger.warn({ session: session.id, clientIp: session.remoteAddress, user: user?.username, declaredSize: declared, limit: smtp.maxMessageSize }, 'message refused at MAIL FROM: its declared SIZE is over smtp.maxMessageSize');
     });
     return server;
+  }
+
+  /** A failed handshake: logged once (smtp-server reports some twice), with the client and a hint, and counted. */
+  private tlsFailed(error: TlsError, listener: 'starttls' | 'smtps'): void {
+    if (this.reportedTlsErrors.has(error)) return;
+    this.reportedTlsErrors.add(error);
+    const { remoteAddress: clientIp, tlsProtocol, established } = error.meta ?? {};
+    const reason = (error.meta?.message ?? error.message).trim();
+    if (established) {
+      // An error on a session whose handshake succeeded (a refused renegotiation, a reset).
+      this.options.logger.info({ clientIp, listener, protocol: tlsProtocol, reason }, 'TLS session with a device ended with an error');
+      return;
+    }
+    const { result, hint } = describeTlsFailure(error);
+    this.options.metrics.tlsHandshakes.inc({ listener, version: tlsProtocol ?? 'unknown', result });
+    // The version is the one the client offered (OpenSSL keeps it from the ClientHello).
+    this.options.logger[result === 'aborted' ? 'debug' : 'warn']({ clientIp, listener, offered: tlsProtocol ?? undefined, result, reason, hint }, 'TLS handshake with a device failed');
   }
 
   private onConnect(session: SMTPServerSession, callback: Callback): void {

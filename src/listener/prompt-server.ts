@@ -24,6 +24,22 @@ export const SIZE_REFUSED = 'sizeRefused';
  * - a SIZE refused at MAIL FROM is told to the server (SIZE_REFUSED), to be logged and counted.
  */
 class PromptConnection extends SMTPConnection {
+  declare _server: PromptSmtpServer;
+
+  override upgrade(callback: () => void, secureCallback?: () => void): void {
+    this._server.withContextFor(this.remoteAddress, () => super.upgrade(callback, secureCallback));
+  }
+
+  override _onError(error: Error & { meta?: Record<string, unknown> }): void {
+    if (error.meta) {
+      // A failed STARTTLS handshake arrives without the client's address; the log needs it. An
+      // error on a session already upgraded (a refused renegotiation) is no handshake failure.
+      error.meta.remoteAddress ??= this.remoteAddress;
+      error.meta.established = this.secure;
+    }
+    super._onError(error);
+  }
+
   override init(): void {
     this._setListeners(() => {
       const { options, connections } = this._server;
@@ -65,6 +81,30 @@ function withAsciiDomain(address: string): string {
  * greets at once, as the real providers do). Everything else is the library's.
  */
 export class PromptSmtpServer extends SMTPServer {
+  /** Old devices (by address) that get the legacy TLS context instead of the strict one. */
+  legacyTls?: { isLegacy: (address: string) => boolean; context: tls.SecureContext };
+
+  /**
+   * Runs a handshake set-up with the legacy context when the client is a listed old device.
+   * smtp-server reads the context from its map synchronously while setting up the socket, so
+   * the entry is swapped for exactly that call.
+   */
+  withContextFor(address: string, setUp: () => void): void {
+    const legacy = this.legacyTls;
+    if (!legacy?.isLegacy(address)) return setUp();
+    const strict = this.secureContext.get('*')!;
+    this.secureContext.set('*', legacy.context);
+    try {
+      setUp();
+    } finally {
+      this.secureContext.set('*', strict);
+    }
+  }
+
+  override _upgrade(socket: net.Socket, callback: Parameters<SMTPServer['_upgrade']>[1]): void {
+    this.withContextFor(socket.remoteAddress ?? '', () => super._upgrade(socket, callback));
+  }
+
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
     const connection = new PromptConnection(this, socket, socketOptions);
     this.connections.add(connection);

@@ -71,6 +71,12 @@ export function createMetrics(accountNames: string[]) {
     accountReady: new Gauge({ name: `${p}account_ready`, help: '1 when the account can send, 0 when it needs attention', labelNames: ['account'], registers: [registry] }),
     accountHeld: new Gauge({ name: `${p}account_held`, help: '1 while the account waits to be signed in again (its queue is held)', labelNames: ['account'], registers: [registry] }),
     deliveryAttempts: new Counter({ name: `${p}delivery_attempts_total`, help: 'Upstream delivery attempts from the queue, by result', labelNames: ['account', 'result'], registers: [registry] }),
+    tlsHandshakes: new Counter({
+      name: `${p}tls_handshakes_total`,
+      help: 'TLS handshakes with devices, by listener (starttls, smtps), protocol version and result (ok, or why it failed)',
+      labelNames: ['listener', 'version', 'result'],
+      registers: [registry],
+    }),
     reportsSuppressed: new Counter({
       name: `${p}failure_reports_suppressed_total`,
       help: 'Failure reports not sent because a device passed bounces.maxPerHour',

@@ -69,6 +69,24 @@ describe('speaking SMTP the way devices and servers expect', () => {
     }
   });
 
+  it('offers SMTPUTF8: UTF-8 addresses with it, raw UTF-8 headers with or without it, delivered intact', async () => {
+    const { provider, relay } = await setUp();
+    const ehlo = await (await RawSmtp.connect(relay.port)).client.command('EHLO x');
+    expect(ehlo).toMatch(/^250[- ]SMTPUTF8$/m);
+    const client = await session(relay.port);
+    expect(await client.command('MAIL FROM:<jörg@drucker.example> SMTPUTF8')).toMatch(/^250/);
+    expect(await client.command('RCPT TO:<grüße@example.com>')).toMatch(/^250/);
+    await client.command('DATA');
+    const subject = 'Scan vom Drucker – Größe 3 MB ✓';
+    expect(await client.write(Buffer.from(`From: Jörg <jörg@drucker.example>\r\nSubject: ${subject}\r\n\r\nx\r\n.\r\n`))).toMatch(/^250 /);
+    expect(provider.received[0].envelope.to).toEqual(['grüße@example.com']);
+    expect(provider.received[0].raw.toString('utf8')).toContain(`Subject: ${subject}\r\n`);
+    // A client that does not ask for SMTPUTF8 (many scripts) may still send raw UTF-8 headers.
+    const plain = await transaction(relay.port, '<cron@printers.local>', `Subject: ${subject}\r\n\r\nx`);
+    expect(plain).toMatch(/^250 /);
+    expect(provider.received[1].raw.toString('utf8')).toContain(`Subject: ${subject}\r\n`);
+  });
+
   it('takes MAIL FROM without angle brackets, as Postfix does', async () => {
     const { provider, relay } = await setUp();
     const client = await session(relay.port);
@@ -84,7 +102,7 @@ describe('speaking SMTP the way devices and servers expect', () => {
     const { relay } = await setUp();
     const client = await session(relay.port);
     expect(await client.command('MAIL FROM:<a@printers.local> XFOO=1')).toMatch(/^555 5\.5\.4 /);
-    expect(await client.command('MAIL FROM:<a@printers.local> SMTPUTF8')).toMatch(/^555 5\.5\.4 /);
+    expect(await client.command('MAIL FROM:<a@printers.local> REQUIRETLS')).toMatch(/^5\d\d /);
     expect(await client.command('MAIL FROM:<jörg@printers.local>')).toMatch(/^553 5\.6\.7 /);
     expect(await client.command('MAIL FROM:<a@printers.local> RET=HDRS ENVID=scan42 AUTH=<>')).toMatch(/^250/);
     expect(await client.command('RCPT TO:<b@example.com> NOTIFY=FAILURE ORCPT=rfc822;b@example.com')).toMatch(/^250/);

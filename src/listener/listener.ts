@@ -58,8 +58,8 @@ export interface ListenerOptions {
 const WARNED_CLIENTS_LIMIT = 1000;
 /** CR, LF, NUL and the other controls never belong in an address or a login name. */
 const CONTROL_CHARACTERS = /[\x00-\x1f\x7f]/;
-/** ESMTP parameters the listener implements (RFC 1870 SIZE, 6152 BODY, 3461 DSN, 4954 AUTH); others get 555. */
-const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'RET', 'ENVID', 'AUTH']);
+/** ESMTP parameters the listener implements (RFC 1870 SIZE, 6152 BODY, 6531 SMTPUTF8, 3461 DSN, 4954 AUTH); others get 555. */
+const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH']);
 const RCPT_PARAMETERS = new Set(['NOTIFY', 'ORCPT']);
 
 type Callback = (error?: Error | null) => void;
@@ -259,8 +259,10 @@ export class Listener {
       // its package (anyone could decrypt): offer no STARTTLS at all instead.
       disabledCommands: tls ? [] : ['STARTTLS'],
       ...(tls && keys ? strictTlsOptions(tls, keys) : {}),
-      // The upstream leg is not known to carry SMTPUTF8; 8BITMIME is honoured by both providers.
-      hideSMTPUTF8: true,
+      // Exchange Online and Gmail both offer SMTPUTF8 and 8BITMIME: offering them here keeps Postfix
+      // (smtputf8_enable = yes) from bouncing mail with raw UTF-8 headers. nodemailer asks the
+      // upstream for SMTPUTF8 when an address needs it; an upstream without it refuses that message.
+      hideSMTPUTF8: false,
       // RFC 3463 codes on every reply, so devices and logs can tell 4.7.0 from 4.4.1.
       hideENHANCEDSTATUSCODES: false,
       // RFC 3461: NOTIFY, RET, ENVID and ORCPT are honoured (failure reports, passed upstream).
@@ -394,7 +396,7 @@ export class Listener {
 
   private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
     if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.7', 'Invalid characters in the sender address'));
-    const refusal = envelopeRefusal(address, MAIL_PARAMETERS);
+    const refusal = envelopeRefusal(address, MAIL_PARAMETERS, address.args !== false && (address.args as Record<string, unknown>).SMTPUTF8 === true);
     if (refusal) return callback(refusal);
     if (!session.user) {
       const { unauthenticated, requireTls } = this.policy;
@@ -413,7 +415,7 @@ export class Listener {
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): void {
     if (CONTROL_CHARACTERS.test(address.address)) return callback(smtpError(501, '5.1.3', 'Invalid characters in the recipient address'));
-    const envelopeProblem = envelopeRefusal(address, RCPT_PARAMETERS);
+    const envelopeProblem = envelopeRefusal(address, RCPT_PARAMETERS, session.envelope.smtpUtf8 === true);
     if (envelopeProblem) return callback(envelopeProblem);
     const user = session.user as unknown as UserConfig;
     const refusal = this.policy.recipients.check(user, address.address, session.envelope.rcptTo.length);
@@ -464,12 +466,12 @@ export class Listener {
 
 /**
  * An envelope address the listener cannot take: a parameter it does not implement (RFC 5321
- * 4.1.1.11: 555), or a non-ASCII address without SMTPUTF8, which is not offered (RFC 6531: 553 5.6.7).
+ * 4.1.1.11: 555), or a non-ASCII address in a transaction that did not ask for SMTPUTF8 (RFC 6531: 553 5.6.7).
  */
-function envelopeRefusal(address: SMTPServerAddress, implemented: ReadonlySet<string>): SmtpError | undefined {
+function envelopeRefusal(address: SMTPServerAddress, implemented: ReadonlySet<string>, smtpUtf8: boolean): SmtpError | undefined {
   const unknown = Object.keys(address.args || {}).find((key) => !implemented.has(key.toUpperCase()));
   if (unknown) return smtpError(555, '5.5.4', `Parameter ${unknown} is not supported`);
-  if (/[^\x00-\x7f]/.test(address.address)) return smtpError(553, '5.6.7', 'Non-ASCII addresses need SMTPUTF8, which this relay does not offer');
+  if (!smtpUtf8 && /[^\x00-\x7f]/.test(address.address)) return smtpError(553, '5.6.7', 'Non-ASCII addresses need the SMTPUTF8 parameter on MAIL FROM');
   return undefined;
 }
 

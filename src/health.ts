@@ -1,11 +1,11 @@
 import type { FailureReason } from './reply.js';
 
 /** Failures that say the relay itself cannot send, as opposed to a verdict on one message. */
-const RELAY_PROBLEMS = new Set<FailureReason>(['upstream_auth', 'upstream_tls', 'upstream_unreachable', 'token_unavailable', 'needs_reauth']);
+const RELAY_PROBLEMS = new Set<FailureReason>(['upstream_auth', 'upstream_tls', 'upstream_unreachable', 'token_unavailable', 'needs_reauth', 'account_misconfigured', 'quota_exhausted']);
 
 export interface DeliveryHealth {
   lastRelayedAt?: string;
-  lastProblem?: { at: string; reason: FailureReason; reply: string };
+  lastProblem?: { at: string; reason: FailureReason; reply: string; hint?: string };
 }
 
 /** The latest upstream outcome per account, for /readyz: a relay problem stands until a send succeeds. */
@@ -16,10 +16,10 @@ export class HealthBoard {
     this.accounts.set(account, { lastRelayedAt: new Date().toISOString() });
   }
 
-  failed(account: string, reason: FailureReason, reply: string): void {
+  failed(account: string, reason: FailureReason, reply: string, hint?: string): void {
     if (!RELAY_PROBLEMS.has(reason)) return;
     const entry = this.accounts.get(account) ?? {};
-    entry.lastProblem = { at: new Date().toISOString(), reason, reply };
+    entry.lastProblem = { at: new Date().toISOString(), reason, reply, hint };
     this.accounts.set(account, entry);
   }
 

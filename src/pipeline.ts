@@ -144,10 +144,10 @@ export class Pipeline {
   private fail(log: Logger, account: string, error: unknown, size: number): SmtpError {
     const smtpError = asSmtpError(error);
     this.options.metrics.messagesFailed.inc({ account, reason: smtpError.reason });
-    this.options.health.failed(account, smtpError.reason, `${smtpError.reply.code} ${smtpError.message}`);
-    const cause = smtpError.cause as { message?: string; hint?: string; response?: string } | undefined;
+    this.options.health.failed(account, smtpError.reason, `${smtpError.reply.code} ${smtpError.message}`, smtpError.hint);
+    const cause = smtpError.cause as { message?: string; response?: string } | undefined;
     log[smtpError.isTemporary ? 'warn' : 'error'](
-      { size, reason: smtpError.reason, reply: `${smtpError.reply.code} ${smtpError.message}`, cause: cause?.message, hint: cause?.hint, upstream: cause?.response },
+      { size, reason: smtpError.reason, reply: `${smtpError.reply.code} ${smtpError.message}`, cause: cause?.message, hint: smtpError.hint, upstream: cause?.response },
       'message not accepted',
     );
     return smtpError;

@@ -20,6 +20,14 @@ export type FailureReason =
   | 'upstream_tls'
   | 'token_unavailable'
   | 'needs_reauth'
+  /** The provider refuses the account as configured (SMTP AUTH off, no mailbox permission): held. */
+  | 'account_misconfigured'
+  /** The provider's sending quota is used up: held until it frees up. */
+  | 'quota_exhausted'
+  /** The mailbox may not send as the From address. */
+  | 'send_as_denied'
+  /** High Volume Email refuses recipients outside the organization. */
+  | 'external_recipient'
   | 'spool_full'
   /** The device hung up before the end of DATA: nothing was kept. */
   | 'disconnected'
@@ -39,24 +47,38 @@ export const FAILURE_REASONS: readonly FailureReason[] = [
   'upstream_tls',
   'token_unavailable',
   'needs_reauth',
+  'account_misconfigured',
+  'quota_exhausted',
+  'send_as_denied',
+  'external_recipient',
   'spool_full',
   'disconnected',
   'expired',
   'internal',
 ];
 
+/** Failures that say the account, not the message, must be fixed: its queue waits instead of retrying each message. */
+export const HOLDING_REASONS: ReadonlySet<FailureReason> = new Set(['needs_reauth', 'account_misconfigured', 'quota_exhausted']);
+
 export class SmtpError extends Error {
   /** smtp-server answers an error with err.responseCode and err.message. */
   readonly responseCode: number;
+  /** What an administrator can do about it, when the relay knows. */
+  readonly hint?: string;
 
   constructor(
     readonly reply: SmtpReply,
     readonly reason: FailureReason,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; hint?: string },
   ) {
     super(`${reply.enhanced} ${reply.text}`, options);
     this.name = 'SmtpError';
     this.responseCode = reply.code;
+    this.hint = options?.hint ?? (options?.cause as { hint?: string } | undefined)?.hint;
+  }
+
+  get holdsAccount(): boolean {
+    return HOLDING_REASONS.has(this.reason);
   }
 
   get isTemporary(): boolean {
@@ -64,8 +86,8 @@ export class SmtpError extends Error {
   }
 }
 
-export function defer(reason: FailureReason, text: string, enhanced = '4.3.0', cause?: unknown): SmtpError {
-  return new SmtpError({ code: 451, enhanced, text }, reason, { cause });
+export function defer(reason: FailureReason, text: string, enhanced = '4.3.0', cause?: unknown, hint?: string): SmtpError {
+  return new SmtpError({ code: 451, enhanced, text }, reason, { cause, hint });
 }
 
 /** Any failure as a reply: an SmtpError as it is, anything else a local fault (4xx, never 5xx). */
@@ -73,6 +95,6 @@ export function asSmtpError(error: unknown): SmtpError {
   return error instanceof SmtpError ? error : defer('internal', 'Local error; try again later', '4.3.0', error);
 }
 
-export function reject(reason: FailureReason, code: number, enhanced: string, text: string, cause?: unknown): SmtpError {
-  return new SmtpError({ code, enhanced, text }, reason, { cause });
+export function reject(reason: FailureReason, code: number, enhanced: string, text: string, cause?: unknown, hint?: string): SmtpError {
+  return new SmtpError({ code, enhanced, text }, reason, { cause, hint });
 }

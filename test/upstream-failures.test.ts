@@ -45,7 +45,7 @@ describe('when the upstream or the token endpoint fails', () => {
     await setUp('office365', { sendAs: ['boss@contoso.test'] }, { enforceSendAs: [] });
     const reply = await sendRawExpectingError(relay.port, { ...SCAN, raw: message(['From: boss@contoso.test'], 'x') });
     expect(reply).toBe('550 5.7.60 Upstream: SMTP; Client does not have permissions to send as this sender');
-    expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'upstream_rejected' })).toBe(1);
+    expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'send_as_denied' })).toBe(1);
   });
 
   it('turns upstream throttling (432 4.3.2) into 451 with the upstream code', async () => {

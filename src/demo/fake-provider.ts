@@ -50,6 +50,11 @@ export interface ScriptedReply {
   message: string;
 }
 
+/** A scripted refusal as smtp-server sends it (its text starts with the enhanced code). */
+function scriptedError(reply: ScriptedReply | undefined): Error | null {
+  return reply ? Object.assign(new Error(reply.message), { responseCode: reply.code }) : null;
+}
+
 export const FAKE_TLS = {
   ca: () => path.join(packageRoot(), 'fixtures', 'demo-tls', 'ca.pem'),
   cert: () => path.join(packageRoot(), 'fixtures', 'demo-tls', 'localhost.pem'),
@@ -70,6 +75,12 @@ export class FakeProvider {
   failNextLogins = 0;
   /** Each DATA takes the next scripted reply, if any (e.g. 432 4.3.2 throttling). */
   readonly dataScript: ScriptedReply[] = [];
+  /** Each AUTH takes the next scripted refusal, if any (e.g. 535 5.7.139 SMTP AUTH disabled). */
+  readonly authScript: ScriptedReply[] = [];
+  /** Each MAIL FROM takes the next scripted refusal, if any (e.g. 550 5.4.5 daily quota). */
+  readonly mailFromScript: ScriptedReply[] = [];
+  /** Recipients refused at RCPT TO with their own reply (e.g. High Volume Email's 550 5.5.105). */
+  readonly recipientReplies = new Map<string, ScriptedReply>();
   /** Recipients refused at RCPT TO with 550 5.1.1. */
   readonly unknownRecipients = new Set<string>();
   /** Recipients refused with 450 4.2.1 this many more times (a temporary mailbox problem). */
@@ -140,6 +151,7 @@ export class FakeProvider {
         callback();
       },
       onRcptTo: (address, _session, callback) => this.onRcptTo(address.address.toLowerCase(), callback),
+      onMailFrom: (_address, _session, callback) => callback(scriptedError(this.mailFromScript.shift())),
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -317,7 +329,9 @@ export class FakeProvider {
     return this.options.mailboxes.find((mailbox) => mailbox === body.sub);
   }
 
-  private onRcptTo(address: string, callback: (error?: Error) => void): void {
+  private onRcptTo(address: string, callback: (error?: Error | null) => void): void {
+    const own = this.recipientReplies.get(address);
+    if (own) return callback(scriptedError(own));
     if (this.unknownRecipients.has(address)) {
       return callback(Object.assign(new Error('5.1.1 Recipient address rejected: User unknown'), { responseCode: 550 }));
     }
@@ -334,6 +348,8 @@ export class FakeProvider {
     _session: SMTPServerSession,
     callback: (error: Error | null | undefined, response?: { user?: unknown; data?: Record<string, string> }) => void,
   ): void {
+    const scripted = this.authScript.shift();
+    if (scripted) return callback(scriptedError(scripted));
     const user = (auth.username ?? '').toLowerCase();
     const grant = this.accessTokens.get(auth.accessToken ?? '');
     let ok = !!grant && grant.expiresAt > Date.now() && (grant.mailbox === '*' || grant.mailbox.toLowerCase() === user);
@@ -353,7 +369,7 @@ export class FakeProvider {
 
   private async onMessage(raw: Buffer, session: SMTPServerSession): Promise<string> {
     const scripted = this.dataScript.shift();
-    if (scripted) throw Object.assign(new Error(scripted.message), { responseCode: scripted.code });
+    if (scripted) throw scriptedError(scripted);
     const mailbox = String(session.user);
     if (this.options.enforceSendAs) {
       const from = /^From:[^\r\n]*?<?([^\s<>]+@[^\s<>]+)>?\s*$/im.exec(raw.subarray(0, 64 * 1024).toString('latin1'))?.[1]?.toLowerCase();

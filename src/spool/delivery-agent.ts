@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { TokenManager } from '../oauth/index.js';
-import { parseReply, type Upstream } from '../upstream/index.js';
+import { explainReply, parseReply, type Upstream } from '../upstream/index.js';
 import { asSmtpError, type FailureReason } from '../reply.js';
 import type { HealthBoard } from '../health.js';
 import type { ResolvedAccount } from '../config/index.js';
@@ -47,6 +47,8 @@ export interface AccountQueueState {
   deferred: number;
   active: number;
   held: boolean;
+  /** Why it is held, when it is. */
+  heldFor?: FailureReason;
   oldestReceivedAt?: string;
 }
 
@@ -60,7 +62,8 @@ const REPORT_FIELDS = new Set(['from', 'to', 'cc', 'subject', 'date', 'message-i
 class AccountQueue {
   readonly waiting = new Map<string, QueueRecord>();
   readonly inFlight = new Map<string, QueueRecord>();
-  held = false;
+  /** Why the account's queue waits (a sign-in, a fix at the provider, a quota), if it does. */
+  held?: FailureReason;
   timer?: NodeJS.Timeout;
   readonly pacer: Pacer;
 
@@ -184,7 +187,7 @@ export class DeliveryAgent {
       if (!oldest || record.receivedAt < oldest) oldest = record.receivedAt;
       if (queue.waiting.has(record.id) && Date.parse(record.nextAttemptAt) <= now) queued++;
     }
-    return { queued, deferred: queue.waiting.size - queued, active: queue.inFlight.size, held: queue.held, oldestReceivedAt: oldest };
+    return { queued, deferred: queue.waiting.size - queued, active: queue.inFlight.size, held: queue.held !== undefined, heldFor: queue.held, oldestReceivedAt: oldest };
   }
 
   private track(record: QueueRecord): void {
@@ -202,7 +205,7 @@ export class DeliveryAgent {
     clearTimeout(queue.timer);
     queue.timer = undefined;
     if (queue.held) {
-      this.wake(queue, Date.now() + this.options.heldRecheckMs, () => this.checkHeld(queue));
+      this.wake(queue, Date.now() + this.holdMs(queue.held), () => this.checkHeld(queue));
       return;
     }
     const now = Date.now();
@@ -240,20 +243,31 @@ export class DeliveryAgent {
     queue.timer.unref();
   }
 
+  /**
+   * How long a held queue waits before it is tried again: a missing sign-in is checked with the
+   * token service every heldRecheckMs; a fix at the provider is tried then too, by sending; a used-up
+   * quota waits the longest retry delay.
+   */
+  private holdMs(reason: FailureReason): number {
+    return reason === 'quota_exhausted' ? this.options.retry.maxDelayMs : this.options.heldRecheckMs;
+  }
+
   private checkHeld(queue: AccountQueue): void {
+    const resume = (why: string) => {
+      this.log.info({ account: queue.account.name, was: queue.held }, why);
+      this.setHeld(queue, undefined);
+      this.pump(queue.account.name);
+    };
+    if (queue.held !== 'needs_reauth') return resume('trying the held account again');
     queue.tokens.getToken().then(
-      () => {
-        this.log.info({ account: queue.account.name }, 'account is signed in again; resuming delivery');
-        this.setHeld(queue, false);
-        this.pump(queue.account.name);
-      },
+      () => resume('account is signed in again; resuming delivery'),
       () => this.pump(queue.account.name),
     );
   }
 
-  private setHeld(queue: AccountQueue, held: boolean): void {
-    queue.held = held;
-    this.options.metrics.accountHeld.set({ account: queue.account.name }, held ? 1 : 0);
+  private setHeld(queue: AccountQueue, reason: FailureReason | undefined): void {
+    queue.held = reason;
+    this.options.metrics.accountHeld.set({ account: queue.account.name }, reason ? 1 : 0);
   }
 
   private async deliver(queue: AccountQueue, record: QueueRecord): Promise<void> {
@@ -293,17 +307,19 @@ export class DeliveryAgent {
       const cause = failure.cause as { message?: string; hint?: string; response?: string } | undefined;
       // The upstream's own words when it answered; the relay's reading of the problem otherwise.
       record.lastReply = cause?.response?.split(/\r?\n/)[0] ?? `${failure.reply.code} ${failure.message}`;
-      health.failed(account, failure.reason, record.lastReply);
-      if (failure.reason === 'needs_reauth') {
-        record.attempts--; // waiting for a human is not the message's failure
-        this.setHeld(queue, true);
-        log.warn({ reply: record.lastReply, hint: cause?.hint }, 'account needs to be signed in again; holding its queue');
+      health.failed(account, failure.reason, record.lastReply, failure.hint);
+      if (failure.holdsAccount) {
+        record.attempts--; // waiting for a human (or a quota) is not the message's failure
+        metrics.deferrals.inc({ account, reason: failure.reason });
+        if (!queue.held) log.warn({ reason: failure.reason, reply: record.lastReply, hint: failure.hint }, 'holding the account queue until it can send again');
+        this.setHeld(queue, failure.reason);
       } else if (failure.isTemporary) {
         metrics.deliveryAttempts.inc({ account, result: 'deferred' });
         metrics.deferrals.inc({ account, reason: failure.reason });
-        log.warn({ reply: record.lastReply, attempts: record.attempts, cause: cause?.message }, 'delivery deferred');
+        log.warn({ reply: record.lastReply, attempts: record.attempts, cause: cause?.message, hint: failure.hint }, 'delivery deferred');
       } else {
         metrics.deliveryAttempts.inc({ account, result: 'failed' });
+        log.error({ reply: record.lastReply, reason: failure.reason, hint: failure.hint }, 'delivery refused for good');
         for (const address of to) record.failedRecipients.push({ address, reply: record.lastReply });
       }
     }
@@ -319,7 +335,9 @@ export class DeliveryAgent {
         metrics.messagesRelayed.inc({ account: record.account });
         return;
       }
-      return this.fail(record, 'upstream_rejected', 'The upstream refused the message permanently.');
+      // The provider's reason when the relay knows the reply (send_as_denied, external_recipient, ...).
+      const known = explainReply(record.failedRecipients[0]?.reply);
+      return this.fail(record, known?.action === 'permanent' ? known.reason : 'upstream_rejected', 'The upstream refused the message permanently.');
     }
     if (!queue.held && isExpired(retry, record.receivedAt)) {
       const days = Math.round(retry.maxAgeMs / 86_400_000);

@@ -1,5 +1,6 @@
 import { SmtpError, defer, reject } from '../reply.js';
 import { TokenError } from '../oauth/index.js';
+import { explainReply } from './provider-replies.js';
 
 /** What nodemailer attaches to its errors; classified on these fields, never on message text. */
 export interface NodemailerError extends Error {
@@ -35,17 +36,22 @@ export function classifySendError(error: unknown, account: string): SmtpError {
       : defer('token_unavailable', `Relay account ${account} cannot reach its OAuth token service; try later`, '4.4.3', error);
   }
   const err = error as NodemailerError;
-  if (err.code === 'EAUTH') {
-    const upstream = err.response ? `: ${err.response.split(/\r?\n/)[0]}` : '';
-    return defer('upstream_auth', `Upstream refused the relay account ${account}${upstream}`, '4.7.0', error);
+  const known = explainReply(err.response);
+  const reply = err.response ? parseReply(err.response) : undefined;
+  const refusedLogin = err.code === 'EAUTH' ? `Upstream refused the relay account ${account}${err.response ? `: ${err.response.split(/\r?\n/)[0]}` : ''}` : undefined;
+  if (known && reply) {
+    if (known.action === 'permanent') return reject(known.reason, reply.code >= 500 ? reply.code : 550, reply.enhanced, `Upstream: ${reply.text}`, error, known.hint);
+    // Held or deferred, the device keeps its message (451); a 5xx about the account is not about the message.
+    const text = known.action === 'hold' ? `Relay account ${account} cannot send now (${reply.enhanced}); try later` : (refusedLogin ?? `Upstream: ${reply.text}`);
+    return defer(known.reason, text, reply.code >= 500 ? '4.7.0' : reply.enhanced, error, known.hint);
   }
+  if (refusedLogin) return defer('upstream_auth', refusedLogin, '4.7.0', error);
   if (err.code === 'ETLS' || isCertificateError(err)) {
     return defer('upstream_tls', 'Upstream TLS failed; the relay will not send in clear text', '4.7.10', error);
   }
   if (err.code && UNREACHABLE.has(err.code)) {
     return defer('upstream_unreachable', 'Upstream mail server unreachable; try later', '4.4.1', error);
   }
-  const reply = err.response ? parseReply(err.response) : undefined;
   if (reply && reply.code >= 500) return reject('upstream_rejected', reply.code, reply.enhanced, `Upstream: ${reply.text}`, error);
   if (reply && reply.code >= 400) return defer('upstream_deferred', `Upstream: ${reply.text}`, reply.enhanced, error);
   // nodemailer refuses before MAIL FROM, with no reply, when the upstream's SIZE is smaller.

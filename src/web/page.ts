@@ -35,7 +35,8 @@ function stateLine(token: AccountTokenStatus): string {
 
 function accountCard(view: AccountView, csrf: string): string {
   const queue = view.queue ? `${view.queue.queued + view.queue.deferred + view.queue.active} in queue${view.queue.held ? ' (held)' : ''}` : 'direct mode';
-  const problem = view.delivery.lastProblem ? `<p class="bad"><small>Last problem ${escape(when(view.delivery.lastProblem.at))}: ${escape(view.delivery.lastProblem.reply)}</small></p>` : '';
+  const last = view.delivery.lastProblem;
+  const problem = last ? `<p class="bad"><small>Last problem ${escape(when(last.at))}: ${escape(last.reply)}</small></p>${last.hint ? `<p><small>What to do: ${escape(last.hint)}</small></p>` : ''}` : '';
   const warning = view.token.warning ? `<p class="bad"><small>${escape(view.token.warning)}</small></p>` : '';
   const signIn = view.canSignIn
     ? `<form method="post" action="/accounts/${encodeURIComponent(view.name)}/sign-in"><input type="hidden" name="csrf" value="${csrf}"><button>Sign in</button></form>`

@@ -1,4 +1,5 @@
 import type { ConfigProblem } from './load.js';
+import { accountFlow } from './providers.js';
 
 type Loose = Record<string, unknown> | undefined;
 
@@ -13,7 +14,10 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
   for (const [name, account] of Object.entries(accounts)) {
     if (!isObject(account)) continue;
     const at = `accounts.${name}`;
-    const flow = account.flow ?? 'refresh_token';
+    const hve = account.service === 'hve';
+    const flow = accountFlow(account);
+    if (hve && account.provider !== 'microsoft') add(`${at}.service`, 'service hve (High Volume Email) is Microsoft 365 only; use it with provider microsoft');
+    if (hve && flow !== 'client_credentials') add(`${at}.flow`, 'High Volume Email signs in as the app: use flow client_credentials (the default for service hve)');
     if (account.provider === 'microsoft' && !account.tenant && !account.tokenUrl) {
       add(`${at}.tenant`, 'required for provider microsoft: the directory id or domain, e.g. contoso.onmicrosoft.com');
     }

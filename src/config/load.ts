@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './schema.js';
-import { resolveAccount, type ResolvedAccount } from './providers.js';
+import { accountFlow, resolveAccount, type ResolvedAccount } from './providers.js';
 import { crossCheck } from './checks.js';
 
 /** One thing wrong with the configuration, named by its key path, with the fix. */
@@ -184,7 +184,7 @@ function collectWarnings(source: string, config: Config): string[] {
     warnings.push('tokenKey is not set: stored refresh tokens are protected by file mode 0600 only; set tokenKey (or tokenKeyFile) to encrypt them');
   }
   for (const [name, account] of Object.entries(config.accounts)) {
-    if (account.flow === 'refresh_token' && !account.refreshToken) {
+    if (accountFlow(account) === 'refresh_token' && !account.refreshToken) {
       warnings.push(`accounts.${name} has no refreshToken in the config: sign it in with \`smtp-oauth-relay login ${name}\` or the admin page (a token already in the store is used)`);
     }
   }

@@ -14,9 +14,19 @@ interface ProviderPreset {
   /** Extra parameters for the authorize URL (Google: offline access, so a refresh token comes back). */
   authorizeParams?: Record<string, string>;
   scopes(flow: OAuthFlow): string | undefined;
-  upstream?: { host: string; port: number; maxConnections: number };
+  upstream?: { host: string; port: number; maxConnections: number; maxRecipientsPerMessage?: number };
   limits: SendingLimits;
 }
+
+/**
+ * Microsoft High Volume Email (GA 31 March 2026): internal recipients only, works while SMTP AUTH
+ * is off for mailboxes, signs in as the app. Microsoft advises at most 50 recipients per message.
+ * smtp-hve.office365.com is still served too (set upstream.host).
+ */
+const HVE: Pick<ProviderPreset, 'upstream' | 'limits'> = {
+  upstream: { host: 'smtp.hve.mx.microsoft', port: 587, maxConnections: 3, maxRecipientsPerMessage: 50 },
+  limits: {},
+};
 
 const PRESETS: Record<ProviderName, ProviderPreset> = {
   microsoft: {
@@ -27,8 +37,8 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
       flow === 'client_credentials'
         ? 'https://outlook.office365.com/.default'
         : 'https://outlook.office.com/SMTP.Send offline_access',
-    // Exchange Online allows 3 concurrent connections per mailbox.
-    upstream: { host: 'smtp.office365.com', port: 587, maxConnections: 3 },
+    // Exchange Online allows 3 concurrent connections per mailbox and 500 recipients per message.
+    upstream: { host: 'smtp.office365.com', port: 587, maxConnections: 3, maxRecipientsPerMessage: 500 },
     // Exchange Online per mailbox: 30 messages a minute, 10,000 recipients a day.
     limits: { messagesPerMinute: 30, recipientsPerDay: 10_000 },
   },
@@ -39,7 +49,7 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
     deviceCodeUrl: () => undefined,
     authorizeParams: { access_type: 'offline', prompt: 'consent' },
     scopes: () => 'https://mail.google.com/',
-    upstream: { host: 'smtp.gmail.com', port: 587, maxConnections: 3 },
+    upstream: { host: 'smtp.gmail.com', port: 587, maxConnections: 3, maxRecipientsPerMessage: 100 },
     // Gmail / Workspace per account: 2,000 messages and 10,000 recipients a day.
     limits: { messagesPerDay: 2_000, recipientsPerDay: 10_000 },
   },
@@ -57,6 +67,8 @@ export interface ResolvedUpstream {
   port: number;
   ca?: string;
   maxConnections: number;
+  /** Recipients per transaction; more are sent in further transactions of the same message. */
+  maxRecipientsPerMessage?: number;
   timeoutMs: number;
 }
 
@@ -81,16 +93,23 @@ export interface ResolvedAccount {
   limits: SendingLimits;
 }
 
+/** The account's OAuth flow: as configured, else client_credentials for High Volume Email, else refresh_token. */
+export function accountFlow(account: { flow?: unknown; service?: unknown }): OAuthFlow {
+  return (account.flow as OAuthFlow | undefined) ?? (account.service === 'hve' ? 'client_credentials' : 'refresh_token');
+}
+
 /** Fills provider defaults into a validated account (the schema has made sure custom gives them). */
 export function resolveAccount(name: string, account: AccountConfig, delivery: 'queue' | 'direct'): ResolvedAccount {
-  const preset = PRESETS[account.provider];
+  const hve = account.service === 'hve';
+  const preset = hve ? { ...PRESETS.microsoft, ...HVE } : PRESETS[account.provider];
+  const flow = accountFlow(account);
   const scopes = Array.isArray(account.scopes) ? account.scopes.join(' ') : account.scopes;
   const host = account.upstream?.host ?? preset.upstream?.host;
   return {
     name,
     provider: account.provider,
     mailbox: account.mailbox,
-    flow: account.flow,
+    flow,
     clientId: account.clientId,
     clientSecret: account.clientSecret,
     clientAuth: account.clientAuth,
@@ -100,12 +119,13 @@ export function resolveAccount(name: string, account: AccountConfig, delivery: '
     deviceCodeUrl: account.deviceCodeUrl ?? preset.deviceCodeUrl(account.tenant),
     authorizeParams: preset.authorizeParams ?? {},
     serviceAccountKeyFile: account.serviceAccountKeyFile,
-    scopes: scopes ?? preset.scopes(account.flow),
+    scopes: scopes ?? preset.scopes(flow),
     upstream: {
       host: host!,
       port: account.upstream?.port ?? preset.upstream?.port ?? 587,
       ca: account.upstream?.ca,
       maxConnections: account.upstream?.maxConnections ?? preset.upstream?.maxConnections ?? 3,
+      maxRecipientsPerMessage: account.upstream?.maxRecipientsPerMessage ?? preset.upstream?.maxRecipientsPerMessage,
       timeoutMs: (account.upstream?.timeout ?? 60) * 1000,
     },
     sendAs: account.sendAs.map((address) => address.toLowerCase()),

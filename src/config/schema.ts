@@ -119,6 +119,12 @@ const upstreamSchema = z
     maxConnections: z.number().int().positive().optional(),
     /** Seconds allowed for connect, greeting and each command. */
     timeout: durationSeconds.default(60),
+    /**
+     * Recipients per upstream transaction; a message with more is sent in several transactions of
+     * the same content (like Postfix's smtp_destination_recipient_limit). Default: Exchange Online
+     * 500, Gmail 100, High Volume Email 50, custom unlimited.
+     */
+    maxRecipientsPerMessage: z.number().int().positive().optional(),
   })
   .strict();
 
@@ -131,7 +137,10 @@ const accountSchema = z
     tenant: z.string().optional(),
     clientId: z.string().min(1),
     clientSecret: z.string().optional(),
-    flow: z.enum(['refresh_token', 'client_credentials', 'service_account']).default('refresh_token'),
+    /** Default: refresh_token, or client_credentials for service hve. */
+    flow: z.enum(['refresh_token', 'client_credentials', 'service_account']).optional(),
+    /** microsoft only: mailbox (SMTP AUTH, the default) or hve (High Volume Email, internal recipients only). */
+    service: z.enum(['mailbox', 'hve']).default('mailbox'),
     /** The initial refresh token; optional when `login` or the admin page's Sign in provides one. */
     refreshToken: z.string().optional(),
     /** Google Workspace service account key (JSON) with domain-wide delegation, for flow service_account. */

@@ -220,12 +220,13 @@ export class DeliveryAgent {
     for (const record of due) {
       if (queue.inFlight.size >= queue.account.upstream.maxConnections) break;
       const recipients = pendingRecipients(record).length;
-      const wait = queue.pacer.waitMs(recipients, now);
+      const transactions = Math.max(1, Math.ceil(recipients / (queue.account.upstream.maxRecipientsPerMessage ?? Infinity)));
+      const wait = queue.pacer.waitMs(recipients, now, transactions);
       if (wait > 0) {
         wakeAt = Math.min(wakeAt, now + wait);
         break;
       }
-      queue.pacer.record(recipients, now);
+      queue.pacer.record(recipients, now, transactions);
       queue.waiting.delete(record.id);
       queue.inFlight.set(record.id, record);
       const delivery = this.deliver(queue, record).finally(() => {

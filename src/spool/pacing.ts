@@ -14,18 +14,19 @@ export class Pacer {
 
   constructor(private readonly limits: SendingLimits) {}
 
-  /** Milliseconds until a message to this many recipients may go (0: now). */
-  waitMs(recipientCount: number, now = Date.now()): number {
+  /**
+   * Milliseconds until a message to this many recipients may go (0: now). A message sent in
+   * several transactions (more recipients than one takes) counts as that many messages, as the
+   * provider counts them; never more than a whole window, or it could never go.
+   */
+  waitMs(recipientCount: number, now = Date.now(), transactions = 1): number {
     this.prune(now);
     let wait = 0;
     const { messagesPerMinute, messagesPerDay, recipientsPerDay } = this.limits;
     if (messagesPerMinute !== undefined) {
-      const lastMinute = this.sends.filter((at) => at > now - MINUTE);
-      if (lastMinute.length >= messagesPerMinute) wait = Math.max(wait, lastMinute[lastMinute.length - messagesPerMinute] + MINUTE - now);
+      wait = Math.max(wait, windowWait(this.sends.filter((at) => at > now - MINUTE), messagesPerMinute, transactions, MINUTE, now));
     }
-    if (messagesPerDay !== undefined && this.sends.length >= messagesPerDay) {
-      wait = Math.max(wait, this.sends[this.sends.length - messagesPerDay] + DAY - now);
-    }
+    if (messagesPerDay !== undefined) wait = Math.max(wait, windowWait(this.sends, messagesPerDay, transactions, DAY, now));
     if (recipientsPerDay !== undefined) {
       let total = recipientCount + this.recipients.reduce((sum, entry) => sum + entry.count, 0);
       for (const entry of this.recipients) {
@@ -37,8 +38,8 @@ export class Pacer {
     return Math.max(0, wait);
   }
 
-  record(recipientCount: number, now = Date.now()): void {
-    this.sends.push(now);
+  record(recipientCount: number, now = Date.now(), transactions = 1): void {
+    for (let i = 0; i < transactions; i++) this.sends.push(now);
     this.recipients.push({ at: now, count: recipientCount });
   }
 
@@ -46,4 +47,11 @@ export class Pacer {
     while (this.sends.length && this.sends[0] <= now - DAY) this.sends.shift();
     while (this.recipients.length && this.recipients[0].at <= now - DAY) this.recipients.shift();
   }
+}
+
+/** How long until `needed` more sends fit in a window that allows `limit` (sends: oldest first). */
+function windowWait(sends: number[], limit: number, needed: number, window: number, now: number): number {
+  const need = Math.min(needed, limit);
+  const over = sends.length + need - limit;
+  return over > 0 ? sends[over - 1] + window - now : 0;
 }

@@ -6,6 +6,7 @@ import type { ResolvedAccount } from '../config/index.js';
 import type { TokenManager } from '../oauth/index.js';
 import type { Logger } from '../log.js';
 import { classifySendError, type NodemailerError } from './classify.js';
+import { SmtpError } from '../reply.js';
 import type { Metrics } from '../metrics/index.js';
 
 export interface Envelope {
@@ -74,10 +75,36 @@ export class Upstream {
   async send(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
     const started = performance.now();
     try {
-      return await this.sendWithRetry(envelope, openMessage);
+      return await this.sendInParts(envelope, openMessage);
     } finally {
       this.metrics.upstreamSendDuration.observe({ account: this.account.name }, (performance.now() - started) / 1000);
     }
+  }
+
+  /**
+   * More recipients than the provider takes in one transaction (upstream.maxRecipientsPerMessage)
+   * go in several transactions of the same content, one after the other. Once a part went through,
+   * a later part's failure is reported per recipient (a 4xx keeps them pending in the queue), so
+   * that what was delivered is never sent again.
+   */
+  private async sendInParts(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
+    const size = this.account.upstream.maxRecipientsPerMessage ?? envelope.to.length;
+    if (envelope.to.length <= size) return this.sendWithRetry(envelope, openMessage);
+    const receipt: SendReceipt = { accepted: [], rejected: [], response: '' };
+    for (let start = 0; start < envelope.to.length; start += size) {
+      const to = envelope.to.slice(start, start + size);
+      try {
+        const part = await this.sendWithRetry({ ...envelope, to }, openMessage);
+        receipt.accepted.push(...part.accepted);
+        receipt.rejected.push(...part.rejected);
+        receipt.response = part.response;
+      } catch (error) {
+        if (receipt.accepted.length === 0) throw error;
+        const reply = error instanceof SmtpError ? `${error.reply.code} ${error.message}` : '451 4.3.0 Local error';
+        receipt.rejected.push(...to.map((address) => ({ address, response: reply })));
+      }
+    }
+    return receipt;
   }
 
   close(): void {

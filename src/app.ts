@@ -6,7 +6,7 @@ import { changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
-import { TokenManager, TokenStore } from './oauth/index.js';
+import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
 import { DeliveryAgent, Spool, type BounceSettings } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
@@ -84,6 +84,11 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       retryDelayMs: config.oauth.retryDelay * 1000,
     });
     routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname) });
+    for (const expiry of credentialExpiries(account)) {
+      metrics.credentialExpiry.set({ account: account.name, credential: expiry.credential }, expiry.expiresAt / 1000);
+      const warning = expiryWarning(account, expiry);
+      if (warning) logger.warn({ account: account.name, credential: expiry.credential }, warning);
+    }
   }
 
   const agent = new DeliveryAgent({

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { formatByteSize, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
-import { TokenStore } from '../oauth/index.js';
+import { TokenStore, credentialExpiries, expiryWarning } from '../oauth/index.js';
 import { fingerprint, type TokenStoreError } from '../oauth/token-store.js';
 import { unusedExpiry } from '../oauth/inactivity.js';
 import { askDaemon } from '../control/index.js';
@@ -24,6 +24,11 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
     lines.push(`    upstream       ${account.upstream.host}:${account.upstream.port} STARTTLS, XOAUTH2, up to ${account.upstream.maxConnections} connections`);
     if (account.sendAs.length) lines.push(`    may send as    ${account.sendAs.join(', ')}`);
     lines.push(`    token          ${await tokenState(store, account)}`);
+    for (const expiry of credentialExpiries(account)) {
+      lines.push(`    ${expiry.credential.replace('_', ' ').padEnd(14)} expires ${new Date(expiry.expiresAt).toISOString().slice(0, 10)}`);
+      const warning = expiryWarning(account, expiry);
+      if (warning) loaded.warnings.push(warning);
+    }
   }
   lines.push('', 'Users:');
   for (const user of config.users) {

@@ -28,6 +28,8 @@ Commands:
   queue delete ID         remove a message (queued or failed)
   login ACCOUNT [--browser]
                           sign an account in (device code, or the browser with PKCE) and store its token
+  credentials create-certificate ACCOUNT [--days N]
+                          make a key and a self-signed certificate (Microsoft certificate credentials)
   tokens encrypt [--old-key-file FILE]
                           rewrite the token store with the configured tokenKey (encrypt, or change key)
   demo [--host ADDR] [--port N] [--http-port N] [--data-dir DIR]
@@ -52,6 +54,7 @@ async function main(argv: string[]): Promise<number> {
       all: { type: 'boolean' },
       browser: { type: 'boolean' },
       'old-key-file': { type: 'string' },
+      days: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -88,6 +91,17 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       await login(loadConfigFile(configPath), name, { browser: values.browser ?? false, write: (text) => process.stdout.write(text) });
+      return 0;
+    }
+    case 'credentials': {
+      const name = positionals[2];
+      if (positionals[1] !== 'create-certificate' || !name) {
+        process.stderr.write('Usage: smtp-oauth-relay credentials create-certificate ACCOUNT [--days N] [--config FILE]\n');
+        return 2;
+      }
+      // Loaded only here: the X.509 library is needed by this command alone.
+      const { createCertificate } = await import('./credentials.js');
+      process.stdout.write(await createCertificate(loadConfigFile(configPath), name, Number(values.days ?? 365)));
       return 0;
     }
     case 'tokens':

@@ -27,7 +27,9 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
     }
     if (flow === 'service_account' && account.provider === 'microsoft') add(`${at}.flow`, 'service_account is the JWT bearer grant of Google Workspace (or a custom server); Microsoft uses client_credentials');
     if (flow === 'service_account' && !account.serviceAccountKeyFile) add(`${at}.serviceAccountKeyFile`, 'required for flow service_account: the JSON key of the service account');
-    if (flow === 'client_credentials' && !account.clientSecret) add(`${at}.clientSecret`, 'required for flow client_credentials (or set clientSecretFile)');
+    const credentials = ['clientSecret', 'clientCertificateFile', 'clientAssertionFile'].filter((key) => account[key] !== undefined);
+    if (flow === 'client_credentials' && credentials.length === 0) add(`${at}.clientSecret`, 'flow client_credentials needs a credential: clientSecret (or clientSecretFile), clientCertificateFile, or clientAssertionFile');
+    if (credentials.length > 1) add(`${at}.${credentials[1]}`, `give one credential, not ${credentials.join(' and ')}`);
     if (flow === 'client_credentials' && account.provider === 'google') add(`${at}.flow`, 'Google has no client_credentials grant for Gmail; use refresh_token');
   }
   const unauthenticated = tree?.unauthenticated;

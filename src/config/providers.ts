@@ -79,6 +79,10 @@ export interface ResolvedAccount {
   flow: OAuthFlow;
   clientId: string;
   clientSecret?: string;
+  clientCertificateFile?: string;
+  clientKeyFile?: string;
+  clientAssertionFile?: string;
+  credentialExpiresAt?: string;
   clientAuth?: 'basic' | 'body';
   refreshToken?: string;
   tokenUrl: string;
@@ -112,6 +116,10 @@ export function resolveAccount(name: string, account: AccountConfig, delivery: '
     flow,
     clientId: account.clientId,
     clientSecret: account.clientSecret,
+    clientCertificateFile: account.clientCertificateFile,
+    clientKeyFile: account.clientKeyFile,
+    clientAssertionFile: account.clientAssertionFile,
+    credentialExpiresAt: account.credentialExpiresAt,
     clientAuth: account.clientAuth,
     refreshToken: account.refreshToken,
     tokenUrl: (account.tokenUrl ?? preset.tokenUrl(account.tenant))!,

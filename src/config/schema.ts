@@ -137,6 +137,13 @@ const accountSchema = z
     tenant: z.string().optional(),
     clientId: z.string().min(1),
     clientSecret: z.string().optional(),
+    /** Certificate credential (Microsoft): a PEM certificate, and its key (or one PEM holding both). */
+    clientCertificateFile: z.string().optional(),
+    clientKeyFile: z.string().optional(),
+    /** Workload identity federation: a file holding a JWT the platform rotates (re-read for each token request). */
+    clientAssertionFile: z.string().optional(),
+    /** When the client secret expires (the Entra portal shows it): warned about 30 days ahead. */
+    credentialExpiresAt: z.string().refine((value) => !Number.isNaN(Date.parse(value)), { message: 'must be a date, e.g. 2027-03-31' }).optional(),
     /** Default: refresh_token, or client_credentials for service hve. */
     flow: z.enum(['refresh_token', 'client_credentials', 'service_account']).optional(),
     /** microsoft only: mailbox (SMTP AUTH, the default) or hve (High Volume Email, internal recipients only). */

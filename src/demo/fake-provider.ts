@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { createHash, randomBytes, verify } from 'node:crypto';
+import { X509Certificate, constants, createHash, randomBytes, verify } from 'node:crypto';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
 import { PromptSmtpServer } from '../listener/index.js';
 import { packageRoot } from '../util/package-root.js';
@@ -35,6 +35,12 @@ export interface FakeProviderOptions {
   clientAuth?: 'basic' | 'body';
   /** PEM public key of a service account allowed the JWT bearer grant (domain-wide delegation). */
   serviceAccountPublicKey?: string;
+  /** PEM certificate registered for the app: client assertions (RFC 7523) signed with its key are accepted. */
+  clientCertificate?: string;
+  /** A federated token (workload identity) accepted as the client assertion. */
+  federatedAssertion?: string;
+  /** Google app in "Testing": refresh grants answer refresh_token_expires_in (7 days). */
+  testingApp?: boolean;
 }
 
 export interface ReceivedMessage {
@@ -269,6 +275,25 @@ export class FakeProvider {
     response.writeHead(302, { location: back.toString() }).end();
   }
 
+  /** Microsoft's checks of a client assertion: a federated token, or a PS256 JWT by the registered certificate. */
+  private clientAssertionProblem(type: string | null, assertion: string): string | undefined {
+    if (type !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer') return 'AADSTS50027: client_assertion_type is not jwt-bearer.';
+    if (this.options.federatedAssertion !== undefined) return assertion === this.options.federatedAssertion ? undefined : 'AADSTS700213: No matching federated identity record found.';
+    if (!this.options.clientCertificate) return 'AADSTS700027: Client assertion contains an invalid signature (no certificate registered).';
+    const [headerPart, claimsPart, signature] = assertion.split('.');
+    const header = JSON.parse(Buffer.from(headerPart ?? '', 'base64url').toString() || '{}') as Record<string, string>;
+    const claims = JSON.parse(Buffer.from(claimsPart ?? '', 'base64url').toString() || '{}') as Record<string, string | number>;
+    const certificate = new X509Certificate(this.options.clientCertificate);
+    if (header.alg !== 'PS256' || header['x5t#S256'] !== createHash('sha256').update(certificate.raw).digest('base64url')) return 'AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application.';
+    const valid = verify('sha256', Buffer.from(`${headerPart}.${claimsPart}`), { key: certificate.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, Buffer.from(signature ?? '', 'base64url'));
+    if (!valid) return 'AADSTS700027: Client assertion contains an invalid signature.';
+    const now = Date.now() / 1000;
+    if (claims.aud !== this.tokenUrl || claims.iss !== this.clientId || claims.sub !== this.clientId || Number(claims.exp) <= now || Number(claims.nbf) > now + 60) {
+      return 'AADSTS700024: Client assertion is not within its valid time range, or aud/iss/sub do not match.';
+    }
+    return undefined;
+  }
+
   private tokenResponse(form: URLSearchParams): { status: number; payload: Record<string, unknown> } {
     this.tokenRequests++;
     const scripted = this.tokenScript.shift();
@@ -307,7 +332,13 @@ export class FakeProvider {
       if (!mailbox) return oauthError(400, 'invalid_grant', 'AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.');
       refreshToken = this.issueRefreshToken(mailbox); // rotated; the old one stays valid, as at Microsoft
     } else if (grant === 'client_credentials') {
-      if (form.get('client_secret') !== this.clientSecret) return oauthError(401, 'invalid_client', 'AADSTS7000215: Invalid client secret provided.');
+      const assertion = form.get('client_assertion');
+      if (assertion !== null) {
+        const problem = this.clientAssertionProblem(form.get('client_assertion_type'), assertion);
+        if (problem) return oauthError(401, 'invalid_client', problem);
+      } else if (form.get('client_secret') !== this.clientSecret) {
+        return oauthError(401, 'invalid_client', 'AADSTS7000215: Invalid client secret provided.');
+      }
       mailbox = '*';
     } else {
       return oauthError(400, 'unsupported_grant_type', `grant_type ${grant} is not supported`);
@@ -316,6 +347,7 @@ export class FakeProvider {
     this.accessTokens.set(accessToken, { mailbox, expiresAt: Date.now() + this.tokenLifetime * 1000 });
     const payload: Record<string, unknown> = { token_type: 'Bearer', access_token: accessToken, expires_in: this.tokenLifetime, scope: form.get('scope') };
     if (refreshToken) payload.refresh_token = refreshToken;
+    if (refreshToken && this.options.testingApp) payload.refresh_token_expires_in = 604_799; // Google, consent screen in "Testing"
     return { status: 200, payload };
   }
 

@@ -61,6 +61,12 @@ export function createMetrics(accountNames: string[]) {
       registers: [registry],
     }),
     tokenRefreshes: new Counter({ name: `${p}token_refreshes_total`, help: 'Access token requests, by result', labelNames: ['account', 'result'], registers: [registry] }),
+    credentialExpiry: new Gauge({
+      name: `${p}credential_expiry_timestamp_seconds`,
+      help: 'When an account credential stops working (Unix time): certificate, client_secret (credentialExpiresAt), refresh_token (Google apps in Testing)',
+      labelNames: ['account', 'credential'],
+      registers: [registry],
+    }),
     tokenExpiry: new Gauge({ name: `${p}token_expiry_timestamp_seconds`, help: 'When the current access token expires (Unix time)', labelNames: ['account'], registers: [registry] }),
     tokenLastRefresh: new Gauge({
       name: `${p}token_last_success_timestamp_seconds`,

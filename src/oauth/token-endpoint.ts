@@ -1,4 +1,5 @@
 import type { ResolvedAccount } from '../config/index.js';
+import { clientAssertion } from './client-assertion.js';
 
 export interface EndpointReply {
   status: number;
@@ -17,7 +18,8 @@ const accepted = new Map<string, ClientAuth>();
  * Basic for a custom server, and once the other way when the server answers invalid_client.
  */
 export async function requestToken(account: ResolvedAccount, fields: Record<string, string>): Promise<EndpointReply> {
-  if (!account.clientSecret) return postForm(account.tokenUrl, new URLSearchParams({ client_id: account.clientId, ...fields }));
+  const assertion = clientAssertion(account);
+  if (assertion || !account.clientSecret) return postForm(account.tokenUrl, new URLSearchParams({ client_id: account.clientId, ...assertion, ...fields }));
   const key = `${account.tokenUrl} ${account.clientId}`;
   const first = account.clientAuth ?? accepted.get(key) ?? (account.provider === 'custom' ? 'basic' : 'body');
   const reply = await postWithClientAuth(account, fields, first);

@@ -23,6 +23,8 @@ export interface AccountTokenStatus {
   /** When the provider last accepted the refresh token, and when it dies if unused (Microsoft: 90 days). */
   refreshTokenLastUsedAt?: string;
   refreshTokenUnusedExpiry?: string;
+  /** When the provider said the refresh token dies (Google apps in "Testing"). */
+  refreshTokenExpiresAt?: string;
   warning?: string;
 }
 
@@ -67,6 +69,7 @@ export class TokenManager {
   private hint?: string;
   private rejected?: { refreshToken?: string; at: number; error: TokenError };
   private refreshTokenLastUsedAt?: number;
+  private refreshTokenExpiresAt?: number;
   private storeProblemLogged = false;
   private keepAlive?: NodeJS.Timeout;
   private readonly log: Logger;
@@ -144,7 +147,10 @@ export class TokenManager {
       hint: this.hint,
       refreshTokenLastUsedAt: lastUsed ? new Date(lastUsed).toISOString() : undefined,
       refreshTokenUnusedExpiry: expiry && new Date(expiry.at).toISOString(),
-      warning: expiry?.warning,
+      refreshTokenExpiresAt: this.refreshTokenExpiresAt ? new Date(this.refreshTokenExpiresAt).toISOString() : undefined,
+      warning: this.refreshTokenExpiresAt
+        ? `the refresh token dies on ${new Date(this.refreshTokenExpiresAt).toISOString().slice(0, 10)}: the Google OAuth app is in "Testing"; publish its consent screen, then sign in again`
+        : expiry?.warning,
     };
   }
 
@@ -188,6 +194,7 @@ export class TokenManager {
       throw describeTokenFailure(status, body);
     }
     if (refreshToken) {
+      this.noteRefreshTokenLifetime(body.refresh_token_expires_in);
       // Rotated (Microsoft) or not (Google): either way its last use is worth keeping.
       this.refreshTokenLastUsedAt = Date.now();
       await this.persistRefreshToken(typeof body.refresh_token === 'string' ? body.refresh_token : refreshToken);
@@ -231,6 +238,25 @@ export class TokenManager {
     } catch (error) {
       // The previous refresh token stays valid at the providers, so mail keeps flowing.
       this.log.error({ err: (error as Error).message }, 'cannot save the rotated refresh token');
+    }
+  }
+
+  /**
+   * Google answers `refresh_token_expires_in` when the app's consent screen is in "Testing": the
+   * refresh token dies after 7 days whatever the relay does. Said loudly, once per token, and exposed.
+   */
+  private noteRefreshTokenLifetime(seconds: unknown): void {
+    if (typeof seconds !== 'number' && typeof seconds !== 'string') return;
+    const expiresAt = Date.now() + Number(seconds) * 1000;
+    if (!Number.isFinite(expiresAt)) return;
+    this.options.metrics.credentialExpiry.set({ account: this.account.name, credential: 'refresh_token' }, expiresAt / 1000);
+    const known = this.refreshTokenExpiresAt !== undefined;
+    this.refreshTokenExpiresAt = expiresAt;
+    if (!known) {
+      this.log.error(
+        { refreshTokenExpiresAt: new Date(expiresAt).toISOString() },
+        'the refresh token will die on that date whatever the relay does: the Google OAuth app is in "Testing" (7-day tokens); publish its consent screen ("In production"), then sign in again',
+      );
     }
   }
 

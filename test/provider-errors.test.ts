@@ -83,3 +83,19 @@ describe('every provider error explained', () => {
     });
   }
 });
+
+describe('a token the provider says expires soon', () => {
+  afterEach(stopStarted);
+
+  it('501 5.5.127: refreshed and the send retried at once, the device never notices', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider);
+    await sendRaw(relay.port, SCAN);
+    const before = provider.tokenRequests;
+    provider.authScript.push({ code: 501, message: '5.5.127 Authentication unsuccessful, Token will expire soon' });
+    provider.dropConnections(); // a new session logs in again
+    await sendRaw(relay.port, SCAN);
+    expect(provider.received).toHaveLength(2);
+    expect(provider.tokenRequests).toBe(before + 1);
+  });
+});

@@ -1,28 +1,7 @@
-import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { metric, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import { FAKE_TLS } from '../src/demo/fake-provider.js';
-
-/** One openssl s_client session (Debian's OpenSSL 3), with stdin lines sent a moment apart. */
-function sClient(args: string[], input: string[] = ['QUIT']): Promise<string> {
-  return new Promise((resolve) => {
-    const child = spawn('openssl', ['s_client', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
-    const timer = setTimeout(() => child.kill(), 8000);
-    child.on('close', () => {
-      clearTimeout(timer);
-      resolve(output);
-    });
-    let delay = 400;
-    for (const line of input) {
-      setTimeout(() => child.stdin.writable && child.stdin.write(`${line}\n`), delay);
-      delay += 400;
-    }
-    setTimeout(() => child.stdin.end(), delay + 200);
-  });
-}
+import { sClient } from './openssl-client.js';
 
 const negotiated = (output: string) => /Protocol\s*:\s*(TLSv[\d.]+)/.exec(output)?.[1] ?? /New, (TLSv[\d.]+), Cipher is (\S+)/.exec(output)?.[1];
 const cipher = (output: string) => /Cipher is (\S+)/.exec(output)?.[1];

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEVICE, MAILBOX, startProvider, startRelay, until, type TestRelay } from './helpers.js';
 import { FAKE_TLS, type FakeProvider, type ReceivedMessage } from '../src/demo/fake-provider.js';
 import { downstreamView } from './header-shapes.js';
+import { sClient } from './openssl-client.js';
 
 /*
  * Real clients nobody here wrote, as devices and servers use them: msmtp, curl, swaks, Python
@@ -193,25 +194,11 @@ function pipeInto(command: string, args: string[], file: string): Promise<void> 
   });
 }
 
-/** An SMTP session typed into openssl s_client, one command at a time. */
-function sClientSession(args: string[], commands: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('openssl', ['s_client', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
-    const timer = setTimeout(() => child.kill(), 20_000);
-    child.on('close', () => {
-      clearTimeout(timer);
-      return /^250 .*queued as/m.test(output) ? resolve(output) : reject(new Error(`openssl session failed:\n${output}`));
-    });
-    let delay = 500;
-    for (const command of commands) {
-      setTimeout(() => child.stdin.write(`${command}\n`), delay);
-      delay += 300;
-    }
-    setTimeout(() => child.stdin.end(), delay + 1000);
-  });
+/** An SMTP session typed into openssl s_client, one command at a time; it must end in a 250 queued. */
+async function sClientSession(args: string[], commands: string[]): Promise<string> {
+  const output = await sClient(args, commands, 300);
+  if (!/^250 .*queued as/m.test(output)) throw new Error(`openssl session failed:\n${output}`);
+  return output;
 }
 
 /**

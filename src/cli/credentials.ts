@@ -1,4 +1,4 @@
-import { createHash, webcrypto } from 'node:crypto';
+import { createHash, createPrivateKey, webcrypto } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import 'reflect-metadata'; // @peculiar/x509 resolves its services through tsyringe, which needs it first
@@ -32,9 +32,10 @@ export async function createCertificate(loaded: LoadedConfig, name: string, days
   const folder = path.join(loaded.config.dataDir, 'credentials');
   await mkdir(folder, { recursive: true, mode: 0o700 });
   const base = path.join(folder, `${name}-${notBefore.toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-')}`);
-  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', (keys as webcrypto.CryptoKeyPair).privateKey)).toString('base64');
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', (keys as webcrypto.CryptoKeyPair).privateKey));
+  const keyPem = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' });
   const der = Buffer.from(certificate.rawData);
-  await writeFile(`${base}.key`, `-----BEGIN PRIVATE KEY-----\n${pkcs8.replace(/.{64}/g, '$&\n')}\n-----END PRIVATE KEY-----\n`, { mode: 0o600, flag: 'wx' });
+  await writeFile(`${base}.key`, keyPem, { mode: 0o600, flag: 'wx' });
   await writeFile(`${base}.pem`, certificate.toString('pem') + '\n', { mode: 0o600, flag: 'wx' });
   await writeFile(`${base}.cer`, der, { mode: 0o644, flag: 'wx' });
   const thumbprint = createHash('sha1').update(der).digest('hex').toUpperCase();

@@ -20,7 +20,7 @@ export interface StagedMessage {
 }
 
 /** 452 4.3.1: the spool cannot take this now (size limit or free disk). */
-export function spoolFull(): SmtpError {
+function spoolFull(): SmtpError {
   return new SmtpError({ code: 452, enhanced: '4.3.1', text: 'Relay spool is full; try again later' }, 'spool_full');
 }
 

@@ -33,7 +33,45 @@ export async function replaceFile(target: string, data: string | Uint8Array, mod
   await rename(temporary, target);
 }
 
-export async function syncDirectory(dir: string): Promise<void> {
+/**
+ * Makes the renames done in a folder so far durable. Group commit: one fsync of a folder covers
+ * every rename before it began, so concurrent callers share it; a caller that arrives while one is
+ * running (which may have begun before its rename) joins the next, which starts right after.
+ */
+export function syncDirectory(dir: string): Promise<void> {
+  let group = groups.get(dir);
+  if (!group) groups.set(dir, (group = new GroupSync(dir)));
+  return group.sync();
+}
+
+const groups = new Map<string, GroupSync>();
+
+class GroupSync {
+  private running?: Promise<void>;
+  private next?: Promise<void>;
+
+  constructor(private readonly dir: string) {}
+
+  sync(): Promise<void> {
+    if (!this.running) return this.start();
+    const startNext = () => {
+      this.next = undefined;
+      return this.start();
+    };
+    this.next ??= this.running.then(startNext, startNext);
+    return this.next;
+  }
+
+  private start(): Promise<void> {
+    const run = fsyncFolder(this.dir).finally(() => {
+      if (this.running === run) this.running = undefined;
+    });
+    this.running = run;
+    return run;
+  }
+}
+
+async function fsyncFolder(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();

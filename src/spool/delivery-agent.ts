@@ -53,6 +53,16 @@ export interface AccountQueueState {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** One delivery report to queue: about which recipients, to whom, and why. */
+interface ReportPlan {
+  id: string;
+  to: string;
+  action: 'failed' | 'delayed';
+  entries: { address: string; reply: string }[];
+  reason: string;
+  willRetryUntil?: Date;
+}
 /** After a failed write of a delivery result, the message is settled again at most this much later. */
 const RESETTLE_MS = 30_000;
 const HOUR_MS = 3_600_000;
@@ -346,10 +356,11 @@ export class DeliveryAgent {
       return this.fail(record, 'expired', `The relay kept trying for ${days} days and gave up.`);
     }
     record.nextAttemptAt = new Date(queue.held ? Date.now() : Date.now() + nextDelayMs(retry, record.attempts)).toISOString();
-    const warnDelay = !record.delayReported;
-    await this.delayReport(record, remaining).catch((error: Error) => this.log.error({ id: record.id, err: error.message }, 'delay report LOST: it could not be queued'));
-    if (await spool.save(record)) queue.waiting.set(record.id, record);
-    else if (warnDelay && record.delayReported) this.log.info({ id: record.id }, 'message deleted while its delay report was queued');
+    // The decision to send a delay report is saved with the record before the report is queued.
+    const delayReport = this.delayReportDue(record, remaining);
+    if (!(await spool.save(record))) return; // deleted meanwhile
+    queue.waiting.set(record.id, record);
+    if (delayReport) await this.report(record, delayReport).catch((error: Error) => this.log.error({ id: record.id, err: error.message }, 'delay report LOST: it could not be queued'));
   }
 
   /**
@@ -416,23 +427,23 @@ export class DeliveryAgent {
 
   /**
    * NOTIFY=DELAY: once a message has waited `bounces.delayWarning`, the sender who asked hears that
-   * it is still being retried (one report per message, decided and saved before it is queued).
+   * it is still being retried, once per message (marked on the record, which the caller saves).
    */
-  private async delayReport(record: QueueRecord, pending: string[]): Promise<void> {
+  private delayReportDue(record: QueueRecord, pending: string[]): ReportPlan | undefined {
     const { retry, bounces } = this.options;
     const asked = pending.filter((address) => wantsNotice(record.dsn, address, 'DELAY'));
-    if (record.delayReported || record.isReport || record.bounce || asked.length === 0) return;
-    if (Date.now() - Date.parse(record.receivedAt) < bounces.delayWarningMs) return;
+    if (record.delayReported || record.isReport || record.bounce || asked.length === 0) return undefined;
+    if (Date.now() - Date.parse(record.receivedAt) < bounces.delayWarningMs) return undefined;
     record.delayReported = true;
     const { sender } = this.reportRecipients(record, asked, 'DELAY');
-    if (!sender) return;
+    if (!sender) return undefined;
     const entries = asked.map((address) => ({ address, reply: record.lastReply ?? '451 4.4.0 not delivered yet' }));
     const hours = Math.round(bounces.delayWarningMs / 3_600_000);
-    await this.report(record, { id: `${record.id}D`, to: sender, action: 'delayed', entries, reason: `The relay has been trying for ${hours} hour(s) and keeps trying.`, willRetryUntil: new Date(Date.parse(record.receivedAt) + retry.maxAgeMs) });
+    return { id: `${record.id}D`, to: sender, action: 'delayed', entries, reason: `The relay has been trying for ${hours} hour(s) and keeps trying.`, willRetryUntil: new Date(Date.parse(record.receivedAt) + retry.maxAgeMs) };
   }
 
   /** Queues one delivery status notification (RFC 3464) to one recipient, unless it is queued already. */
-  private async report(record: QueueRecord, report: { id: string; to: string; action: 'failed' | 'delayed'; entries: { address: string; reply: string }[]; reason: string; willRetryUntil?: Date }): Promise<void> {
+  private async report(record: QueueRecord, report: ReportPlan): Promise<void> {
     const { spool, accounts } = this.options;
     const entry = accounts.get(record.account);
     if (!entry || report.entries.length === 0 || (await spool.has(report.id))) return;

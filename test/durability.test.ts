@@ -1,12 +1,14 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, truncate, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEVICE, MAILBOX, message, metric, sendRaw, startProvider, startRelay, stopStarted, until, writeRelayConfig } from './helpers.js';
 import { RelayProcess } from '../bench/relay-process.js';
-import { newQueueRecord } from '../src/spool/index.js';
+import { Spool, newQueueRecord } from '../src/spool/index.js';
+import { queueFileTrailer } from '../src/spool/queue-file.js';
+import { queueCommand } from '../src/cli/queue.js';
 
 const run = promisify(execFile);
 const CLI = path.resolve('dist/src/cli/main.js');
@@ -20,12 +22,26 @@ async function cli(configFile: string, ...args: string[]): Promise<{ code: numbe
   );
 }
 
+const crashedContent = () => Buffer.from(message(['From: scanner@contoso.test', 'Reply-To: mfp@printers.local', 'To: nobody@example.com', 'Subject: crashed', 'X-Device-Secret: internal'], 'body'));
+const crashedRecord = (content: Buffer, fields: Record<string, unknown>) =>
+  newQueueRecord({ id: `CRASH${Math.random().toString(36).slice(2, 8).toUpperCase()}`, account: 'office', envelope: { from: MAILBOX, to: ['nobody@example.com'] }, size: content.length, user: DEVICE.username, ...fields });
+
 /** Puts a committed message into a spool the way a crashed relay would have left it. */
 async function leaveInSpool(dataDir: string, fields: Record<string, unknown>, area = 'queue'): Promise<string> {
   const dir = path.join(dataDir, 'spool', area);
   await mkdir(dir, { recursive: true });
-  const content = Buffer.from(message(['From: scanner@contoso.test', 'Reply-To: mfp@printers.local', 'To: nobody@example.com', 'Subject: crashed', 'X-Device-Secret: internal'], 'body'));
-  const record = newQueueRecord({ id: `CRASH${Math.random().toString(36).slice(2, 8).toUpperCase()}`, account: 'office', envelope: { from: MAILBOX, to: ['nobody@example.com'] }, size: content.length, user: DEVICE.username, ...fields });
+  const content = crashedContent();
+  const record = crashedRecord(content, fields);
+  await writeFile(path.join(dir, `${record.id}.msg`), Buffer.concat([content, queueFileTrailer(record, content.length)]));
+  return record.id;
+}
+
+/** The same, in the two-file layout of versions before the single queue file (<id>.eml + <id>.json). */
+async function leaveInLegacySpool(dataDir: string, fields: Record<string, unknown>, area = 'queue'): Promise<string> {
+  const dir = path.join(dataDir, 'spool', area);
+  await mkdir(dir, { recursive: true });
+  const content = crashedContent();
+  const record = crashedRecord(content, fields);
   await writeFile(path.join(dir, `${record.id}.eml`), content);
   await writeFile(path.join(dir, `${record.id}.json`), JSON.stringify(record));
   return record.id;
@@ -101,8 +117,8 @@ describe('a committed message stays committed across crashes', () => {
     const failedRecipients = [{ address: 'nobody@example.com', reply: '550 5.1.1 unknown' }];
     // Crashed after saving the decision, before the report was queued:
     const first = await leaveInSpool(dataDir, { failedAt, failedRecipients, attempts: 1 });
-    const firstRecord = JSON.parse(await readFile(path.join(dataDir, 'spool', 'queue', `${first}.json`), 'utf8'));
-    await writeFile(path.join(dataDir, 'spool', 'queue', `${first}.json`), JSON.stringify({ ...firstRecord, report: { id: `${first}R`, ...report } }));
+    const firstRecord = await new Spool(dataDir).read(first);
+    await writeFile(path.join(dataDir, 'spool', 'queue', `${first}.state`), JSON.stringify({ ...firstRecord, report: { id: `${first}R`, ...report } }));
     // Crashed after queuing the report, before the move to failed/:
     const second = await leaveInSpool(dataDir, { failedAt, failedRecipients, attempts: 1, report: { id: 'SECONDR', ...report } });
     await leaveInSpool(dataDir, { id: 'SECONDR1', isReport: true, envelope: { from: MAILBOX, to: report.to } });
@@ -110,23 +126,46 @@ describe('a committed message stays committed across crashes', () => {
     await until(() => provider.received.length >= 2);
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(provider.received.map((received) => received.envelope.to)).toEqual([['it@contoso.test'], ['it@contoso.test']]);
-    expect((await readdir(path.join(dataDir, 'spool', 'failed'))).sort()).toEqual([`${first}.eml`, `${first}.json`, `${second}.eml`, `${second}.json`].sort());
+    expect((await readdir(path.join(dataDir, 'spool', 'failed'))).sort()).toEqual([`${first}.msg`, `${first}.state`, `${second}.msg`, `${second}.state`].sort());
     expect(await metric(relay.httpPort, 'smtp_relay_queue_messages', { account: 'office', state: 'failed' })).toBe(2);
   });
 
-  it('sets a damaged record aside with its message instead of dropping it', async () => {
+  it('sets a damaged queue file or record aside instead of dropping it, and removes what a removal left', async () => {
     const provider = await startProvider();
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-crash-'));
     const queue = path.join(dataDir, 'spool', 'queue');
-    const damaged = await leaveInSpool(dataDir, {});
-    await writeFile(path.join(queue, `${damaged}.json`), '{"id": "trunc');
-    const orphan = await leaveInSpool(dataDir, {});
-    await writeFile(path.join(queue, `${orphan}.eml`), '');
-    await import('node:fs/promises').then(({ unlink }) => unlink(path.join(queue, `${orphan}.eml`)));
+    const truncated = await leaveInSpool(dataDir, {});
+    await truncate(path.join(queue, `${truncated}.msg`), 200); // the footer and the record are cut off
+    const damagedState = await leaveInSpool(dataDir, {});
+    await writeFile(path.join(queue, `${damagedState}.state`), '{"id": "trunc');
+    const legacyOrphan = await leaveInLegacySpool(dataDir, {});
+    await unlink(path.join(queue, `${legacyOrphan}.eml`));
+    await writeFile(path.join(queue, 'DELIVERED.state'), '{}'); // a crash between the two unlinks of a delivered message
     const relay = await startRelay(provider, { dataDir, top: QUEUE });
-    expect((await readdir(path.join(dataDir, 'spool', 'corrupt'))).sort()).toEqual([`${damaged}.eml`, `${damaged}.json`, `${orphan}.json`].sort());
-    expect(relay.logs.join('\n')).toMatch(/set aside in spool\/corrupt: the record cannot be read/);
+    expect((await readdir(path.join(dataDir, 'spool', 'corrupt'))).sort()).toEqual([`${truncated}.msg`, `${damagedState}.msg`, `${damagedState}.state`, `${legacyOrphan}.json`].sort());
+    expect(await readdir(queue)).toEqual([]);
+    expect(relay.logs.join('\n')).toMatch(/set aside in spool\/corrupt: it cannot be read: no queue-file footer/);
     expect(relay.logs.join('\n')).toMatch(/set aside in spool\/corrupt: its message file is missing/);
+    expect(provider.received).toHaveLength(0);
+  });
+
+  it('takes over a spool written by an earlier version (<id>.eml + <id>.json): delivers queued ones once, keeps failed ones', async () => {
+    const provider = await startProvider();
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-legacy-'));
+    const queued = await leaveInLegacySpool(dataDir, { envelope: { from: MAILBOX, to: ['alice@example.com', 'bob@example.com'] }, delivered: ['alice@example.com'], attempts: 1 });
+    const failed = await leaveInLegacySpool(dataDir, { failedAt: new Date().toISOString() }, 'failed');
+    await writeFile(path.join(dataDir, 'spool', 'queue', 'NEVERCOMMITTED.eml'), 'From: x\r\n\r\nno record: the device got no 250');
+    const relay = await startRelay(provider, { dataDir, top: QUEUE });
+    await until(() => provider.received.length >= 1);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(provider.received.map((received) => received.envelope.to)).toEqual([['bob@example.com']]);
+    expect(provider.received[0].raw.toString()).toContain('Subject: crashed');
+    await until(async () => (await readdir(path.join(dataDir, 'spool', 'queue'))).length === 0);
+    expect(await readdir(path.join(dataDir, 'spool', 'failed'))).toEqual([`${failed}.msg`]);
+    expect(await metric(relay.httpPort, 'smtp_relay_queue_messages', { account: 'office', state: 'failed' })).toBe(1);
+    const shown = await queueCommand(dataDir, ['show', failed], false);
+    expect(shown.output).toContain('Subject: crashed');
+    expect(queued).toMatch(/^CRASH/);
   });
 
   it('prunes failed messages past queue.failedRetention', async () => {
@@ -135,8 +174,8 @@ describe('a committed message stays committed across crashes', () => {
     const old = await leaveInSpool(dataDir, { failedAt: new Date(Date.now() - 40 * 86_400_000).toISOString() }, 'failed');
     const recent = await leaveInSpool(dataDir, { failedAt: new Date().toISOString() }, 'failed');
     const relay = await startRelay(provider, { dataDir, top: QUEUE });
-    await until(async () => !(await readdir(path.join(dataDir, 'spool', 'failed'))).includes(`${old}.json`));
-    expect((await readdir(path.join(dataDir, 'spool', 'failed'))).sort()).toEqual([`${recent}.eml`, `${recent}.json`]);
+    await until(async () => !(await readdir(path.join(dataDir, 'spool', 'failed'))).includes(`${old}.msg`));
+    expect((await readdir(path.join(dataDir, 'spool', 'failed'))).sort()).toEqual([`${recent}.msg`]);
     expect(await metric(relay.httpPort, 'smtp_relay_queue_messages', { account: 'office', state: 'failed' })).toBe(1);
   });
 });

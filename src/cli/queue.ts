@@ -20,7 +20,7 @@ export async function queueCommand(dataDir: string, args: string[], all: boolean
       const area = (await spool.read(id)) ? 'queue' : 'failed';
       const record = await spool.read(id, area);
       if (!record) return notFound(id);
-      const headers = await readHeaderBlock(spool.messageFile(id, area));
+      const headers = await readHeaderBlock(spool.openMessage(record, area));
       return { code: 0, output: `${JSON.stringify({ area, ...record }, null, 2)}\n\n${headers.toString('utf8')}` };
     }
     case 'retry': {

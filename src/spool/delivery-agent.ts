@@ -302,7 +302,7 @@ export class DeliveryAgent {
     record.lastAttemptAt = new Date().toISOString();
     const started = performance.now();
     try {
-      const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size, dsn: upstreamDsn(record.dsn, to) }, () => spool.openMessage(record.id));
+      const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size, dsn: upstreamDsn(record.dsn, to) }, () => spool.openMessage(record));
       record.delivered.push(...receipt.accepted);
       record.lastReply = receipt.response;
       for (const refusal of receipt.rejected) {
@@ -451,7 +451,7 @@ export class DeliveryAgent {
     const content = buildDeliveryReport({
       ...report,
       record,
-      originalHeaders: await readHeaderFields(spool.messageFile(record.id), REPORT_FIELDS),
+      originalHeaders: await readHeaderFields(spool.openMessage(record), REPORT_FIELDS),
       reportingHost: this.options.hostname,
       from: entry.account.mailbox,
     });

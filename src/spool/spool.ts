@@ -1,11 +1,12 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Readable, type Duplex } from 'node:stream';
 import { SpillWriter } from './staged-message.js';
-import { replaceFile, writeFileAtomic, syncDirectory } from '../util/atomic-file.js';
+import { writeFileAtomic, syncDirectory } from '../util/atomic-file.js';
+import { DamagedQueueFile, openQueueFileContent, queueFileTrailer, readQueueFileRecord } from './queue-file.js';
 import type { QueueRecord } from './record.js';
 import { SmtpError, defer } from '../reply.js';
 
@@ -47,11 +48,14 @@ export interface Recovered {
 /**
  * Message files under <dataDir>/spool, the way Postfix keeps its queue:
  *   incoming/  messages being received (no 250 yet); removed at start
- *   queue/     <id>.eml + <id>.json: committed, waiting for delivery (the .json is the commit mark)
+ *   queue/     <id>.msg: committed, waiting for delivery. One queue file holds the message and the
+ *              record it was committed with (see queue-file.ts); <id>.state, when present, is the
+ *              record as it changed since (attempts, delivered recipients), replaced atomically.
  *   failed/    messages that failed for good, kept for the operator (pruned after a retention)
- *   corrupt/   records found damaged at start, with their messages, never deleted by the relay
- * A 250 in queue mode means both files are fsynced and the .json renamed into queue/: that rename
- * is the commit point; the folder's fsync follows (retried and logged, never a reason for 451).
+ *   corrupt/   files found damaged at start, never deleted by the relay
+ * A 250 in queue mode means the queue file was written in incoming/, fsynced and renamed into
+ * queue/: that rename is the commit point. The folder's fsync follows, shared by every commit
+ * in flight (retried and logged, never a reason for 451).
  */
 export class Spool {
   readonly incomingDir: string;
@@ -78,37 +82,72 @@ export class Spool {
 
   /**
    * Prepares the folders and recovers after a crash: partial files go, committed messages stay,
-   * and a committed record that cannot be used is set aside with its message, never dropped.
+   * and a committed message that cannot be read is set aside, never dropped.
    */
   async init(): Promise<Recovered> {
     for (const dir of [this.incomingDir, this.queueDir, this.failedDir, this.corruptDir]) await mkdir(dir, { recursive: true, mode: 0o700 });
     for (const name of await readdir(this.incomingDir)) await rm(path.join(this.incomingDir, name), { force: true });
-    const names = new Set(await readdir(this.queueDir));
     const recovered: Recovered = { records: [], setAside: [] };
-    for (const name of names) {
-      const file = path.join(this.queueDir, name);
-      const id = name.replace(/\.(eml|json)$/, '');
-      if (name.endsWith('.tmp')) {
-        await rm(file, { force: true }); // a state update cut short; the previous .json stands
-      } else if (name.endsWith('.eml') && !names.has(`${id}.json`)) {
-        await rm(file, { force: true }); // never committed: the device got no 250
-      } else if (name.endsWith('.json')) {
-        const record = await this.read(id);
-        if (record?.id === id && names.has(`${id}.eml`)) recovered.records.push(record);
-        else recovered.setAside.push(await this.setAside(id, record ? 'its message file is missing' : 'the record cannot be read'));
-      }
+    const failed: QueueRecord[] = [];
+    for (const area of ['queue', 'failed'] as const) {
+      const found = await this.recoverArea(area);
+      (area === 'queue' ? recovered.records : failed).push(...found.records);
+      recovered.setAside.push(...found.setAside);
     }
     this.queuedBytesValue = recovered.records.reduce((sum, record) => sum + record.size, 0);
-    for (const record of await this.list('failed')) this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? record.receivedAt });
+    for (const record of failed) this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? record.receivedAt });
     return recovered;
   }
 
-  private async setAside(id: string, problem: string): Promise<string> {
-    for (const file of [this.messageFile(id), this.recordFile(id)]) {
-      await rename(file, path.join(this.corruptDir, path.basename(file))).catch(() => undefined);
+  private async recoverArea(area: SpoolArea): Promise<Recovered> {
+    const dir = this.dirOf(area);
+    const names = new Set(await readdir(dir));
+    const recovered: Recovered = { records: [], setAside: [] };
+    for (const name of names) {
+      const file = path.join(dir, name);
+      const [id, kind] = splitName(name);
+      if (kind === 'msg') {
+        const record = await this.load(id, area).catch((error: Error) => error);
+        if (record instanceof Error) recovered.setAside.push(await this.setAside(id, area, 'it cannot be read: ' + record.message));
+        else if (record) recovered.records.push(record);
+      } else if (kind === 'tmp' || (kind === 'state' && !names.has(`${id}.msg`))) {
+        await removeFile(file); // a state update cut short, or left by a removal or a move to failed/
+      } else if (kind === 'eml' && names.has(`${id}.json`)) {
+        const record = await this.convertLegacy(id, area).catch((error: Error) => error);
+        if (record instanceof Error) recovered.setAside.push(await this.setAside(id, area, 'the record cannot be read'));
+        else recovered.records.push(record);
+      } else if (kind === 'eml') {
+        await removeFile(file); // an earlier version's message that was never committed: no 250
+      } else if (kind === 'json' && !names.has(`${id}.eml`)) {
+        recovered.setAside.push(await this.setAside(id, area, 'its message file is missing'));
+      }
     }
-    await syncDirectory(this.queueDir);
-    this.limits.onFault?.('queued message set aside in spool/corrupt: ' + problem, { id, folder: this.corruptDir });
+    return recovered;
+  }
+
+  /** An earlier version's pair (<id>.eml + <id>.json) becomes one queue file; idempotent after a crash. */
+  private async convertLegacy(id: string, area: SpoolArea): Promise<QueueRecord> {
+    const dir = this.dirOf(area);
+    const record = JSON.parse(await readFile(path.join(dir, `${id}.json`), 'utf8')) as QueueRecord;
+    if (record.id !== id) throw new Error('record id does not match its file');
+    const incoming = path.join(this.incomingDir, `${id}.eml`);
+    await copyFile(path.join(dir, `${id}.eml`), incoming);
+    const { size } = await stat(incoming);
+    const converted = { ...record, size };
+    await sealQueueFile(incoming, converted, size, path.join(dir, `${id}.msg`));
+    await syncDirectory(dir);
+    await removeFile(path.join(dir, `${id}.eml`));
+    await removeFile(path.join(dir, `${id}.json`));
+    return converted;
+  }
+
+  private async setAside(id: string, area: SpoolArea, problem: string): Promise<string> {
+    const dir = this.dirOf(area);
+    for (const kind of ['msg', 'state', 'eml', 'json']) {
+      await rename(path.join(dir, `${id}.${kind}`), path.join(this.corruptDir, `${id}.${kind}`)).catch(() => undefined);
+    }
+    await syncDirectory(dir);
+    this.limits.onFault?.(`${area === 'queue' ? 'queued' : 'failed'} message set aside in spool/corrupt: ${problem}`, { id, folder: this.corruptDir });
     return id;
   }
 
@@ -176,29 +215,40 @@ export class Spool {
 
   /** Makes a staged message durable in queue/: after this resolves, a 250 may be given. */
   async commit(staged: StagedMessage, record: QueueRecord): Promise<void> {
-    const target = this.messageFile(record.id);
-    try {
-      // Without its .json the file in queue/ does not count yet, so it may be written in place.
-      const handle = staged.file ? await open(staged.file, 'r+') : await open(target, 'wx', 0o600);
-      try {
-        if (staged.memory) await handle.writeFile(staged.memory);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      if (staged.file) await rename(staged.file, target);
-      // The .json lands last: its rename is the commit point. Nothing after it may fail the message.
-      await replaceFile(this.recordFile(record.id), serialize(record));
-    } catch (error) {
-      await removeFile(target).catch(() => undefined); // not committed: the device gets 4xx and sends again
-      throw error;
-    }
+    if (staged.file) await sealQueueFile(staged.file, record, staged.size, this.queueFile(record.id));
+    else await this.writeQueueFile(record, staged.memory ?? Buffer.alloc(0));
+    // Renamed into queue/: committed. Nothing after this line may fail the message.
     this.release(staged);
     this.queuedBytesValue += record.size;
     await this.syncCommitted(record.id);
   }
 
-  /** Makes the commit's renames survive a power cut; a failure here is logged, the message stands. */
+  /** A message the relay writes itself (a delivery report), committed in one step. */
+  async enqueue(record: QueueRecord, content: Buffer): Promise<void> {
+    await this.writeQueueFile(record, content);
+    this.queuedBytesValue += record.size;
+    await this.syncCommitted(record.id);
+  }
+
+  /** A queue file from content in memory: written in incoming/ in one write, fsynced, renamed into queue/. */
+  private async writeQueueFile(record: QueueRecord, content: Buffer): Promise<void> {
+    const incoming = path.join(this.incomingDir, `${record.id}.msg`);
+    try {
+      const handle = await open(incoming, 'wx', 0o600);
+      try {
+        await handle.writev([content, queueFileTrailer(record, content.length)]);
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      await rename(incoming, this.queueFile(record.id));
+    } catch (error) {
+      await removeFile(incoming).catch(() => undefined); // not committed: the device gets 4xx and sends again
+      throw error;
+    }
+  }
+
+  /** Makes the commit's rename survive a power cut; a failure here is logged, the message stands. */
   private async syncCommitted(id: string): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
@@ -213,17 +263,9 @@ export class Spool {
     }
   }
 
-  /** A message the relay writes itself (a delivery report), committed in one step. */
-  async enqueue(record: QueueRecord, content: Buffer): Promise<void> {
-    await writeFileAtomic(this.messageFile(record.id), content);
-    await replaceFile(this.recordFile(record.id), serialize(record));
-    this.queuedBytesValue += record.size;
-    await this.syncCommitted(record.id);
-  }
-
-  /** Whether a record with this id is in the queue or the failed area. */
+  /** Whether a message with this id is in the queue or the failed area. */
   async has(id: string): Promise<boolean> {
-    return (await exists(this.recordFile(id))) || this.failedIndex.has(id);
+    return (await exists(this.queueFile(id))) || this.failedIndex.has(id);
   }
 
   failedCount(account: string): number {
@@ -232,25 +274,33 @@ export class Spool {
     return count;
   }
 
+  /** The message's current record: its state file if it changed since the commit, else the queue file's. */
   async read(id: string, area: SpoolArea = 'queue'): Promise<QueueRecord | undefined> {
-    try {
-      return JSON.parse(await readFile(this.recordFile(id, area), 'utf8')) as QueueRecord;
-    } catch {
-      return undefined;
-    }
+    return this.load(id, area).catch(() => undefined);
+  }
+
+  private async load(id: string, area: SpoolArea): Promise<QueueRecord | undefined> {
+    const committed = await readQueueFileRecord(this.queueFile(id, area));
+    if (!committed) return undefined;
+    const state = await readFile(this.stateFile(id, area), 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    const record = state === undefined ? committed.record : (JSON.parse(state) as QueueRecord);
+    if (record.id !== id || record.size !== committed.contentLength) throw new DamagedQueueFile('record does not match its queue file');
+    return record;
   }
 
   async list(area: SpoolArea = 'queue'): Promise<QueueRecord[]> {
-    const dir = area === 'queue' ? this.queueDir : this.failedDir;
-    const ids = (await readdir(dir)).filter((name) => name.endsWith('.json')).map((name) => name.slice(0, -'.json'.length));
+    const ids = (await readdir(this.dirOf(area))).filter((name) => splitName(name)[1] === 'msg').map((name) => splitName(name)[0]);
     const records = await Promise.all(ids.map((id) => this.read(id, area)));
     return records.filter((record): record is QueueRecord => !!record);
   }
 
   /** Saves a changed record, unless the message was deleted meanwhile (e.g. by `queue delete`). */
   async save(record: QueueRecord): Promise<boolean> {
-    if (!(await exists(this.messageFile(record.id)))) return false;
-    await writeFileAtomic(this.recordFile(record.id), serialize(record));
+    if (!(await exists(this.queueFile(record.id)))) return false;
+    await writeFileAtomic(this.stateFile(record.id), serialize(record));
     return true;
   }
 
@@ -258,34 +308,40 @@ export class Spool {
     return message.file ? createReadStream(message.file) : Readable.from([message.memory ?? Buffer.alloc(0)], { objectMode: false });
   }
 
-  openMessage(id: string, area: SpoolArea = 'queue'): Readable {
-    return createReadStream(this.messageFile(id, area));
+  /** The message as it will be sent (the queue file's content part). */
+  openMessage(record: Pick<QueueRecord, 'id' | 'size'>, area: SpoolArea = 'queue'): Readable {
+    return openQueueFileContent(this.queueFile(record.id, area), record.size);
   }
 
-  /** Delivered: both files go. */
+  /** Delivered: the queue file goes first (the message is gone), then its state. */
   async remove(record: QueueRecord): Promise<void> {
-    await removeFile(this.recordFile(record.id));
-    await removeFile(this.messageFile(record.id));
+    await this.removeMessage(record.id, 'queue');
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
+  }
+
+  private async removeMessage(id: string, area: SpoolArea): Promise<void> {
+    // In this order: a state file left by a crash is removed at start, while a queue file left
+    // without its state would be sent again to the recipients it already reached.
+    await removeFile(this.queueFile(id, area));
+    await removeFile(this.stateFile(id, area));
   }
 
   /** Failed for good: kept in failed/ with its final record. Safe to repeat after a crash. */
   async moveToFailed(record: QueueRecord): Promise<void> {
-    await writeFileAtomic(this.recordFile(record.id, 'failed'), serialize(record));
-    await rename(this.messageFile(record.id), this.messageFile(record.id, 'failed')).catch(() => undefined);
-    await removeFile(this.recordFile(record.id));
+    await writeFileAtomic(this.stateFile(record.id, 'failed'), serialize(record));
+    await rename(this.queueFile(record.id), this.queueFile(record.id, 'failed')).catch(() => undefined);
+    await removeFile(this.stateFile(record.id));
     await syncDirectory(this.queueDir);
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
     this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? new Date().toISOString() });
   }
 
-  /** Removes a message (queued or failed): the record first, so a crash leaves no half message. */
+  /** Removes a message (queued or failed). */
   async deleteMessage(id: string): Promise<SpoolArea | undefined> {
     for (const area of ['queue', 'failed'] as const) {
       const record = await this.read(id, area);
       if (!record) continue;
-      await removeFile(this.recordFile(id, area));
-      await removeFile(this.messageFile(id, area));
+      await this.removeMessage(id, area);
       if (area === 'queue') this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
       else this.failedIndex.delete(id);
       return area;
@@ -308,13 +364,36 @@ export class Spool {
     if (message.file) await removeFile(message.file);
   }
 
-  messageFile(id: string, area: SpoolArea = 'queue'): string {
-    return path.join(area === 'queue' ? this.queueDir : this.failedDir, `${id}.eml`);
+  private dirOf(area: SpoolArea): string {
+    return area === 'queue' ? this.queueDir : this.failedDir;
   }
 
-  recordFile(id: string, area: SpoolArea = 'queue'): string {
-    return path.join(area === 'queue' ? this.queueDir : this.failedDir, `${id}.json`);
+  private queueFile(id: string, area: SpoolArea = 'queue'): string {
+    return path.join(this.dirOf(area), `${id}.msg`);
   }
+
+  private stateFile(id: string, area: SpoolArea = 'queue'): string {
+    return path.join(this.dirOf(area), `${id}.state`);
+  }
+}
+
+/** "<id>.<kind>" (a replaceFile temporary, ".<name>.<random>.tmp", is kind "tmp"). */
+function splitName(name: string): [string, string] {
+  if (name.endsWith('.tmp')) return [name, 'tmp'];
+  const dot = name.lastIndexOf('.');
+  return dot > 0 ? [name.slice(0, dot), name.slice(dot + 1)] : [name, ''];
+}
+
+/** Appends the record to a message already on disk, fsyncs it and renames it into place. */
+async function sealQueueFile(file: string, record: QueueRecord, contentLength: number, target: string): Promise<void> {
+  const handle = await open(file, 'a');
+  try {
+    await handle.write(queueFileTrailer(record, contentLength));
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await rename(file, target);
 }
 
 function serialize(record: QueueRecord): string {

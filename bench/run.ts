@@ -7,129 +7,20 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import nodemailer, { type SMTPPoolOptions } from 'nodemailer';
-import { DEVICE, MAILBOX, startProvider, writeRelayConfig } from './harness.js';
-import { RelayProcess } from './relay-process.js';
-import { FAKE_TLS, type FakeProvider } from '../src/demo/fake-provider.js';
+import { startProvider } from './harness.js';
+import { accessTokenFor, buildMessage, deviceSender, load, startRelay, upstreamSender } from './load.js';
+import { record, rows } from './report.js';
+import { versusPostfix } from './versus-postfix.js';
+import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { packageRoot } from '../src/util/package-root.js';
 
-interface Row {
-  name: string;
-  value: number;
-  unit: string;
-  baseline?: number;
-  ratio?: number;
-  target?: string;
-  met?: boolean;
-}
-
-const rows: Row[] = [];
 const MB = 2 ** 20;
-const message10k = buildMessage(10 * 1024);
-
-function buildMessage(bodyBytes: number): Buffer {
-  const line = 'QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\r\n'; // 80-byte base64 lines, like an attachment
-  const head = 'From: Scanner <mfp@printers.local>\r\nTo: alice@example.com\r\nSubject: scan\r\nMIME-Version: 1.0\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n';
-  const body = Buffer.alloc(Math.ceil(bodyBytes / line.length) * line.length, line);
-  return Buffer.concat([Buffer.from(head), body]);
-}
-
-type Sender = (raw: Buffer) => Promise<void>;
-
-/** One connection per message (printer-style) or one long session, over the given SMTP options. */
-function sender(options: SMTPPoolOptions, envelope: { from: string; to: string[] }, longSession: boolean): { send: Sender; close(): void } {
-  if (longSession) {
-    const pooled = nodemailer.createTransport({ ...options, pool: true, maxConnections: 1, maxMessages: Infinity });
-    return { send: async (raw) => void (await pooled.sendMail({ envelope, raw })), close: () => pooled.close() };
-  }
-  return {
-    send: async (raw) => {
-      const transport = nodemailer.createTransport({ ...options, pool: false } as SMTPPoolOptions);
-      try {
-        await transport.sendMail({ envelope, raw });
-      } finally {
-        transport.close();
-      }
-    },
-    close: () => undefined,
-  };
-}
-
-/** A device sending to the relay. */
-function deviceSender(port: number, longSession: boolean) {
-  const options = { host: '127.0.0.1', port, secure: false, ignoreTLS: true, auth: { user: DEVICE.username, pass: DEVICE.password } };
-  return sender(options, { from: 'mfp@printers.local', to: ['alice@example.com'] }, longSession);
-}
-
-/** The baseline: the same load sent straight to the stand-in upstream (STARTTLS + XOAUTH2). */
-function upstreamSender(provider: FakeProvider, accessToken: string, longSession: boolean) {
-  const options = {
-    host: '127.0.0.1',
-    port: provider.smtpPort,
-    secure: false,
-    requireTLS: true,
-    tls: { ca: readFileSync(FAKE_TLS.ca()) },
-    auth: { type: 'OAuth2' as const, user: MAILBOX, accessToken },
-  };
-  return sender(options, { from: MAILBOX, to: ['alice@example.com'] }, longSession);
-}
-
-/** Sends `count` messages from `concurrency` devices; messages per second and per-message latencies. */
-async function load(makeSender: () => { send: Sender; close(): void }, count: number, concurrency: number, raw = message10k) {
-  const senders = Array.from({ length: concurrency }, makeSender);
-  const latencies: number[] = [];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    senders.map(async (sender) => {
-      while (next < count) {
-        next++;
-        const t0 = performance.now();
-        await sender.send(raw);
-        latencies.push(performance.now() - t0);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  senders.forEach((sender) => sender.close());
-  latencies.sort((a, b) => a - b);
-  return { rate: count / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-}
-
-async function accessTokenFor(provider: FakeProvider): Promise<string> {
-  const response = await fetch(provider.tokenUrl, {
-    method: 'POST',
-    body: new URLSearchParams({ grant_type: 'refresh_token', client_id: provider.clientId, client_secret: provider.clientSecret, refresh_token: provider.issueRefreshToken() }),
-  });
-  return ((await response.json()) as { access_token: string }).access_token;
-}
-
-async function startRelay(provider: FakeProvider, extra: Record<string, unknown>): Promise<RelayProcess> {
-  // Logging stays at the default level (info: one line per message), as in production.
-  const { configFile } = await writeRelayConfig(provider, extra);
-  const relay = new RelayProcess(configFile);
-  await relay.start();
-  return relay;
-}
 
 /** Peak and current resident memory of a process (what `/usr/bin/time -v` calls maximum RSS). */
 function memoryOf(pid: number): { peak: number; current: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
   return { peak: kb('VmHWM'), current: kb('VmRSS') };
-}
-
-function record(row: Row): void {
-  rows.push(row);
-  const figure = `${row.value.toFixed(row.unit === 'msg/s' ? 1 : 2)} ${row.unit}`;
-  const base = row.baseline !== undefined ? `  baseline ${row.baseline.toFixed(row.unit === 'msg/s' ? 1 : 2)}` : '';
-  const ratio = row.ratio !== undefined ? `  ratio ${row.ratio.toFixed(2)}` : '';
-  const target = row.target ? `  target ${row.target}: ${row.met ? 'met' : 'MISSED'}` : '';
-  process.stdout.write(`${row.name.padEnd(48)} ${figure.padStart(14)}${base}${ratio}${target}\n`);
 }
 
 async function throughput(provider: FakeProvider, token: string): Promise<void> {
@@ -230,13 +121,14 @@ async function main(): Promise<void> {
   process.stdout.write(`smtp-oauth-relay benchmark on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n\n`);
   const provider = await startProvider();
   const token = await accessTokenFor(provider);
-  // BENCH_ONLY=memory,connections runs a part (while profiling one figure).
+  // BENCH_ONLY=memory,connections runs a part (while profiling one figure); BENCH_REPETITIONS for the Postfix runs.
   const only = process.env.BENCH_ONLY?.split(',');
   const sections: [string, () => Promise<void>][] = [
     ['throughput', () => throughput(provider, token)],
     ['memory', memory],
     ['token', () => tokenRefresh(provider)],
     ['connections', () => idleConnections(provider)],
+    ['postfix', () => versusPostfix(provider, token)],
   ];
   for (const [name, run] of sections) if (!only || only.includes(name)) await run();
   await provider.stop();

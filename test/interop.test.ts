@@ -1,7 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +9,7 @@ import { DEVICE, MAILBOX, startProvider, startRelay, until, type TestRelay } fro
 import { FAKE_TLS, type FakeProvider, type ReceivedMessage } from '../src/demo/fake-provider.js';
 import { downstreamView } from './header-shapes.js';
 import { sClient } from './openssl-client.js';
+import { PrivatePostfix } from '../bench/private-postfix.js';
 
 /*
  * Real clients nobody here wrote, as devices and servers use them: msmtp, curl, swaks, Python
@@ -170,7 +170,7 @@ describe('real clients', () => {
   for (const smtputf8 of ['yes', 'no'] as const) {
     for (const transport of ['plain', 'starttls'] as const) {
       it(`Postfix as a smarthost client, smtputf8_enable = ${smtputf8}, ${transport}`, async () => {
-        const postfix = await PrivatePostfix.start(path.join(dir, `postfix-${smtputf8}-${transport}`), relay.port, { smtputf8, tls: transport === 'starttls' });
+        const postfix = await PrivatePostfix.start(path.join(dir, `postfix-${smtputf8}-${transport}`), { relayPort: relay.port, auth: DEVICE, smtputf8, tlsCaFile: transport === 'starttls' ? FAKE_TLS.ca() : undefined });
         try {
           const received = await delivered(`postfix-${smtputf8}`, transport, true, (file) => postfix.send(file, 'scanner-2f@printers.local', 'alice@example.com'));
           checkDelivered(received, true, 2);
@@ -201,68 +201,3 @@ async function sClientSession(args: string[], commands: string[]): Promise<strin
   return output;
 }
 
-/**
- * A private Postfix instance (own configuration and queue folders, no listener of its own) that
- * relays through the relay as its smarthost with SASL PLAIN, as an office mail server would.
- */
-class PrivatePostfix {
-  private constructor(private readonly configDir: string) {}
-
-  static async start(root: string, relayPort: number, options: { smtputf8: 'yes' | 'no'; tls: boolean }): Promise<PrivatePostfix> {
-    if (!existsSync('/usr/sbin/postfix')) throw new Error('postfix is not installed: apt-get install postfix libsasl2-modules (.ci/run does)');
-    const configDir = path.join(root, 'etc');
-    for (const folder of ['etc', 'spool', 'data']) await mkdir(path.join(root, folder), { recursive: true });
-    await chmod(path.dirname(root), 0o755);
-    await chmod(root, 0o755);
-    await chown(path.join(root, 'data'), ...(await postfixIds()));
-    await writeFile(path.join(configDir, 'master.cf'), await (await import('node:fs/promises')).readFile('/etc/postfix/master.cf'));
-    await writeFile(
-      path.join(configDir, 'main.cf'),
-      [
-        'compatibility_level = 3.6',
-        `queue_directory = ${root}/spool`,
-        `data_directory = ${root}/data`,
-        'mail_owner = postfix',
-        'setgid_group = postdrop',
-        'inet_interfaces = loopback-only',
-        'inet_protocols = ipv4',
-        'myhostname = office-mail.test',
-        'mydestination =',
-        'master_service_disable = inet',
-        `maillog_file_prefixes = ${root}`,
-        `maillog_file = ${root}/maillog`,
-        `relayhost = [127.0.0.1]:${relayPort}`,
-        'smtp_sasl_auth_enable = yes',
-        `smtp_sasl_password_maps = static:{${DEVICE.username}:${DEVICE.password}}`,
-        'smtp_sasl_security_options = noanonymous',
-        'smtp_sasl_tls_security_options = noanonymous',
-        `smtp_tls_security_level = ${options.tls ? 'encrypt' : 'none'}`,
-        `smtp_tls_CAfile = ${FAKE_TLS.ca()}`,
-        `smtputf8_enable = ${options.smtputf8}`,
-        '',
-      ].join('\n'),
-    );
-    await run('postfix', ['-c', configDir, 'start']);
-    return new PrivatePostfix(configDir);
-  }
-
-  async send(file: string, from: string, to: string): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      const child = spawn('/usr/sbin/sendmail', ['-C', this.configDir, '-f', from, to], { stdio: ['pipe', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (chunk) => (stderr += chunk));
-      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`sendmail exited ${code}: ${stderr}`))));
-      import('node:fs').then(({ createReadStream }) => createReadStream(file).pipe(child.stdin));
-    });
-    await run('postqueue', ['-c', this.configDir, '-f']);
-  }
-
-  async stop(): Promise<void> {
-    await run('postfix', ['-c', this.configDir, 'stop']).catch(() => undefined);
-  }
-}
-
-async function postfixIds(): Promise<[number, number]> {
-  const { stdout } = await run('id', ['postfix']);
-  return [Number(/uid=(\d+)/.exec(stdout)![1]), Number(/gid=(\d+)/.exec(stdout)![1])];
-}

@@ -1,0 +1,155 @@
+/**
+ * The relay beside Postfix on the devices' own workload, in one interleaved run: the same client
+ * (Python's smtplib, bench/smtp-load.py), the same ~10 KB scan, each workload repeated and the median taken. Postfix (Debian's
+ * package, a private instance) relays in plain text straight to a sink; the relay goes through
+ * STARTTLS + XOAUTH2 to the stand-in provider. Accepted = messages/s the client got 250 for;
+ * drained = messages/s until the last one reached its sink.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import { SMTPServer } from 'smtp-server';
+import { DEVICE, MAILBOX } from './harness.js';
+import { message10k, startRelay } from './load.js';
+import { PrivatePostfix } from './private-postfix.js';
+import { record } from './report.js';
+import { FAKE_TLS, type FakeProvider } from '../src/demo/fake-provider.js';
+import { packageRoot } from '../src/util/package-root.js';
+
+const run = promisify(execFile);
+
+const WORKLOADS = [
+  { name: 'printer-style, 1 sender', concurrency: 1, count: 300, longSession: false },
+  { name: 'printer-style, 10 senders', concurrency: 10, count: 600, longSession: false },
+  { name: 'long sessions, 10 × 200', concurrency: 10, count: 2000, longSession: true },
+] as const;
+
+type Workload = (typeof WORKLOADS)[number];
+interface Figures {
+  accepted: number;
+  drained: number;
+  p50: number;
+}
+type System = 'postfix' | 'queue' | 'direct' | 'upstream';
+
+export async function versusPostfix(provider: FakeProvider, token: string): Promise<void> {
+  if (!PrivatePostfix.installed()) {
+    process.stdout.write('versus Postfix: skipped, Postfix is not installed (apt-get install postfix)\n');
+    return;
+  }
+  const sink = await startSink();
+  const root = await mkdtemp(path.join(os.tmpdir(), 'bench-postfix-'));
+  const postfixPort = await freePort();
+  const postfix = await PrivatePostfix.start(root, { relayPort: sink.port, smtpPort: postfixPort });
+  const limits = { smtp: { maxConnectionsPerIp: 1000, maxClients: 500 } };
+  const queue = await startRelay(provider, { delivery: 'queue', ...limits });
+  const direct = await startRelay(provider, { delivery: 'direct', ...limits });
+  const messageFile = path.join(root, 'scan.eml');
+  await writeFile(messageFile, message10k);
+  const arrivedAtProvider = () => provider.received.length;
+  const device = ['mfp@printers.local', '--login', DEVICE.username, DEVICE.password];
+  // Postfix takes mail from its LAN (mynetworks) without AUTH; the baseline is the upstream itself.
+  const clients: Record<System, Client> = {
+    postfix: { messageFile, port: postfixPort, args: ['mfp@printers.local'], delivered: () => sink.count },
+    queue: { messageFile, port: queue.port, args: device, delivered: arrivedAtProvider },
+    direct: { messageFile, port: direct.port, args: device, delivered: arrivedAtProvider },
+    upstream: { messageFile, port: provider.smtpPort, args: [MAILBOX, '--starttls', FAKE_TLS.ca(), '--xoauth2', MAILBOX, token], delivered: arrivedAtProvider },
+  };
+  const repetitions = Number(process.env.BENCH_REPETITIONS ?? 3);
+  process.stdout.write(`\nversus Postfix ${await postfixVersion()} (plain text to a sink; the relay: STARTTLS + XOAUTH2 to the stand-in), median of ${repetitions} interleaved runs\n`);
+  try {
+    for (const workload of WORKLOADS) {
+      const runs: Record<System, Figures[]> = { postfix: [], queue: [], direct: [], upstream: [] };
+      for (let repetition = 0; repetition < repetitions; repetition++) {
+        for (const system of Object.keys(runs) as System[]) {
+          runs[system].push(await measure(workload, clients[system]));
+        }
+      }
+      report(workload, median(runs.postfix), median(runs.queue), median(runs.direct), median(runs.upstream));
+    }
+  } finally {
+    await Promise.all([queue.stop('SIGTERM'), direct.stop('SIGTERM'), postfix.stop(), sink.stop()]);
+  }
+}
+
+function report(workload: Workload, postfix: Figures, queue: Figures, direct: Figures, upstream: Figures): void {
+  const name = (what: string) => `vs Postfix, ${workload.name}: ${what}`;
+  const againstPostfix = (what: string, value: number, base: number) =>
+    record({ name: name(what), value, unit: 'msg/s', baseline: base, ratio: value / base, target: '≥ 1.0 × Postfix', met: value >= base });
+  againstPostfix('queue accepted', queue.accepted, postfix.accepted);
+  againstPostfix('queue drained', queue.drained, postfix.drained);
+  record({ name: name('direct'), value: direct.accepted, unit: 'msg/s', baseline: postfix.accepted, ratio: direct.accepted / postfix.accepted });
+  if (workload.longSession) {
+    const ratio = direct.accepted / upstream.accepted;
+    record({ name: name('direct vs straight to upstream'), value: direct.accepted, unit: 'msg/s', baseline: upstream.accepted, ratio, target: '≥ 0.8 × upstream', met: ratio >= 0.8 });
+  }
+  const slower = queue.p50 - postfix.p50;
+  record({ name: name('queue p50 latency − Postfix'), value: slower, unit: 'ms', baseline: postfix.p50, target: '≤ 2 ms', met: slower <= 2 });
+}
+
+interface Client {
+  messageFile: string;
+  port: number;
+  /** The envelope sender and how to log in (smtp-load.py's arguments after the message file). */
+  args: string[];
+  /** Messages that reached this client's final sink so far. */
+  delivered: () => number;
+}
+
+/** One run: accepted and p50 from the client, drained once the sink has every message. */
+async function measure(workload: Workload, client: Client): Promise<Figures> {
+  const before = client.delivered();
+  const started = performance.now();
+  const script = path.join(packageRoot(), 'bench', 'smtp-load.py');
+  const style = workload.longSession ? 'session' : 'printer';
+  const { stdout } = await run('python3', [script, '127.0.0.1', String(client.port), String(workload.count), String(workload.concurrency), style, client.messageFile, ...client.args]);
+  const sent = JSON.parse(stdout) as { rate: number; p50: number };
+  const deadline = Date.now() + 120_000;
+  while (client.delivered() - before < workload.count) {
+    if (Date.now() > deadline) throw new Error(`only ${client.delivered() - before} of ${workload.count} messages drained within 120 s`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  const drainedSeconds = (performance.now() - started) / 1000;
+  return { accepted: sent.rate, drained: workload.count / drainedSeconds, p50: sent.p50 };
+}
+
+function median(runs: Figures[]): Figures {
+  const middle = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  return { accepted: middle(runs.map((run) => run.accepted)), drained: middle(runs.map((run) => run.drained)), p50: middle(runs.map((run) => run.p50)) };
+}
+
+/** Where Postfix delivers: an SMTP server that only counts. */
+async function startSink(): Promise<{ port: number; readonly count: number; stop(): Promise<void> }> {
+  let count = 0;
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    logger: false,
+    onData(stream, _session, callback) {
+      stream.on('end', () => {
+        count++;
+        callback();
+      });
+      stream.resume();
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.server.address() as { port: number }).port;
+  return { port, get count() { return count; }, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function postfixVersion(): Promise<string> {
+  return run('postconf', ['-d', '-h', 'mail_version']).then(({ stdout }) => stdout.trim(), () => '');
+}

@@ -112,7 +112,8 @@ export class Pipeline {
       dsn: transaction.dsn,
     });
     await spool.commit(staged, record);
-    agent.add(record);
+    // Delivery starts after the 250 is on its way: the device does not wait for the agent's work.
+    setImmediate(() => agent.add(record));
     log.info({ size: staged.size, from: decision.envelopeFrom, originalFrom: decision.originalFrom, fromRewritten: decision.fromRewritten, recipients: transaction.rcptTo.length }, 'message queued');
     return `Ok: queued as ${staged.id}`;
   }

@@ -109,7 +109,8 @@ export class DeliveryAgent {
    * reports are already queued or not, never twice), then delivery resumes.
    */
   async start(recovered: QueueRecord[]): Promise<void> {
-    for (const record of recovered) {
+    const oldestFirst = [...recovered].sort((a, b) => a.receivedAt.localeCompare(b.receivedAt));
+    for (const record of oldestFirst) {
       if (record.failedAt) await this.finishFailure(record).catch((error: Error) => this.log.error({ id: record.id, err: error.message }, 'cannot finish a failure after restart; it stays queued'));
       else this.track(record);
     }
@@ -220,15 +221,15 @@ export class DeliveryAgent {
     }
     const now = Date.now();
     let wakeAt = Infinity;
-    const due = [...queue.waiting.values()]
-      .filter((record) => {
-        const at = Date.parse(record.nextAttemptAt);
-        if (at > now) wakeAt = Math.min(wakeAt, at);
-        return at <= now;
-      })
-      .sort((a, b) => a.nextAttemptAt.localeCompare(b.nextAttemptAt) || a.receivedAt.localeCompare(b.receivedAt));
-    for (const record of due) {
+    // In arrival order (a retried message goes to the back), stopping at the first free-slot or
+    // pace limit: a pump costs what it starts, not the length of the backlog.
+    for (const record of queue.waiting.values()) {
       if (queue.inFlight.size >= queue.account.upstream.maxConnections) break;
+      const at = Date.parse(record.nextAttemptAt);
+      if (at > now) {
+        wakeAt = Math.min(wakeAt, at);
+        continue;
+      }
       const recipients = pendingRecipients(record).length;
       const transactions = Math.max(1, Math.ceil(recipients / (queue.account.upstream.maxRecipientsPerMessage ?? Infinity)));
       const wait = queue.pacer.waitMs(recipients, now, transactions);

@@ -7,7 +7,7 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics/metrics.js';
 import { LineEndingGuard, SenderRewriter, SizeGuard, type LineEndingPolicy, type SenderDecision } from './rewrite/index.js';
 import { newQueueRecord, type DeliveryAgent, type Spool, type StagedMessage } from './spool/index.js';
-import type { Upstream } from './upstream/index.js';
+import { LiveSend, type Upstream } from './upstream/index.js';
 import { SmtpError, asSmtpError, defer, reject } from './reply.js';
 import { messageDate } from './util/rfc5322.js';
 import { upstreamDsn } from './envelope.js';
@@ -37,8 +37,9 @@ export interface PipelineOptions {
 /**
  * listener → rewrite → spool → upstream for one message. The message streams through the size
  * guard and the sender rewrite into a spool file. Queue mode then commits it durably and answers
- * 250 (the delivery agent takes it from there); direct mode sends it upstream from the file and
- * answers with the upstream's verdict.
+ * 250 (the delivery agent takes it from there); direct mode streams it upstream at the same time,
+ * lets the upstream's final dot go only once the whole message passed every check, and answers
+ * with the upstream's verdict.
  */
 export class Pipeline {
   constructor(private readonly options: PipelineOptions) {}
@@ -61,23 +62,35 @@ export class Pipeline {
       { mailbox: route.account.mailbox, sendAs: route.account.sendAs, envelopeFrom: transaction.mailFrom, received: this.received(transaction, id) },
       { maxHeaderBytes: this.options.maxHeaderBytes, maxHeaderLines: this.options.maxHeaderLines },
     );
+    const live = this.liveSend(route, transaction, rewriter);
     let staged: StagedMessage | undefined;
     try {
       // The device's stream is piped, not part of the pipeline: a failure here must not destroy
       // it, or the rest of DATA would be read as commands. A hang-up aborts the pipeline instead.
-      staged = await spool.stage(id, stream.pipe(guard), [lineEndings, rewriter], signal);
+      staged = await spool.stage(id, stream.pipe(guard), live ? [lineEndings, rewriter, live.tee] : [lineEndings, rewriter], signal);
       if (lineEndings.repairs > 0) log.info({ repairs: lineEndings.repairs }, 'bare CR/LF or NUL in the message normalised to CRLF');
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);
       if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(this.options.maxMessageSize)}`);
       const context = { log, route, transaction, staged, decision: rewriter.decision };
-      return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context);
+      return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context, live);
     } catch (error) {
+      live?.abandon(error);
       throw this.fail(log, account, signal.aborted ? signal.reason : error, guard.bytes);
     } finally {
       if (staged) await spool.discard(staged); // gone already once committed to the queue
     }
   };
+
+  /**
+   * Direct mode sends upstream while the device is still sending (see LiveSend), unless the
+   * recipients need several upstream transactions: those are sent one after the other afterwards.
+   */
+  private liveSend(route: Route, transaction: Transaction, rewriter: SenderRewriter): LiveSend | undefined {
+    if (route.account.delivery === 'queue') return undefined;
+    if (transaction.rcptTo.length > (route.upstream.maxRecipientsPerTransaction ?? Infinity)) return undefined;
+    return new LiveSend(route.upstream, () => ({ from: rewriter.decision.envelopeFrom, to: transaction.rcptTo, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo) }));
+  }
 
   /**
    * The Received field (RFC 5321 4.4) that traces the message to the device, with the protocol
@@ -118,12 +131,13 @@ export class Pipeline {
     return `Ok: queued as ${staged.id}`;
   }
 
-  private async relay({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
+  private async relay({ log, route, transaction, staged, decision }: StageResult, live: LiveSend | undefined): Promise<string> {
     const { spool, metrics, health } = this.options;
     const account = route.account.name;
     const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo) };
     const started = performance.now();
-    const receipt = await route.upstream.send(envelope, () => spool.openStaged(staged));
+    const open = () => spool.openStaged(staged);
+    const receipt = live ? await live.finish(open) : await route.upstream.send(envelope, open);
     metrics.messagesRelayed.inc({ account });
     health.relayed(account);
     log.info(

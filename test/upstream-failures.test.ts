@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type TestRelay, stopStarted } from './helpers.js';
+import { DEVICE, MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type TestRelay, stopStarted, until } from './helpers.js';
+import { RawSmtp } from './raw-smtp.js';
 import type { FakeProvider, ProviderStyle } from '../src/demo/fake-provider.js';
 
 const SCAN = { from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', 'Subject: scan'], 'pages') };
@@ -119,5 +120,65 @@ describe('when the upstream or the token endpoint fails', () => {
     // The session is still usable afterwards.
     await sendRaw(relay.port, SCAN);
     expect(provider.received[0].envelope.from).toBe(MAILBOX);
+  });
+});
+
+describe('direct mode streams upstream while the device sends', () => {
+  const LINE = `${'z'.repeat(78)}\r\n`;
+
+  afterEach(async () => {
+    RawSmtp.closeAll();
+    await stopStarted();
+  });
+
+  /** A device that has sent the header and part of the body, with the upstream's DATA under way. */
+  async function midMessage(provider: FakeProvider, relay: TestRelay): Promise<RawSmtp> {
+    const { client } = await RawSmtp.connect(relay.port);
+    await client.command('EHLO printer');
+    await client.login(DEVICE.username, DEVICE.password);
+    await client.command('MAIL FROM:<mfp@printers.local>');
+    await client.command('RCPT TO:<alice@example.com>');
+    expect(await client.command('DATA')).toMatch(/^354/);
+    await client.send(`From: mfp@printers.local\r\nSubject: half a scan\r\n\r\n${LINE.repeat(501)}`);
+    await until(() => provider.dataStarted === 1); // the upstream has begun this message
+    return client;
+  }
+
+  async function nextMessageArrivesIntact(provider: FakeProvider, relay: TestRelay): Promise<void> {
+    await sendRaw(relay.port, SCAN);
+    expect(provider.received).toHaveLength(1);
+    expect(provider.received[0].raw.toString()).toMatch(/Subject: scan\r\n[\s\S]*\r\n\r\npages\r\n$/);
+    expect(provider.received[0].raw.toString()).not.toContain('half a scan');
+  }
+
+  it('drops the upstream transaction before its final dot when the message turns out too large', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider, { top: { smtp: { host: '127.0.0.1', port: 0, maxMessageSize: '64KB' } } });
+    const device = await midMessage(provider, relay);
+    expect(await device.write(`${LINE.repeat(1000)}.\r\n`)).toMatch(/^552 5\.3\.4 /);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // a completed upstream message would be in by now
+    expect(provider.received).toHaveLength(0);
+    await nextMessageArrivesIntact(provider, relay);
+  });
+
+  it('drops the upstream transaction when the device hangs up in the middle of DATA', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider);
+    const device = await midMessage(provider, relay);
+    device.close();
+    await until(async () => (await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'disconnected' })) === 1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(provider.received).toHaveLength(0);
+    await nextMessageArrivesIntact(provider, relay);
+  });
+
+  it('completes the streamed message once the device ends it, byte for byte', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider);
+    const device = await midMessage(provider, relay);
+    expect(await device.write('.\r\n')).toMatch(/^250 /);
+    expect(provider.received).toHaveLength(1);
+    const body = provider.received[0].raw.toString().split('\r\n\r\n').slice(1).join('\r\n\r\n');
+    expect(body).toBe(LINE.repeat(501));
   });
 });

@@ -95,6 +95,8 @@ export class FakeProvider {
   refuseConnections = false;
   /** When each connection arrived (to check a client's backoff). */
   readonly connectionTimes: number[] = [];
+  /** DATA transactions begun (a message broken off before its final dot is begun, never received). */
+  dataStarted = 0;
   /** Milliseconds each DATA takes to be answered (a slow provider). */
   dataDelayMs = 0;
 
@@ -159,6 +161,7 @@ export class FakeProvider {
       onRcptTo: (address, _session, callback) => this.onRcptTo(address.address.toLowerCase(), callback),
       onMailFrom: (_address, _session, callback) => callback(scriptedError(this.mailFromScript.shift())),
       onData: (stream, session, callback) => {
+        this.dataStarted++;
         const chunks: Buffer[] = [];
         stream.on('data', (chunk: Buffer) => chunks.push(chunk));
         stream.on('end', () => {

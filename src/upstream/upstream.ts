@@ -16,6 +16,12 @@ export interface Envelope {
   dsn?: { ret?: string; envid?: string; notify?: string[] };
 }
 
+/**
+ * The message for attempt 1, 2, ... of one send (the one retry reads it afresh). A message still
+ * arriving from the device is a promise for its second reading: the retry waits until it is whole.
+ */
+export type OpenMessage = (attempt: number) => Readable | Promise<Readable>;
+
 export interface SendReceipt {
   accepted: string[];
   /** Recipients the upstream refused while it took the message for the others. */
@@ -71,11 +77,13 @@ export class Upstream {
   /**
    * Sends a message read from `openMessage` (called again for the one retry). Resolves with the
    * upstream's receipt or rejects with an SmtpError saying what the device should be told.
+   * Aborting `signal` while the message is streaming closes the connection before the final dot,
+   * so the upstream discards what it got (RFC 5321 4.1.1.4: only the dot completes a message).
    */
-  async send(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
+  async send(envelope: Envelope & { size?: number }, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
     const started = performance.now();
     try {
-      return await this.sendInParts(envelope, openMessage);
+      return await this.sendInParts(envelope, openMessage, signal);
     } finally {
       this.metrics.upstreamSendDuration.observe({ account: this.account.name }, (performance.now() - started) / 1000);
     }
@@ -87,14 +95,14 @@ export class Upstream {
    * a later part's failure is reported per recipient (a 4xx keeps them pending in the queue), so
    * that what was delivered is never sent again.
    */
-  private async sendInParts(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
-    const size = this.account.upstream.maxRecipientsPerMessage ?? envelope.to.length;
-    if (envelope.to.length <= size) return this.sendWithRetry(envelope, openMessage);
+  private async sendInParts(envelope: Envelope & { size?: number }, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
+    const size = this.maxRecipientsPerTransaction ?? envelope.to.length;
+    if (envelope.to.length <= size) return this.sendWithRetry(envelope, openMessage, signal);
     const receipt: SendReceipt = { accepted: [], rejected: [], response: '' };
     for (let start = 0; start < envelope.to.length; start += size) {
       const to = envelope.to.slice(start, start + size);
       try {
-        const part = await this.sendWithRetry({ ...envelope, to }, openMessage);
+        const part = await this.sendWithRetry({ ...envelope, to }, openMessage, signal);
         receipt.accepted.push(...part.accepted);
         receipt.rejected.push(...part.rejected);
         receipt.response = part.response;
@@ -107,20 +115,25 @@ export class Upstream {
     return receipt;
   }
 
+  /** Recipients per upstream transaction, when the provider limits them (upstream.maxRecipientsPerMessage). */
+  get maxRecipientsPerTransaction(): number | undefined {
+    return this.account.upstream.maxRecipientsPerMessage;
+  }
+
   close(): void {
     this.transport.close();
   }
 
-  private async sendWithRetry(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
+  private async sendWithRetry(envelope: Envelope & { size?: number }, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
     try {
-      return await this.sendOnce(envelope, openMessage);
+      return await this.sendOnce(envelope, await openMessage(1), signal);
     } catch (error) {
       if (!isLoginRejection(error) && !isStaleConnection(error)) throw classifySendError(error, this.account.name);
       // A refused token was dropped when the login failed, and a pooled connection the upstream had
       // closed is gone: one more try, on a new connection (with a fresh token).
       this.logger.warn({ account: this.account.name, upstream: (error as NodemailerError).response, code: (error as NodemailerError).code }, 'upstream login refused or connection lost; retrying once');
       try {
-        return await this.sendOnce(envelope, openMessage);
+        return await this.sendOnce(envelope, await openMessage(2), signal);
       } catch (retryError) {
         throw classifySendError(retryError, this.account.name);
       }
@@ -128,11 +141,11 @@ export class Upstream {
   }
 
 
-  private async sendOnce(envelope: Envelope & { size: number }, openMessage: () => Readable): Promise<SendReceipt> {
-    const message = openMessage();
-    // A send that fails before DATA never reads the stream; it must not keep its file open.
+  private async sendOnce(envelope: Envelope & { size?: number }, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
+    // A send that fails before DATA never reads the stream; it must not keep its file open (nor,
+    // while the message is still arriving, hold up the device).
     const info = await this.transport
-      .sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message, dsn: envelope.dsn })
+      .sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message, dsn: envelope.dsn, signal })
       .finally(() => message.destroy());
     const rejectedErrors = ((info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? []).map((error) => ({
       address: String((error as { recipient?: string }).recipient ?? ''),

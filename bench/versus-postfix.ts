@@ -86,8 +86,11 @@ function report(workload: Workload, postfix: Figures, queue: Figures, direct: Fi
     const ratio = direct.accepted / upstream.accepted;
     record({ name: name('direct vs straight to upstream'), value: direct.accepted, unit: 'msg/s', baseline: upstream.accepted, ratio, target: '≥ 0.8 × upstream', met: ratio >= 0.8 });
   }
-  const slower = queue.p50 - postfix.p50;
-  record({ name: name('queue p50 latency − Postfix'), value: slower, unit: 'ms', baseline: postfix.p50, target: '≤ 2 ms', met: slower <= 2 });
+  // With several senders the p50 follows from the throughput (Little's law); one sender shows the latency itself.
+  if (workload.concurrency === 1) {
+    const slower = queue.p50 - postfix.p50;
+    record({ name: name('queue p50 − Postfix p50'), value: slower, unit: 'ms', baseline: postfix.p50, target: '≤ 2 ms', met: slower <= 2 });
+  }
 }
 
 interface Client {

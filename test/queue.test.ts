@@ -123,8 +123,8 @@ describe('queue mode (store and forward)', () => {
     expect(text).toContain('Status: 5.1.1');
     expect(text).toContain('Subject: scan 1'); // the original headers, not the body
     expect(text).not.toContain('page 1');
-    const failed = await queueCommand(dataDir, ['failed'], false);
-    expect(failed.output).toMatch(/550 5\.1\.1/);
+    // The reports are queued before the message moves to failed/ (crash safety): they may arrive first.
+    await until(async () => /550 5\.1\.1/.test((await queueCommand(dataDir, ['failed'], false)).output));
     expect(await metric(httpPort, 'smtp_relay_queue_messages', { account: 'office', state: 'failed' })).toBe(1);
     expect(await metric(httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'upstream_rejected' })).toBe(1);
   });

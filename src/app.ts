@@ -31,7 +31,7 @@ export interface RunningApp {
    * applying nothing, when part of the new config cannot be read (a certificate).
    */
   reload(next: LoadedConfig): string[];
-  readiness(): ReadinessReport;
+  readiness(): Promise<ReadinessReport>;
 }
 
 async function watchTokenStore(dir: string, changed: (account: string) => void): Promise<FSWatcher> {
@@ -40,6 +40,9 @@ async function watchTokenStore(dir: string, changed: (account: string) => void):
     if (name?.endsWith('.json') && !name.startsWith('.')) changed(name.slice(0, -'.json'.length));
   });
 }
+
+/** A replica with less spool room than this is not ready: it could not take a typical scan. */
+const READY_HEADROOM = 1024 ** 2;
 
 /** Keys a SIGHUP applies; any other changed key is named as needing a restart. */
 const LIVE_KEYS = [
@@ -128,18 +131,20 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   });
   const listener = new Listener({ config, hostname, handler: pipeline.handle, admit: pipeline.admit, metrics, logger });
 
-  const readiness = (): ReadinessReport => {
+  let draining = false;
+  const readiness = async (): Promise<ReadinessReport> => {
     const accounts: Record<string, unknown> = {};
-    let ready = true;
+    let accountsReady = true;
     for (const [name, { tokens: manager }] of routes) {
       const token = manager.status();
       const delivery = health.get(name);
       const queue = agent.state(name);
       const accountReady = token.state === 'ready' && !delivery.lastProblem && !queue.held;
-      ready &&= accountReady;
+      accountsReady &&= accountReady;
       accounts[name] = { ready: accountReady, mailbox: manager.account.mailbox, delivery: manager.account.delivery, ...token, ...delivery, queue };
     }
-    return { ready, accounts };
+    const problems = draining ? ['draining: stopping, new sessions are refused'] : await spool.acceptProblems(READY_HEADROOM);
+    return { ready: problems.length === 0, problems, accountsReady, accounts };
   };
   const admin = new AdminPage({
     accounts: routes,
@@ -214,6 +219,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     /** Stops taking mail (421 to new sessions), lets transactions and deliveries in flight finish. */
     stop() {
       stopping ??= (async () => {
+        draining = true; // /readyz answers 503 while the queue drains, so no new devices are sent here
         for (const { tokens: manager } of routes.values()) manager.stopKeepAlive();
         tokenWatcher.close();
         await listener.close();

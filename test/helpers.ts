@@ -104,8 +104,9 @@ interface ReadyzBody {
   accounts: Record<string, Record<string, unknown>>;
 }
 
+/** /readyz/accounts: whether every account can send, and each account's state. */
 export async function readyz(httpPort: number): Promise<{ status: number; body: ReadyzBody }> {
-  const response = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
+  const response = await fetch(`http://127.0.0.1:${httpPort}/readyz/accounts`);
   return { status: response.status, body: (await response.json()) as ReadyzBody };
 }
 

@@ -15,7 +15,7 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, STARTTLS ${tls ? `on, min ${tls.minVersion}` : 'off'})`);
   if (tls?.implicitPort !== undefined) lines.push(`  SMTPS  ${config.smtp.host}:${tls.implicitPort}  (TLS from the first byte, min ${tls.minVersion})`);
   if (tls?.legacyDevices?.length) lines.push(`  Legacy TLS (1.0/1.1, old ciphers) for devices in ${tls.legacyDevices.join(', ')} only`);
-  lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (/metrics /healthz /readyz)`);
+  lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (/metrics /healthz /readyz /readyz/accounts)`);
   lines.push(`  Data   ${config.dataDir}`, '');
   lines.push('Accounts:');
   for (const account of loaded.accounts.values()) {

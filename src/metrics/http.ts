@@ -3,9 +3,17 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 
-/** Per-account state as /readyz reports it; `ready` decides the status code. */
+/**
+ * What /readyz and /readyz/accounts report. `ready` means this replica can take mail (a load
+ * balancer or Kubernetes sends devices here); it does not depend on the accounts, or one account
+ * needing a sign-in would take every replica out of service and devices could not even queue.
+ */
 export interface ReadinessReport {
   ready: boolean;
+  /** Why it cannot take mail: draining, spool full or not writable. */
+  problems: string[];
+  /** Whether every account can send right now (/readyz/accounts). */
+  accountsReady: boolean;
   accounts: Record<string, unknown>;
 }
 
@@ -13,13 +21,16 @@ export interface StatusServerOptions {
   host: string;
   port: number;
   registry: Registry;
-  readiness: () => ReadinessReport;
+  readiness: () => Promise<ReadinessReport>;
   logger: Logger;
   /** Other pages on the same listener (the admin page); resolves false for paths it does not serve. */
   pages?: (request: IncomingMessage, response: ServerResponse) => Promise<boolean>;
 }
 
-/** /metrics for Prometheus, /healthz (the process answers) and /readyz (every account can send). */
+/**
+ * /metrics for Prometheus, /healthz (the process answers), /readyz (it can take mail) and
+ * /readyz/accounts (every account can send).
+ */
 export class StatusServer {
   private readonly server: Server;
 
@@ -50,7 +61,7 @@ export class StatusServer {
 
   private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const path = (request.url ?? '/').split('?')[0];
-    if (!['/metrics', '/healthz', '/readyz'].includes(path) && this.options.pages && (await this.options.pages(request, response))) return;
+    if (!ENDPOINTS.includes(path) && this.options.pages && (await this.options.pages(request, response))) return;
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
@@ -64,15 +75,22 @@ export class StatusServer {
         sendJson(response, 200, { status: 'ok' });
         return;
       case '/readyz': {
-        const report = this.options.readiness();
-        sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', accounts: report.accounts });
+        const report = await this.options.readiness();
+        sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', problems: report.problems, accountsReady: report.accountsReady, accounts: report.accounts });
+        return;
+      }
+      case '/readyz/accounts': {
+        const report = await this.options.readiness();
+        sendJson(response, report.accountsReady ? 200 : 503, { status: report.accountsReady ? 'ready' : 'not ready', accounts: report.accounts });
         return;
       }
       default:
-        sendJson(response, 404, { error: 'not found', endpoints: ['/metrics', '/healthz', '/readyz'] });
+        sendJson(response, 404, { error: 'not found', endpoints: ENDPOINTS });
     }
   }
 }
+
+const ENDPOINTS = ['/metrics', '/healthz', '/readyz', '/readyz/accounts'];
 
 function sendJson(response: ServerResponse, status: number, body: unknown): void {
   response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });

@@ -1,5 +1,5 @@
-import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
@@ -167,6 +167,21 @@ export class Spool {
     if (this.limits.minFreeDisk <= 0) return;
     const check = await this.freeDisk();
     if (check.free - check.reservedSince - size < this.limits.minFreeDisk) throw spoolFull();
+  }
+
+  /**
+   * Why the spool cannot take mail now (for readiness): less than `headroom` bytes left under
+   * queue.maxSize or above queue.minFreeDisk, or a folder not writable; empty when it can.
+   */
+  async acceptProblems(headroom: number): Promise<string[]> {
+    const problems: string[] = [];
+    await this.ensureRoom(headroom).catch((error: SmtpError) =>
+      problems.push(error.reason === 'spool_full' ? 'spool: nearly full (see queue.maxSize, queue.minFreeDisk and the oldest queued messages)' : `spool: ${error.message}`),
+    );
+    for (const dir of [this.incomingDir, this.queueDir]) {
+      await access(dir, constants.W_OK).catch((error: NodeJS.ErrnoException) => problems.push(`spool: ${path.basename(dir)}/ is not writable (${error.code})`));
+    }
+    return problems;
   }
 
   private async freeDisk(): Promise<{ free: number; reservedSince: number }> {

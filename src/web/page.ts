@@ -73,6 +73,6 @@ ${accounts.map((account) => accountCard(account, csrf)).join('\n')}
 <label>Account<select name="account">${options}</select></label>
 <label>To<input type="email" name="to" required placeholder="you@example.com"></label>
 <button>Send test message</button></form></section>
-<p><small><a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></small></p>
+<p><small><a href="/readyz/accounts">/readyz/accounts</a> · <a href="/metrics">/metrics</a></small></p>
 </body></html>`;
 }

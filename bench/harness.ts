@@ -1,6 +1,7 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
 import nodemailer from 'nodemailer';
 import { stringify } from 'yaml';
 import { FakeProvider, FAKE_TLS, type FakeProviderOptions } from '../src/demo/fake-provider.js';
@@ -56,3 +57,12 @@ export async function sendRaw(port: number, message: { from: string; to: string[
   }
 }
 
+
+/** A loopback port free right now, for servers that must be told their port (Postfix, redis-server). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

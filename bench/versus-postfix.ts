@@ -12,7 +12,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { SMTPServer } from 'smtp-server';
-import { DEVICE, MAILBOX } from './harness.js';
+import { DEVICE, MAILBOX, freePort } from './harness.js';
 import { message10k, startRelay } from './load.js';
 import { PrivatePostfix } from './private-postfix.js';
 import { record } from './report.js';
@@ -142,15 +142,6 @@ async function startSink(): Promise<{ port: number; readonly count: number; stop
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.server.address() as { port: number }).port;
   return { port, get count() { return count; }, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function postfixVersion(): Promise<string> {

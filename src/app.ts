@@ -6,6 +6,7 @@ import { changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
+import { startCluster } from './cluster/index.js';
 import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
 import { DeliveryAgent, Spool, type BounceSettings } from './spool/index.js';
@@ -68,6 +69,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const hostname = config.smtp.hostname ?? os.hostname();
   const metrics = createMetrics([...loaded.accounts.keys()]);
   const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
+  const cluster = startCluster(config, logger, metrics);
   const spool = new Spool(config.dataDir, {
     maxBytes: config.queue.maxSize,
     minFreeDisk: config.queue.minFreeDisk,
@@ -81,6 +83,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   for (const account of loaded.accounts.values()) {
     const manager = new TokenManager(account, {
       store,
+      cluster,
       metrics,
       logger,
       retries: config.oauth.retries,
@@ -227,6 +230,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
         for (const route of routes.values()) route.upstream.close();
         await status.close();
         await control.close();
+        await cluster.close();
         logger.info('smtp-oauth-relay stopped');
       })();
       return stopping;

@@ -241,8 +241,23 @@ const bouncesSchema = z
   })
   .strict();
 
+/** Replicas that share provider limits, tokens and account state through Redis or Valkey. */
+const clusterSchema = z
+  .object({
+    /** redis://[user:password@]host:port[/db] or rediss:// (TLS). The password may also come from redisPasswordFile. */
+    redis: z.string().regex(/^rediss?:\/\//, 'use a redis:// or rediss:// URL, e.g. redis://valkey:6379'),
+    redisPassword: z.string().optional(),
+    /** This replica's name in the registry and the logs (default: the host name, a pod's name in Kubernetes). */
+    name: z.string().min(1).optional(),
+    /** Prefix of every key, so several relay clusters can share one Redis. */
+    keyPrefix: z.string().default('smtp-oauth-relay:'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
+    /** Optional: replicas that share limits and tokens. Without it, everything stays in this process. */
+    cluster: clusterSchema.optional(),
     /** queue: 250 once the message is safely on disk, then store-and-forward. direct: 250 after the upstream took it. */
     delivery: deliveryMode.default('queue'),
     queue: queueSchema.default(() => queueSchema.parse({})),

@@ -31,6 +31,17 @@ export function createMetrics(accountNames: string[]) {
     registry,
     connections: new Counter({ name: `${p}smtp_connections_total`, help: 'Device connections accepted', registers: [registry] }),
     activeConnections: new Gauge({ name: `${p}smtp_active_connections`, help: 'Device connections open now', registers: [registry] }),
+    clusterUp: new Gauge({
+      name: `${p}cluster_up`,
+      help: '1 while the shared cluster store (Redis/Valkey) is reachable, or no cluster is configured; 0 while this replica works on local limits',
+      registers: [registry],
+    }),
+    clusterTokenShares: new Counter({
+      name: `${p}cluster_token_shares_total`,
+      help: 'Access tokens this replica took from the cluster instead of asking the token endpoint',
+      labelNames: ['account'],
+      registers: [registry],
+    }),
     authFailures: new Counter({ name: `${p}smtp_auth_failures_total`, help: 'Failed device AUTH attempts', registers: [registry] }),
     authLockouts: new Counter({
       name: `${p}smtp_auth_lockouts_total`,

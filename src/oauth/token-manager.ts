@@ -1,6 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Metrics, TokenRefreshResult } from '../metrics/metrics.js';
 import type { ResolvedAccount } from '../config/index.js';
+import type { ClusterState } from '../cluster/index.js';
 import { fingerprint, TokenStoreError, type TokenStore } from './token-store.js';
 import { serviceAccountAssertion } from './service-account.js';
 import { TokenError } from './token-error.js';
@@ -46,9 +47,16 @@ const TEN_MINUTES = 10 * 60 * 1000;
 const DEFAULT_LIFETIME_S = 3600;
 /** After a rejection, the same refresh token is tried again no sooner than this. */
 const REAUTH_RECHECK_MS = 5 * 60 * 1000;
+/** How long one replica may hold the cluster's refresh lease (a crashed holder frees it by then). */
+const LEASE_TTL_MS = 30_000;
+/** How long the others wait for the holder's token before asking the endpoint themselves. */
+const LEASE_WAIT_MS = 15_000;
+const LEASE_POLL_MS = 100;
 
 export interface TokenManagerOptions {
   store: TokenStore;
+  /** Replicas share tokens through it (one token request per expiry for the whole cluster). */
+  cluster: ClusterState;
   metrics: Metrics;
   logger: Logger;
   retries: number;
@@ -71,6 +79,8 @@ export class TokenManager {
   private refreshTokenLastUsedAt?: number;
   private refreshTokenExpiresAt?: number;
   private storeProblemLogged = false;
+  /** The last token the upstream refused: not taken from the cluster again. */
+  private refusedToken?: string;
   private keepAlive?: NodeJS.Timeout;
   private readonly log: Logger;
 
@@ -80,6 +90,7 @@ export class TokenManager {
   ) {
     this.log = options.logger.child({ account: accountValue.name });
     options.metrics.accountReady.set({ account: accountValue.name }, 0);
+    options.metrics.clusterTokenShares.inc({ account: accountValue.name }, 0);
   }
 
   get account(): ResolvedAccount {
@@ -114,12 +125,13 @@ export class TokenManager {
 
   /** The upstream refused this token: forget it so the next send fetches a new one. */
   invalidate(accessToken: string): void {
+    this.refusedToken = accessToken;
     if (this.current?.accessToken === accessToken) this.current = undefined;
   }
 
   /** Requests a new access token now; concurrent callers share one request. */
   refresh(): Promise<CachedToken> {
-    this.inflight ??= this.requestWithRetries().finally(() => (this.inflight = undefined));
+    this.inflight ??= this.refreshOnceForCluster().finally(() => (this.inflight = undefined));
     return this.inflight;
   }
 
@@ -154,6 +166,43 @@ export class TokenManager {
     };
   }
 
+
+  /**
+   * One token request per expiry for the whole cluster: a fresh token another replica shared is
+   * taken as it is; otherwise the replica holding the refresh lease asks the endpoint and shares
+   * the result while the others wait for it — briefly: a stuck holder does not stop them for long.
+   */
+  private async refreshOnceForCluster(): Promise<CachedToken> {
+    const { cluster } = this.options;
+    const name = this.account.name;
+    const giveUpAt = Date.now() + LEASE_WAIT_MS;
+    for (;;) {
+      const shared = await this.usableSharedToken();
+      if (shared) return shared;
+      if (await cluster.takeRefreshLease(name, LEASE_TTL_MS)) {
+        try {
+          // The previous holder may have shared its token just before this lease was taken.
+          const justShared = await this.usableSharedToken();
+          if (justShared) return justShared;
+          const token = await this.requestWithRetries();
+          await cluster.shareAccessToken(name, token);
+          return token;
+        } finally {
+          await cluster.releaseRefreshLease(name);
+        }
+      }
+      if (Date.now() > giveUpAt) return this.requestWithRetries();
+      await sleep(LEASE_POLL_MS);
+    }
+  }
+
+  private async usableSharedToken(): Promise<CachedToken | undefined> {
+    const shared = await this.options.cluster.sharedAccessToken(this.account.name);
+    if (!shared || shared.accessToken === this.refusedToken) return undefined;
+    this.options.metrics.clusterTokenShares.inc({ account: this.account.name });
+    this.recordSuccess(shared, 'shared');
+    return shared;
+  }
 
   private async requestWithRetries(): Promise<CachedToken> {
     const refreshToken = this.account.flow === 'refresh_token' ? await this.currentRefreshToken() : undefined;
@@ -213,9 +262,14 @@ export class TokenManager {
     return requestToken(account, refreshToken ? { grant_type: 'refresh_token', refresh_token: refreshToken, ...scope } : { grant_type: 'client_credentials', ...scope });
   }
 
-  /** A rotated token in the store wins over the config's, unless the config's was replaced since. */
+  /**
+   * A rotated token wins over the config's, unless the config's was replaced since: the
+   * cluster's copy (the last replica to use it) first, then this replica's store.
+   */
   private async currentRefreshToken(): Promise<string | undefined> {
     const configured = this.account.refreshToken;
+    const shared = await this.options.cluster.sharedRefreshToken(this.account.name);
+    if (shared && (!configured || shared.seed === fingerprint(configured))) return shared.refreshToken;
     const stored = await this.options.store.read(this.account.name).catch((error: Error) => {
       if (!this.storeProblemLogged) {
         this.log.error({ err: error.message, hint: error instanceof TokenStoreError ? error.hint : undefined }, 'cannot read the token store; using the configured refresh token');
@@ -234,7 +288,9 @@ export class TokenManager {
     const configured = this.account.refreshToken;
     try {
       const now = new Date().toISOString();
-      await this.options.store.write(this.account.name, { refreshToken, seed: configured ? fingerprint(configured) : '', updatedAt: now, lastUsedAt: now });
+      const seed = configured ? fingerprint(configured) : '';
+      await this.options.cluster.shareRefreshToken(this.account.name, { refreshToken, seed, updatedAt: now });
+      await this.options.store.write(this.account.name, { refreshToken, seed, updatedAt: now, lastUsedAt: now });
     } catch (error) {
       // The previous refresh token stays valid at the providers, so mail keeps flowing.
       this.log.error({ err: (error as Error).message }, 'cannot save the rotated refresh token');
@@ -260,7 +316,8 @@ export class TokenManager {
     }
   }
 
-  private recordSuccess(token: CachedToken): void {
+  /** A token obtained here ('refreshed') or taken from another replica ('shared'). */
+  private recordSuccess(token: CachedToken, how: 'refreshed' | 'shared' = 'refreshed'): void {
     const wasState = this.state;
     this.current = token;
     this.state = 'ready';
@@ -268,11 +325,11 @@ export class TokenManager {
     this.lastError = this.hint = this.rejected = undefined;
     const { metrics } = this.options;
     const account = this.account.name;
-    metrics.tokenRefreshes.inc({ account, result: 'success' });
+    if (how === 'refreshed') metrics.tokenRefreshes.inc({ account, result: 'success' });
     metrics.tokenExpiry.set({ account }, token.expiresAt / 1000);
     metrics.tokenLastRefresh.set({ account }, this.lastRefreshAt / 1000);
     metrics.accountReady.set({ account }, 1);
-    this.log[wasState === 'ready' ? 'debug' : 'info']({ expiresAt: new Date(token.expiresAt).toISOString() }, 'access token obtained');
+    this.log[wasState === 'ready' ? 'debug' : 'info']({ expiresAt: new Date(token.expiresAt).toISOString(), from: how === 'shared' ? 'cluster' : undefined }, 'access token obtained');
   }
 
   private recordFailure(error: TokenError, result: TokenRefreshResult): void {

@@ -1,6 +1,7 @@
 import { readFile, readdir, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { createCipheriv, createDecipheriv, createHash, randomBytes, scryptSync } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { deriveKey, openText, sealText, type SealedFile } from '../util/sealed-text.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 
 /** A refresh token the provider handed back (or a sign-in produced), kept across restarts. */
@@ -24,23 +25,9 @@ export class TokenStoreError extends Error {
   }
 }
 
-interface SealedFile {
-  version: 1;
-  cipher: 'aes-256-gcm';
-  iv: string;
-  tag: string;
-  data: string;
-}
-
-const GCM_TAG_BYTES = 16;
 
 export function fingerprint(secret: string): string {
   return createHash('sha256').update(secret).digest('hex').slice(0, 32);
-}
-
-/** The AES-256 key for a configured tokenKey (any long string; stretched with scrypt). */
-function deriveKey(tokenKey: string): Buffer {
-  return scryptSync(tokenKey, 'smtp-oauth-relay token store v1', 32);
 }
 
 /**
@@ -134,11 +121,7 @@ export class TokenStore {
   private seal(record: StoredRefreshToken): string {
     const plain = JSON.stringify(record, null, 2) + '\n';
     if (!this.key) return plain;
-    const iv = randomBytes(12);
-    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    const data = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
-    const sealed: SealedFile = { version: 1, cipher: 'aes-256-gcm', iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64') };
-    return JSON.stringify(sealed) + '\n';
+    return JSON.stringify(sealText(this.key, plain)) + '\n';
   }
 
   private open(file: string, text: string, key: Buffer | undefined): StoredRefreshToken {
@@ -156,12 +139,7 @@ export class TokenStore {
     }
     if (!key) throw new TokenStoreError(`${file} is encrypted but no tokenKey is configured`, 'set tokenKey (or tokenKeyFile) to the key it was written with');
     try {
-      const tag = Buffer.from(parsed.tag ?? '', 'base64');
-      if (tag.length !== GCM_TAG_BYTES) throw new Error('short tag'); // a truncated tag would weaken the check
-      const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(parsed.iv ?? '', 'base64'), { authTagLength: GCM_TAG_BYTES });
-      decipher.setAuthTag(tag);
-      const plain = Buffer.concat([decipher.update(Buffer.from(parsed.data ?? '', 'base64')), decipher.final()]).toString('utf8');
-      return JSON.parse(plain) as StoredRefreshToken;
+      return JSON.parse(openText(key, parsed)) as StoredRefreshToken;
     } catch {
       throw new TokenStoreError(`${file} cannot be decrypted: wrong tokenKey, or the file was altered`, 'configure the tokenKey it was written with, or sign the account in again (the old file is kept aside)');
     }

@@ -1,0 +1,19 @@
+import os from 'node:os';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { LocalCluster, type ClusterState } from './cluster.js';
+import { RedisCluster } from './redis-cluster.js';
+
+export { LocalCluster, type ClusterState, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
+
+/** The cluster the config asks for: Redis/Valkey with `cluster:`, else this process alone. */
+export function startCluster(config: Config, logger: Logger, metrics: Metrics): ClusterState {
+  const name = config.cluster?.name ?? os.hostname();
+  if (!config.cluster) {
+    metrics.clusterUp.set(1);
+    return new LocalCluster(name);
+  }
+  const { redis, redisPassword, keyPrefix } = config.cluster;
+  return new RedisCluster({ url: redis, password: redisPassword, name, keyPrefix, tokenKey: config.tokenKey, logger, metrics });
+}

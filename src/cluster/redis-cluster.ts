@@ -1,0 +1,125 @@
+import { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { deriveKey, openText, sealText, type SealedFile } from '../util/sealed-text.js';
+import type { ClusterState, SharedAccessToken, SharedRefreshToken } from './cluster.js';
+
+export interface RedisClusterOptions {
+  url: string;
+  password?: string;
+  name: string;
+  keyPrefix: string;
+  /** Tokens are sealed with it (AES-256-GCM) before they leave the process; plain without it. */
+  tokenKey?: string;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** Only the holder may release a lease (a lease that expired and was taken by another stays). */
+const RELEASE_IF_MINE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
+
+/**
+ * Shared state in Redis or Valkey. Commands fail at once while the store is unreachable (no
+ * offline queue) and time out after a second, so a dead or hung store never holds up mail: every
+ * method then answers as the embedded default would, and the client keeps reconnecting.
+ */
+export class RedisCluster implements ClusterState {
+  private readonly redis: Redis;
+  private readonly key?: Buffer;
+  private readonly log: Logger;
+  private wasUp?: boolean;
+
+  constructor(private readonly options: RedisClusterOptions) {
+    this.log = options.logger.child({ cluster: options.name });
+    this.key = options.tokenKey ? deriveKey(options.tokenKey) : undefined;
+    this.redis = new Redis(options.url, {
+      password: options.password,
+      keyPrefix: options.keyPrefix,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: 1000,
+      connectTimeout: 2000,
+      retryStrategy: (attempt) => Math.min(250 * attempt, 2000),
+    });
+    options.metrics.clusterUp.set(0);
+    this.redis.on('ready', () => this.noteUp(true));
+    this.redis.on('close', () => this.noteUp(false));
+    this.redis.on('error', () => undefined); // reported once per outage by noteUp
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get up(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  async sharedAccessToken(account: string): Promise<SharedAccessToken | undefined> {
+    const token = await this.readSealed<SharedAccessToken>(`token:${account}`);
+    return token && Date.now() < token.refreshAt ? token : undefined;
+  }
+
+  async shareAccessToken(account: string, token: SharedAccessToken): Promise<void> {
+    const ttl = Math.max(1, token.expiresAt - Date.now());
+    await this.quietly(() => this.redis.set(`token:${account}`, this.seal(token), 'PX', ttl));
+  }
+
+  sharedRefreshToken(account: string): Promise<SharedRefreshToken | undefined> {
+    return this.readSealed<SharedRefreshToken>(`refresh:${account}`);
+  }
+
+  async shareRefreshToken(account: string, token: SharedRefreshToken): Promise<void> {
+    await this.quietly(() => this.redis.set(`refresh:${account}`, this.seal(token)));
+  }
+
+  async takeRefreshLease(account: string, ttlMs: number): Promise<boolean> {
+    const taken = await this.quietly(() => this.redis.set(`lease:token:${account}`, this.name, 'PX', ttlMs, 'NX'));
+    return taken === undefined || taken === 'OK'; // store down: refresh here (single-flight within the replica)
+  }
+
+  async releaseRefreshLease(account: string): Promise<void> {
+    await this.quietly(() => this.redis.eval(RELEASE_IF_MINE, 1, `lease:token:${account}`, this.name));
+  }
+
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+
+  private noteUp(up: boolean): void {
+    this.options.metrics.clusterUp.set(up ? 1 : 0);
+    if (up === this.wasUp) return;
+    if (up) this.log.info('cluster store reachable; limits and tokens are shared');
+    else if (this.wasUp !== undefined) this.log.warn('cluster store unreachable; this replica works on its own until it is back (mail is still accepted and delivered)');
+    this.wasUp = up;
+  }
+
+  /** A store command whose failure only means "nothing shared": undefined instead of an error. */
+  private async quietly<T>(command: () => Promise<T>): Promise<T | undefined> {
+    if (this.redis.status !== 'ready') return undefined;
+    try {
+      return await command();
+    } catch (error) {
+      this.log.debug({ err: (error as Error).message }, 'cluster store command failed');
+      return undefined;
+    }
+  }
+
+  private seal(value: unknown): string {
+    const plain = JSON.stringify(value);
+    return this.key ? JSON.stringify(sealText(this.key, plain)) : plain;
+  }
+
+  private async readSealed<T>(key: string): Promise<T | undefined> {
+    const text = await this.quietly(() => this.redis.get(key));
+    if (!text) return undefined;
+    try {
+      const parsed = JSON.parse(text) as Partial<SealedFile>;
+      if (parsed.cipher === undefined) return this.key ? undefined : (parsed as T); // plain values are not trusted once a key is set
+      return this.key ? (JSON.parse(openText(this.key, parsed)) as T) : undefined;
+    } catch {
+      this.log.warn({ key }, 'a shared token cannot be read (another tokenKey, or altered); refreshing here');
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,73 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import { RedisServer } from './redis-server.js';
+import { RelayProcess } from '../bench/relay-process.js';
+import type { FakeProvider } from '../src/demo/fake-provider.js';
+
+/*
+ * Three relay processes, each with its own data directory, share one real Redis (Debian's
+ * redis-server) in front of the stand-in provider, which counts token requests.
+ */
+
+const scan = (n: number) => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: cluster ${n}`], `page ${n}`) });
+
+describe('replicas share tokens through Redis', () => {
+  let provider: FakeProvider;
+  let redis: RedisServer;
+  const replicas: RelayProcess[] = [];
+
+  beforeAll(async () => {
+    provider = await startProvider();
+    provider.tokenLifetime = 8; // refreshed at half-life: due 4 s after it was issued
+    redis = await RedisServer.start();
+    for (const name of ['replica-a', 'replica-b', 'replica-c']) {
+      const { configFile } = await writeRelayConfig(provider, {
+        delivery: 'direct',
+        tokenKey: 'cluster test key, long enough',
+        cluster: { redis: redis.url, name },
+        smtp: { maxConnectionsPerIp: 500 },
+      });
+      const relay = new RelayProcess(configFile);
+      await relay.start();
+      replicas.push(relay);
+    }
+    await Promise.all(replicas.map((relay) => until(async () => (await metric(relay.httpPort, 'smtp_relay_cluster_up')) === 1)));
+  }, 30_000);
+
+  afterAll(async () => {
+    await Promise.all(replicas.map((relay) => relay.stop('SIGTERM')));
+    await redis?.stop();
+    await provider?.stop();
+  });
+
+  /** Sends n messages spread over the replicas, all at once. */
+  async function burst(n: number, offset: number): Promise<void> {
+    await Promise.all(Array.from({ length: n }, (_, i) => sendRaw(replicas[i % replicas.length].port, scan(offset + i))));
+  }
+
+  it('makes one token request for the whole cluster, at start and across an expiry', async () => {
+    // Three replicas started (each wants a token at start, to keep its refresh token alive) and took mail.
+    await burst(30, 0);
+    expect(provider.tokenRequests).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 4500)); // every replica's token is due now
+    provider.dropConnections(); // new upstream logins are needed
+    await burst(60, 100);
+    expect(provider.tokenRequests).toBe(2);
+    expect(provider.received).toHaveLength(90);
+    const shared = await Promise.all(replicas.map((relay) => metric(relay.httpPort, 'smtp_relay_cluster_token_shares_total', { account: 'office' })));
+    expect(shared.reduce((sum, count) => sum + count, 0)).toBeGreaterThanOrEqual(4); // two replicas took each of the two tokens
+  }, 30_000);
+
+  it('keeps taking and delivering mail while Redis is down, says so, and shares again once it is back', async () => {
+    provider.tokenLifetime = 3600;
+    await redis.stop('SIGKILL');
+    await Promise.all(replicas.map((relay) => until(async () => (await metric(relay.httpPort, 'smtp_relay_cluster_up')) === 0)));
+    const received = provider.received.length;
+    await burst(30, 200);
+    expect(provider.received.length - received).toBe(30);
+    await redis.restart();
+    await Promise.all(replicas.map((relay) => until(async () => (await metric(relay.httpPort, 'smtp_relay_cluster_up')) === 1, 10_000)));
+    await burst(6, 300);
+    expect(provider.received.length - received).toBe(36);
+  }, 40_000);
+});

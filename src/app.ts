@@ -89,7 +89,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       retries: config.oauth.retries,
       retryDelayMs: config.oauth.retryDelay * 1000,
     });
-    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname) });
+    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname, cluster) });
     for (const expiry of credentialExpiries(account)) {
       metrics.credentialExpiry.set({ account: account.name, credential: expiry.credential }, expiry.expiresAt / 1000);
       const warning = expiryWarning(account, expiry);

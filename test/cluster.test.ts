@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import { MAILBOX, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { RedisServer } from './redis-server.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
@@ -56,6 +56,17 @@ describe('replicas share tokens through Redis', () => {
     expect(provider.received).toHaveLength(90);
     const shared = await Promise.all(replicas.map((relay) => metric(relay.httpPort, 'smtp_relay_cluster_token_shares_total', { account: 'office' })));
     expect(shared.reduce((sum, count) => sum + count, 0)).toBeGreaterThanOrEqual(4); // two replicas took each of the two tokens
+  }, 30_000);
+
+  it('never has more than upstream.maxConnections sessions open for the mailbox across the cluster', async () => {
+    provider.tokenLifetime = 3600;
+    provider.dataDelayMs = 20; // each send lasts a while, so a burst piles up
+    provider.peakSessions.clear();
+    const received = provider.received.length;
+    await burst(45, 400);
+    provider.dataDelayMs = 0;
+    expect(provider.received.length - received).toBe(45);
+    expect(provider.peakSessions.get(MAILBOX)).toBe(3); // the custom provider's default; each replica alone would open 3
   }, 30_000);
 
   it('keeps taking and delivering mail while Redis is down, says so, and shares again once it is back', async () => {

@@ -20,9 +20,21 @@ export interface SharedRefreshToken {
   updatedAt: string;
 }
 
+/** One of an account's upstream sessions, held until released (or until it expires, if its replica died). */
+export interface SessionSlot {
+  release(): Promise<void>;
+}
+
 export interface ClusterState {
   /** This replica's name (registry, logs). */
   readonly name: string;
+  /**
+   * Whether upstream sessions are counted cluster-wide. Then each send holds a slot and its own
+   * connection (a pooled idle connection would count at the provider without holding a slot).
+   */
+  readonly sharesSessions: boolean;
+  /** Takes one of `limit` upstream sessions of this account; undefined while all are taken elsewhere. */
+  takeSession(account: string, limit: number): Promise<SessionSlot | undefined>;
   /** Whether the shared store is reachable (always, for the embedded default). */
   readonly up: boolean;
   /** A token another replica obtained and that is still fresh; undefined when there is none (or no store). */
@@ -39,9 +51,13 @@ export interface ClusterState {
   close(): Promise<void>;
 }
 
+/** A slot that holds nothing: the local pool (upstream.maxConnections) is the limit. */
+export const LOCAL_SLOT: SessionSlot = { release: async () => undefined };
+
 /** One relay on its own: nothing is shared, every lease is granted. */
 export class LocalCluster implements ClusterState {
   readonly up = true;
+  readonly sharesSessions = false;
 
   constructor(readonly name: string) {}
 
@@ -59,6 +75,10 @@ export class LocalCluster implements ClusterState {
 
   async takeRefreshLease(): Promise<boolean> {
     return true;
+  }
+
+  async takeSession(): Promise<SessionSlot> {
+    return LOCAL_SLOT;
   }
 
   async releaseRefreshLease(): Promise<void> {}

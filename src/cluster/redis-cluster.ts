@@ -2,7 +2,8 @@ import { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { deriveKey, openText, sealText, type SealedFile } from '../util/sealed-text.js';
-import type { ClusterState, SharedAccessToken, SharedRefreshToken } from './cluster.js';
+import { randomUUID } from 'node:crypto';
+import { LOCAL_SLOT, type ClusterState, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
 
 export interface RedisClusterOptions {
   url: string;
@@ -14,6 +15,28 @@ export interface RedisClusterOptions {
   logger: Logger;
   metrics: Metrics;
 }
+
+/**
+ * A counting semaphore with expiring leases: a sorted set of holders scored by expiry (the
+ * store's clock). Expired holders (a replica that died) are dropped before counting.
+ */
+const TAKE_SESSION = `
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`;
+const RENEW_SESSION = `
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return redis.call('ZADD', KEYS[1], 'XX', ms + tonumber(ARGV[1]), ARGV[2])`;
+/** A session lease lives this long unless renewed (every third of it while the send lasts). */
+const SESSION_TTL_MS = 60_000;
 
 /** Only the holder may release a lease (a lease that expired and was taken by another stays). */
 const RELEASE_IF_MINE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
@@ -53,6 +76,24 @@ export class RedisCluster implements ClusterState {
 
   get up(): boolean {
     return this.redis.status === 'ready';
+  }
+
+  readonly sharesSessions = true;
+
+  /** With the store down the slot is granted: each replica's own limit (upstream.maxConnections) applies. */
+  async takeSession(account: string, limit: number): Promise<SessionSlot | undefined> {
+    const key = `sessions:${account}`;
+    const holder = `${this.name}:${randomUUID()}`;
+    const taken = await this.quietly(() => this.redis.eval(TAKE_SESSION, 1, key, limit, SESSION_TTL_MS, holder));
+    if (taken === undefined) return LOCAL_SLOT;
+    if (taken !== 1) return undefined;
+    const renewal = setInterval(() => void this.quietly(() => this.redis.eval(RENEW_SESSION, 1, key, SESSION_TTL_MS, holder)), SESSION_TTL_MS / 3).unref();
+    return {
+      release: async () => {
+        clearInterval(renewal);
+        await this.quietly(() => this.redis.zrem(key, holder));
+      },
+    };
   }
 
   async sharedAccessToken(account: string): Promise<SharedAccessToken | undefined> {

@@ -97,6 +97,9 @@ export class FakeProvider {
   readonly connectionTimes: number[] = [];
   /** DATA transactions begun (a message broken off before its final dot is begun, never received). */
   dataStarted = 0;
+  /** Authenticated sessions open now, and the most ever open at once, per mailbox (Exchange allows 3). */
+  readonly openSessions = new Map<string, Set<string>>();
+  readonly peakSessions = new Map<string, number>();
   /** Milliseconds each DATA takes to be answered (a slow provider). */
   dataDelayMs = 0;
 
@@ -153,6 +156,9 @@ export class FakeProvider {
       hideDSN: false, // Exchange Online offers DSN (RFC 3461)
       logger: false,
       onAuth: (auth, session, callback) => this.onAuth(auth, session, callback),
+      onClose: (session) => {
+        for (const sessions of this.openSessions.values()) sessions.delete(session.id);
+      },
       onConnect: (_session, callback) => {
         this.connectionTimes.push(Date.now());
         if (this.refuseConnections) return callback(Object.assign(new Error('4.3.2 Service not available, closing transmission channel'), { responseCode: 421 }));
@@ -378,9 +384,15 @@ export class FakeProvider {
     callback();
   }
 
+  private countSession(mailbox: string, sessionId: string): void {
+    const sessions = this.openSessions.get(mailbox) ?? new Set<string>();
+    this.openSessions.set(mailbox, sessions.add(sessionId));
+    this.peakSessions.set(mailbox, Math.max(this.peakSessions.get(mailbox) ?? 0, sessions.size));
+  }
+
   private onAuth(
     auth: SMTPServerAuthentication,
-    _session: SMTPServerSession,
+    session: SMTPServerSession,
     callback: (error: Error | null | undefined, response?: { user?: unknown; data?: Record<string, string> }) => void,
   ): void {
     const scripted = this.authScript.shift();
@@ -394,7 +406,10 @@ export class FakeProvider {
       ok = false;
     }
     this.authAttempts.push({ user, ok });
-    if (ok) return callback(null, { user });
+    if (ok) {
+      this.countSession(user, session.id);
+      return callback(null, { user });
+    }
     if (this.style === 'gmail') {
       // Gmail: a 334 challenge carrying base64 JSON, then 535 5.7.8 after the client's empty line.
       return callback(null, { data: { status: '401', schemes: 'bearer', scope: 'https://mail.google.com/' } });

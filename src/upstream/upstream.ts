@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { classifySendError, type NodemailerError } from './classify.js';
 import { SmtpError } from '../reply.js';
 import type { Metrics } from '../metrics/index.js';
+import type { ClusterState, SessionSlot } from '../cluster/index.js';
 
 export interface Envelope {
   from: string;
@@ -28,6 +29,9 @@ export interface SendReceipt {
   rejected: { address: string; response: string }[];
   response: string;
 }
+
+/** How often a send waiting for a cluster-wide session slot asks again (plus jitter). */
+const SESSION_POLL_MS = 25;
 
 /** The relay's own XOAUTH2 login failed with this upstream reply (the token was already dropped). */
 class XOAuth2Rejected extends Error {}
@@ -50,10 +54,13 @@ export class Upstream {
     private readonly logger: Logger,
     private readonly metrics: Metrics,
     hostname: string,
+    private readonly cluster: ClusterState,
   ) {
     const upstream = account.upstream;
     this.transport = nodemailer.createTransport({
-      pool: true,
+      // In a cluster every send holds a cluster-wide session slot and its own connection, so that
+      // the provider never sees more than maxConnections sessions (an idle pooled one counts too).
+      pool: !cluster.sharesSessions,
       maxConnections: upstream.maxConnections,
       host: upstream.host,
       port: upstream.port,
@@ -144,14 +151,38 @@ export class Upstream {
   private async sendOnce(envelope: Envelope & { size?: number }, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
     // A send that fails before DATA never reads the stream; it must not keep its file open (nor,
     // while the message is still arriving, hold up the device).
+    const slot = await this.waitForSession(signal).catch((error: unknown) => {
+      message.destroy();
+      throw error;
+    });
     const info = await this.transport
       .sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message, dsn: envelope.dsn, signal })
-      .finally(() => message.destroy());
+      .finally(() => {
+        message.destroy();
+        void slot.release();
+      });
     const rejectedErrors = ((info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? []).map((error) => ({
       address: String((error as { recipient?: string }).recipient ?? ''),
       response: error.response ?? error.message,
     }));
     return { accepted: (info.accepted as string[]) ?? [], rejected: rejectedErrors, response: info.response ?? '' };
+  }
+
+  /**
+   * One of the mailbox's upstream sessions, cluster-wide (upstream.maxConnections; Exchange allows
+   * 3). While all are taken elsewhere this waits, up to the upstream timeout, then defers.
+   */
+  private async waitForSession(signal?: AbortSignal): Promise<SessionSlot> {
+    const giveUpAt = Date.now() + this.account.upstream.timeoutMs;
+    for (;;) {
+      const slot = await this.cluster.takeSession(this.account.name, this.account.upstream.maxConnections);
+      if (slot) return slot;
+      signal?.throwIfAborted();
+      if (Date.now() > giveUpAt) {
+        throw new SmtpError({ code: 451, enhanced: '4.3.2', text: `All upstream sessions of ${this.account.name} are busy across the cluster; try again later` }, 'upstream_deferred');
+      }
+      await new Promise((resolve) => setTimeout(resolve, SESSION_POLL_MS + Math.random() * SESSION_POLL_MS));
+    }
   }
 
   private async authenticate(ctx: AuthContext): Promise<void> {

@@ -182,15 +182,21 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     throw error;
   });
   await agent.start(recovered.records);
-  const tokenWatcher = await watchTokenStore(path.join(config.dataDir, 'tokens'), (name) => {
-    // A sign-in (login command, admin page) wrote a token: an account waiting for one gets going.
+  /** An account not ready gets going once it has a token: here, or on a replica that signed it in. */
+  const resume = (name: string, announce: boolean) => {
     const manager = routes.get(name)?.tokens;
     if (!manager || manager.status().state === 'ready') return;
     manager.refresh().then(
-      () => agent.recheckHeld(name),
+      () => {
+        agent.recheckHeld(name);
+        if (announce) void cluster.announceSignIn(name);
+      },
       () => undefined,
     );
-  });
+  };
+  // A sign-in (login command, admin page) wrote a token here; or another replica announces one.
+  const tokenWatcher = await watchTokenStore(path.join(config.dataDir, 'tokens'), (name) => resume(name, true));
+  cluster.onSignIn((name) => resume(name, false));
   if (options.keepAlive !== false) {
     for (const { tokens: manager } of routes.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
   }

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAILBOX, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import path from 'node:path';
+import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import { TokenStore } from '../src/oauth/token-store.js';
 import { RedisServer } from './redis-server.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
@@ -9,6 +11,7 @@ import type { FakeProvider } from '../src/demo/fake-provider.js';
  * redis-server) in front of the stand-in provider, which counts token requests.
  */
 
+const TOKEN_KEY = 'cluster test key, long enough';
 const scan = (n: number) => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: cluster ${n}`], `page ${n}`) });
 
 describe('replicas share tokens through Redis', () => {
@@ -23,7 +26,7 @@ describe('replicas share tokens through Redis', () => {
     for (const name of ['replica-a', 'replica-b', 'replica-c']) {
       const { configFile } = await writeRelayConfig(provider, {
         delivery: 'direct',
-        tokenKey: 'cluster test key, long enough',
+        tokenKey: TOKEN_KEY,
         cluster: { redis: redis.url, name },
         smtp: { maxConnectionsPerIp: 500 },
       });
@@ -80,5 +83,41 @@ describe('replicas share tokens through Redis', () => {
     await Promise.all(replicas.map((relay) => until(async () => (await metric(relay.httpPort, 'smtp_relay_cluster_up')) === 1, 10_000)));
     await burst(6, 300);
     expect(provider.received.length - received).toBe(36);
+  }, 40_000);
+});
+
+describe('a sign-in on one replica reaches the others', () => {
+  it('lets replica B deliver its held message as soon as the account is signed in on replica A, with no restart', async () => {
+    const provider = await startProvider();
+    const redis = await RedisServer.start();
+    const replicas: { relay: RelayProcess; dataDir: string }[] = [];
+    try {
+      for (const name of ['replica-a', 'replica-b']) {
+        const { refreshToken: _signedOut, ...account } = accountFor(provider);
+        const { configFile, dataDir } = await writeRelayConfig(provider, {
+          tokenKey: TOKEN_KEY,
+          cluster: { redis: redis.url, name },
+          accounts: { office: account },
+          queue: { retry: { initialDelay: 0.2, maxDelay: 1 } },
+          oauth: { reauthCheckInterval: 600 }, // only the announcement can wake the queue within the test
+        });
+        const relay = new RelayProcess(configFile);
+        await relay.start();
+        replicas.push({ relay, dataDir });
+      }
+      const [a, b] = replicas;
+      await sendRaw(b.relay.port, scan(1)); // queued on B, held: the account needs a sign-in
+      await until(async () => (await metric(b.relay.httpPort, 'smtp_relay_account_held', { account: 'office' })) === 1);
+      // What `login` or the admin page's Sign in does on replica A: the new refresh token goes into its store.
+      const now = new Date().toISOString();
+      await new TokenStore(path.join(a.dataDir, 'tokens'), TOKEN_KEY).write('office', { refreshToken: provider.issueRefreshToken(), seed: '', updatedAt: now, lastUsedAt: now });
+      await until(() => provider.received.length === 1, 10_000);
+      expect(provider.received[0].raw.toString()).toContain('Subject: cluster 1');
+      expect(await metric(b.relay.httpPort, 'smtp_relay_account_held', { account: 'office' })).toBe(0);
+    } finally {
+      await Promise.all(replicas.map(({ relay }) => relay.stop('SIGTERM')));
+      await redis.stop();
+      await provider.stop();
+    }
   }, 40_000);
 });

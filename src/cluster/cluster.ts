@@ -48,6 +48,10 @@ export interface ClusterState {
    */
   takeRefreshLease(account: string, ttlMs: number): Promise<boolean>;
   releaseRefreshLease(account: string): Promise<void>;
+  /** Tells the other replicas that an account was just signed in here (its refresh token is shared). */
+  announceSignIn(account: string): Promise<void>;
+  /** Calls back when another replica announces a sign-in. */
+  onSignIn(listener: (account: string) => void): void;
   close(): Promise<void>;
 }
 
@@ -82,6 +86,10 @@ export class LocalCluster implements ClusterState {
   }
 
   async releaseRefreshLease(): Promise<void> {}
+
+  async announceSignIn(): Promise<void> {}
+
+  onSignIn(): void {}
 
   async close(): Promise<void> {}
 }

@@ -35,6 +35,7 @@ local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return redis.call('ZADD', KEYS[1], 'XX', ms + tonumber(ARGV[1]), ARGV[2])`;
+
 /** A session lease lives this long unless renewed (every third of it while the send lasts). */
 const SESSION_TTL_MS = 60_000;
 
@@ -48,6 +49,11 @@ const RELEASE_IF_MINE = `if redis.call('get', KEYS[1]) == ARGV[1] then return re
  */
 export class RedisCluster implements ClusterState {
   private readonly redis: Redis;
+  /** Subscriptions need a connection of their own (RESP2). */
+  private readonly subscriber: Redis;
+  private readonly signInListeners: ((account: string) => void)[] = [];
+  /** Where replicas announce sign-ins (the client's keyPrefix does not apply to channels). */
+  private readonly signInChannel: string;
   private readonly key?: Buffer;
   private readonly log: Logger;
   private wasUp?: boolean;
@@ -68,6 +74,11 @@ export class RedisCluster implements ClusterState {
     this.redis.on('ready', () => this.noteUp(true));
     this.redis.on('close', () => this.noteUp(false));
     this.redis.on('error', () => undefined); // reported once per outage by noteUp
+    this.subscriber = this.redis.duplicate({ enableOfflineQueue: true }); // resubscribes by itself after an outage
+    this.subscriber.on('error', () => undefined);
+    this.signInChannel = `${options.keyPrefix}sign-in`;
+    this.subscriber.subscribe(this.signInChannel).catch(() => undefined);
+    this.subscriber.on('message', (_channel: string, text: string) => this.heard(text));
   }
 
   get name(): string {
@@ -123,8 +134,28 @@ export class RedisCluster implements ClusterState {
     await this.quietly(() => this.redis.eval(RELEASE_IF_MINE, 1, `lease:token:${account}`, this.name));
   }
 
+  async announceSignIn(account: string): Promise<void> {
+    await this.quietly(() => this.redis.publish(this.signInChannel, JSON.stringify({ account, from: this.name })));
+  }
+
+  onSignIn(listener: (account: string) => void): void {
+    this.signInListeners.push(listener);
+  }
+
   async close(): Promise<void> {
+    this.subscriber.disconnect();
     this.redis.disconnect();
+  }
+
+  private heard(text: string): void {
+    try {
+      const { account, from } = JSON.parse(text) as { account: string; from: string };
+      if (from === this.name) return;
+      this.log.info({ account, from }, 'account signed in on another replica');
+      for (const listener of this.signInListeners) listener(account);
+    } catch {
+      this.log.warn('unreadable sign-in announcement on the cluster channel');
+    }
   }
 
   private noteUp(up: boolean): void {

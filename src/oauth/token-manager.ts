@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Metrics, TokenRefreshResult } from '../metrics/metrics.js';
 import type { ResolvedAccount } from '../config/index.js';
-import type { ClusterState } from '../cluster/index.js';
+import type { ClusterState, SharedRefreshToken } from '../cluster/index.js';
 import { fingerprint, TokenStoreError, type TokenStore } from './token-store.js';
 import { serviceAccountAssertion } from './service-account.js';
 import { TokenError } from './token-error.js';
@@ -263,13 +263,12 @@ export class TokenManager {
   }
 
   /**
-   * A rotated token wins over the config's, unless the config's was replaced since: the
-   * cluster's copy (the last replica to use it) first, then this replica's store.
+   * A rotated or signed-in token wins over the config's, unless the config's was replaced since:
+   * the newer of the cluster's copy (the last replica to use it) and this replica's store.
    */
   private async currentRefreshToken(): Promise<string | undefined> {
     const configured = this.account.refreshToken;
     const shared = await this.options.cluster.sharedRefreshToken(this.account.name);
-    if (shared && (!configured || shared.seed === fingerprint(configured))) return shared.refreshToken;
     const stored = await this.options.store.read(this.account.name).catch((error: Error) => {
       if (!this.storeProblemLogged) {
         this.log.error({ err: error.message, hint: error instanceof TokenStoreError ? error.hint : undefined }, 'cannot read the token store; using the configured refresh token');
@@ -277,11 +276,12 @@ export class TokenManager {
       }
       return undefined;
     });
-    if (stored && (!configured || stored.seed === fingerprint(configured))) {
-      this.refreshTokenLastUsedAt ??= stored.lastUsedAt ? Date.parse(stored.lastUsedAt) : undefined;
-      return stored.refreshToken;
-    }
-    return configured;
+    const [newest] = [shared, stored]
+      .filter((token): token is SharedRefreshToken => token !== undefined && (!configured || token.seed === fingerprint(configured)))
+      .sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
+    if (!newest) return configured;
+    if (newest === stored && stored.lastUsedAt) this.refreshTokenLastUsedAt ??= Date.parse(stored.lastUsedAt);
+    return newest.refreshToken;
   }
 
   private async persistRefreshToken(refreshToken: string): Promise<void> {

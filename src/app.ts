@@ -7,6 +7,7 @@ import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
 import { startCluster } from './cluster/index.js';
+import { packageVersion } from './util/package-root.js';
 import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
 import { DeliveryAgent, Spool, type BounceSettings } from './spool/index.js';
@@ -147,7 +148,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       accounts[name] = { ready: accountReady, mailbox: manager.account.mailbox, delivery: manager.account.delivery, ...token, ...delivery, queue };
     }
     const problems = draining ? ['draining: stopping, new sessions are refused'] : await spool.acceptProblems(READY_HEADROOM);
-    return { ready: problems.length === 0, problems, accountsReady, accounts };
+    const replicas = config.cluster ? { name: cluster.name, storeUp: cluster.up, replicas: await cluster.replicas() } : undefined;
+    return { ready: problems.length === 0, problems, accountsReady, accounts, cluster: replicas };
   };
   const admin = new AdminPage({
     accounts: routes,
@@ -197,6 +199,13 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   // A sign-in (login command, admin page) wrote a token here; or another replica announces one.
   const tokenWatcher = await watchTokenStore(path.join(config.dataDir, 'tokens'), (name) => resume(name, true));
   cluster.onSignIn((name) => resume(name, false));
+  cluster.startHeartbeat(() => ({
+    name: cluster.name,
+    version: packageVersion(),
+    smtp: `${hostname}:${smtpAddress.port}`,
+    http: `${hostname}:${httpAddress.port}`,
+    queued: [...routes.keys()].reduce((sum, name) => sum + agent.state(name).queued + agent.state(name).deferred + agent.state(name).active, 0),
+  }));
   if (options.keepAlive !== false) {
     for (const { tokens: manager } of routes.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
   }

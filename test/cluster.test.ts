@@ -61,6 +61,14 @@ describe('replicas share tokens through Redis', () => {
     expect(shared.reduce((sum, count) => sum + count, 0)).toBeGreaterThanOrEqual(4); // two replicas took each of the two tokens
   }, 30_000);
 
+  it('lists every replica in /readyz, from any of them', async () => {
+    const response = await fetch(`http://127.0.0.1:${replicas[1].httpPort}/readyz`);
+    const body = (await response.json()) as { cluster: { name: string; storeUp: boolean; replicas: { name: string; version: string; stale?: boolean }[] } };
+    expect(body.cluster).toMatchObject({ name: 'replica-b', storeUp: true });
+    expect(body.cluster.replicas.map((replica) => replica.name)).toEqual(['replica-a', 'replica-b', 'replica-c']);
+    expect(body.cluster.replicas.every((replica) => replica.version === '0.1.0' && !replica.stale)).toBe(true);
+  });
+
   it('never has more than upstream.maxConnections sessions open for the mailbox across the cluster', async () => {
     provider.tokenLifetime = 3600;
     provider.dataDelayMs = 20; // each send lasts a while, so a burst piles up

@@ -20,6 +20,19 @@ export interface SharedRefreshToken {
   updatedAt: string;
 }
 
+/** A replica as the registry shows it (the admin page, /readyz). */
+export interface ReplicaInfo {
+  name: string;
+  version: string;
+  /** Where its SMTP listener and HTTP endpoints are (as it sees them). */
+  smtp: string;
+  http: string;
+  queued: number;
+  lastSeen: string;
+  /** No heartbeat for three intervals: stopped, or cut off from the store. */
+  stale?: boolean;
+}
+
 /** One of an account's upstream sessions, held until released (or until it expires, if its replica died). */
 export interface SessionSlot {
   release(): Promise<void>;
@@ -48,6 +61,10 @@ export interface ClusterState {
    */
   takeRefreshLease(account: string, ttlMs: number): Promise<boolean>;
   releaseRefreshLease(account: string): Promise<void>;
+  /** Publishes this replica's heartbeat every few seconds until close(). */
+  startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void;
+  /** Every replica that sent a heartbeat lately (this one alone without a store). */
+  replicas(): Promise<ReplicaInfo[]>;
   /** Tells the other replicas that an account was just signed in here (its refresh token is shared). */
   announceSignIn(account: string): Promise<void>;
   /** Calls back when another replica announces a sign-in. */
@@ -62,8 +79,17 @@ export const LOCAL_SLOT: SessionSlot = { release: async () => undefined };
 export class LocalCluster implements ClusterState {
   readonly up = true;
   readonly sharesSessions = false;
+  private describe?: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>;
 
   constructor(readonly name: string) {}
+
+  startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void {
+    this.describe = describe;
+  }
+
+  async replicas(): Promise<ReplicaInfo[]> {
+    return this.describe ? [{ ...this.describe(), lastSeen: new Date().toISOString() }] : [];
+  }
 
   async sharedAccessToken(): Promise<undefined> {
     return undefined;

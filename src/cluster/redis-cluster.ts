@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { deriveKey, openText, sealText, type SealedFile } from '../util/sealed-text.js';
 import { randomUUID } from 'node:crypto';
-import { LOCAL_SLOT, type ClusterState, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
+import { LOCAL_SLOT, type ClusterState, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
 
 export interface RedisClusterOptions {
   url: string;
@@ -36,6 +36,9 @@ local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return redis.call('ZADD', KEYS[1], 'XX', ms + tonumber(ARGV[1]), ARGV[2])`;
 
+const HEARTBEAT_MS = 5000;
+const FORGET_AFTER_MS = 3600_000;
+
 /** A session lease lives this long unless renewed (every third of it while the send lasts). */
 const SESSION_TTL_MS = 60_000;
 
@@ -57,6 +60,7 @@ export class RedisCluster implements ClusterState {
   private readonly key?: Buffer;
   private readonly log: Logger;
   private wasUp?: boolean;
+  private heartbeat?: NodeJS.Timeout;
 
   constructor(private readonly options: RedisClusterOptions) {
     this.log = options.logger.child({ cluster: options.name });
@@ -134,6 +138,23 @@ export class RedisCluster implements ClusterState {
     await this.quietly(() => this.redis.eval(RELEASE_IF_MINE, 1, `lease:token:${account}`, this.name));
   }
 
+  startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void {
+    const beat = () => void this.quietly(() => this.redis.hset('replicas', this.name, JSON.stringify({ ...describe(), lastSeen: new Date().toISOString() })));
+    beat();
+    this.heartbeat = setInterval(beat, HEARTBEAT_MS).unref();
+  }
+
+  /** Replicas seen within the last hour; those silent for three heartbeats are marked stale. */
+  async replicas(): Promise<ReplicaInfo[]> {
+    const entries = (await this.quietly(() => this.redis.hgetall('replicas'))) ?? {};
+    const now = Date.now();
+    return Object.values(entries)
+      .map((text) => JSON.parse(text) as ReplicaInfo)
+      .filter((replica) => now - Date.parse(replica.lastSeen) < FORGET_AFTER_MS)
+      .map((replica) => ({ ...replica, stale: now - Date.parse(replica.lastSeen) > 3 * HEARTBEAT_MS || undefined }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
   async announceSignIn(account: string): Promise<void> {
     await this.quietly(() => this.redis.publish(this.signInChannel, JSON.stringify({ account, from: this.name })));
   }
@@ -143,6 +164,8 @@ export class RedisCluster implements ClusterState {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.heartbeat);
+    await this.quietly(() => this.redis.hdel('replicas', this.name)); // stopped on purpose: not stale, gone
     this.subscriber.disconnect();
     this.redis.disconnect();
   }

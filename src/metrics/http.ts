@@ -15,6 +15,8 @@ export interface ReadinessReport {
   /** Whether every account can send right now (/readyz/accounts). */
   accountsReady: boolean;
   accounts: Record<string, unknown>;
+  /** With cluster: configured, this replica's name, whether the store is reachable, and the replicas. */
+  cluster?: { name: string; storeUp: boolean; replicas: unknown[] };
 }
 
 export interface StatusServerOptions {
@@ -76,7 +78,7 @@ export class StatusServer {
         return;
       case '/readyz': {
         const report = await this.options.readiness();
-        sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', problems: report.problems, accountsReady: report.accountsReady, accounts: report.accounts });
+        sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', problems: report.problems, accountsReady: report.accountsReady, accounts: report.accounts, cluster: report.cluster });
         return;
       }
       case '/readyz/accounts': {

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { formatByteSize, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
 import { TokenStore, credentialExpiries, expiryWarning } from '../oauth/index.js';
@@ -16,7 +17,9 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   if (tls?.implicitPort !== undefined) lines.push(`  SMTPS  ${config.smtp.host}:${tls.implicitPort}  (TLS from the first byte, min ${tls.minVersion})`);
   if (tls?.legacyDevices?.length) lines.push(`  Legacy TLS (1.0/1.1, old ciphers) for devices in ${tls.legacyDevices.join(', ')} only`);
   lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (/metrics /healthz /readyz /readyz/accounts)`);
-  lines.push(`  Data   ${config.dataDir}`, '');
+  lines.push(`  Data   ${config.dataDir}`);
+  if (config.cluster) lines.push(`  Cluster ${redactedUrl(config.cluster.redis)} as ${config.cluster.name ?? os.hostname()} (keys ${config.cluster.keyPrefix}*)`);
+  lines.push('');
   lines.push('Accounts:');
   for (const account of loaded.accounts.values()) {
     lines.push(`  ${account.name}: ${account.mailbox} (${account.provider}, ${account.flow})`);
@@ -63,4 +66,11 @@ async function runningState(dataDir: string): Promise<string> {
   if (reply.code !== 0) return `did not answer (${reply.output.trim()})`;
   const keys = reply.output.split('\n').filter(Boolean);
   return keys.length ? `running; these changed keys need a restart to take effect: ${keys.join(', ')}` : 'running; every change it was sent (SIGHUP) is applied';
+}
+
+/** A Redis URL without its password, for printing. */
+function redactedUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
 }

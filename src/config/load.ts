@@ -182,6 +182,7 @@ function collectWarnings(source: string, config: Config): string[] {
   if (exposure) warnings.push(`${source} is readable by ${exposure}; if it holds secrets, chmod 600 it`);
   if (!config.tokenKey) {
     warnings.push('tokenKey is not set: stored refresh tokens are protected by file mode 0600 only; set tokenKey (or tokenKeyFile) to encrypt them');
+    if (config.cluster) warnings.push('tokenKey is not set: with cluster: tokens are shared in Redis unencrypted; set the same tokenKey on every replica');
   }
   for (const [name, account] of Object.entries(config.accounts)) {
     if (accountFlow(account) === 'refresh_token' && !account.refreshToken) {

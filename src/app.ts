@@ -133,7 +133,16 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     receivedHeader: config.smtp.receivedHeader,
     hostname,
   });
-  const listener = new Listener({ config, hostname, handler: pipeline.handle, admit: pipeline.admit, metrics, logger });
+  const listener = new Listener({
+    config,
+    hostname,
+    handler: pipeline.handle,
+    admit: pipeline.admit,
+    metrics,
+    logger,
+    onAuthFailure: (ip, username) => cluster.announceAuthFailure(ip, username),
+  });
+  cluster.onAuthFailure((ip, username) => listener.noteFailureElsewhere(ip, username));
 
   let draining = false;
   const readiness = async (): Promise<ReadinessReport> => {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { TokenStore } from '../src/oauth/token-store.js';
 import { RedisServer } from './redis-server.js';
+import { RawSmtp } from './raw-smtp.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
@@ -28,7 +29,7 @@ describe('replicas share tokens through Redis', () => {
         delivery: 'direct',
         tokenKey: TOKEN_KEY,
         cluster: { redis: redis.url, name },
-        smtp: { maxConnectionsPerIp: 500 },
+        smtp: { maxConnectionsPerIp: 500, authFailures: { maxPerIp: 6, maxPerUser: 50 } },
       });
       const relay = new RelayProcess(configFile);
       await relay.start();
@@ -68,6 +69,27 @@ describe('replicas share tokens through Redis', () => {
     expect(body.cluster.replicas.map((replica) => replica.name)).toEqual(['replica-a', 'replica-b', 'replica-c']);
     expect(body.cluster.replicas.every((replica) => replica.version === '0.1.0' && !replica.stale)).toBe(true);
   });
+
+  it('counts failed logins across replicas: guesses spread over three meet the limit of one', async () => {
+    const attacker = '127.0.0.66'; // its own address: the other tests' clients stay welcome
+    for (const relay of replicas) {
+      for (let guess = 0; guess < 2; guess++) {
+        const { client } = await RawSmtp.connect(relay.port, { localAddress: attacker });
+        await client.command('EHLO guesser');
+        expect(await client.login('printer-2f', `wrong ${guess}`)).toMatch(/^535 /);
+        client.close();
+      }
+    }
+    // Six failures in all (two per replica, each under the limit alone): every replica refuses the client now.
+    for (const relay of replicas) {
+      await until(async () => {
+        const { client, greeting } = await RawSmtp.connect(relay.port, { localAddress: attacker });
+        client.close();
+        return /^421 /.test(greeting);
+      });
+    }
+    await sendRaw(replicas[0].port, scan(500)); // the devices are not locked out
+  }, 30_000);
 
   it('never has more than upstream.maxConnections sessions open for the mailbox across the cluster', async () => {
     provider.tokenLifetime = 3600;

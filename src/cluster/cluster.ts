@@ -65,6 +65,10 @@ export interface ClusterState {
   startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void;
   /** Every replica that sent a heartbeat lately (this one alone without a store). */
   replicas(): Promise<ReplicaInfo[]>;
+  /** Tells the other replicas of a failed device login here (client address and user name only). */
+  announceAuthFailure(ip: string, username: string): void;
+  /** Calls back for each failed device login another replica announces. */
+  onAuthFailure(listener: (ip: string, username: string) => void): void;
   /** Tells the other replicas that an account was just signed in here (its refresh token is shared). */
   announceSignIn(account: string): Promise<void>;
   /** Calls back when another replica announces a sign-in. */
@@ -116,6 +120,10 @@ export class LocalCluster implements ClusterState {
   async announceSignIn(): Promise<void> {}
 
   onSignIn(): void {}
+
+  announceAuthFailure(): void {}
+
+  onAuthFailure(): void {}
 
   async close(): Promise<void> {}
 }

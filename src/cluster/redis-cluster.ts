@@ -55,8 +55,10 @@ export class RedisCluster implements ClusterState {
   /** Subscriptions need a connection of their own (RESP2). */
   private readonly subscriber: Redis;
   private readonly signInListeners: ((account: string) => void)[] = [];
-  /** Where replicas announce sign-ins (the client's keyPrefix does not apply to channels). */
+  private readonly authFailureListeners: ((ip: string, username: string) => void)[] = [];
+  /** Where replicas announce sign-ins and failed logins (the client's keyPrefix does not apply to channels). */
   private readonly signInChannel: string;
+  private readonly authFailureChannel: string;
   private readonly key?: Buffer;
   private readonly log: Logger;
   private wasUp?: boolean;
@@ -81,8 +83,9 @@ export class RedisCluster implements ClusterState {
     this.subscriber = this.redis.duplicate({ enableOfflineQueue: true }); // resubscribes by itself after an outage
     this.subscriber.on('error', () => undefined);
     this.signInChannel = `${options.keyPrefix}sign-in`;
-    this.subscriber.subscribe(this.signInChannel).catch(() => undefined);
-    this.subscriber.on('message', (_channel: string, text: string) => this.heard(text));
+    this.authFailureChannel = `${options.keyPrefix}auth-failures`;
+    this.subscriber.subscribe(this.signInChannel, this.authFailureChannel).catch(() => undefined);
+    this.subscriber.on('message', (channel: string, text: string) => this.heard(channel, text));
   }
 
   get name(): string {
@@ -163,6 +166,14 @@ export class RedisCluster implements ClusterState {
     this.signInListeners.push(listener);
   }
 
+  announceAuthFailure(ip: string, username: string): void {
+    void this.quietly(() => this.redis.publish(this.authFailureChannel, JSON.stringify({ ip, username, from: this.name })));
+  }
+
+  onAuthFailure(listener: (ip: string, username: string) => void): void {
+    this.authFailureListeners.push(listener);
+  }
+
   async close(): Promise<void> {
     clearInterval(this.heartbeat);
     await this.quietly(() => this.redis.hdel('replicas', this.name)); // stopped on purpose: not stale, gone
@@ -170,14 +181,18 @@ export class RedisCluster implements ClusterState {
     this.redis.disconnect();
   }
 
-  private heard(text: string): void {
+  private heard(channel: string, text: string): void {
     try {
-      const { account, from } = JSON.parse(text) as { account: string; from: string };
-      if (from === this.name) return;
-      this.log.info({ account, from }, 'account signed in on another replica');
-      for (const listener of this.signInListeners) listener(account);
+      const event = JSON.parse(text) as { from: string; account?: string; ip?: string; username?: string };
+      if (event.from === this.name) return;
+      if (channel === this.signInChannel && typeof event.account === 'string') {
+        this.log.info({ account: event.account, from: event.from }, 'account signed in on another replica');
+        for (const listener of this.signInListeners) listener(event.account);
+      } else if (channel === this.authFailureChannel && typeof event.ip === 'string' && typeof event.username === 'string') {
+        for (const listener of this.authFailureListeners) listener(event.ip, event.username);
+      }
     } catch {
-      this.log.warn('unreadable sign-in announcement on the cluster channel');
+      this.log.warn({ channel }, 'unreadable announcement on a cluster channel');
     }
   }
 

@@ -84,6 +84,22 @@ export class AuthGuard {
     };
   }
 
+  /**
+   * A failed login another replica saw: counted here too, so that guessing spread over replicas
+   * meets the same limits as guessing at one. Returns the lockouts it caused here.
+   */
+  noteFailureElsewhere(ip: string, username: string, now = Date.now()): Lockout['scope'][] {
+    const client = clientKey(ip);
+    const entry = this.clientEntry(client, now);
+    entry.times.push(now);
+    const known = this.isKnownUser(username);
+    if (known) {
+      this.userEntry(username, now).times.push(now);
+      boundedSet(this.failedPairs, pairKey(username, client), now);
+    }
+    return this.failed(entry, username, known, now).lockouts;
+  }
+
   private failed(entry: Failures, username: string, known: boolean, now: number): { delayMs: number; lockouts: Lockout['scope'][] } {
     const lockouts: Lockout['scope'][] = [];
     if (this.recent(entry.times, now).length >= this.limits.maxPerIp && entry.bannedUntil <= now) {

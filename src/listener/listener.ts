@@ -52,6 +52,8 @@ export interface ListenerOptions {
   admit: (declaredSize: number | undefined) => Promise<void>;
   metrics: Metrics;
   logger: Logger;
+  /** Told of every failed device login (a cluster shares them, so limits hold across replicas). */
+  onAuthFailure?: (ip: string, username: string) => void;
 }
 
 /** Remembers which clients were warned about clear-text AUTH, without growing forever. */
@@ -373,6 +375,7 @@ export class Listener {
       const counted = attempt ?? this.guard.begin(ip, username);
       const { delayMs, lockouts } = 'failed' in counted ? counted.failed() : { delayMs: 0, lockouts: [] };
       for (const scope of lockouts) metrics.authLockouts.inc({ scope });
+      this.options.onAuthFailure?.(ip, username);
       log.warn({ user: username, method: auth.method, outsideUserNetworks: !!user, lockouts }, 'device authentication failed');
       await sleep(delayMs);
       return callback(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
@@ -380,6 +383,14 @@ export class Listener {
     attempt?.succeeded();
     if (!session.secure) this.warnClearText(ip, log.child({ user: user.username }));
     callback(null, { user });
+  }
+
+  /** A failed login on another replica counts against the same limits here. */
+  noteFailureElsewhere(ip: string, username: string): void {
+    for (const scope of this.guard.noteFailureElsewhere(ip, username)) {
+      this.options.metrics.authLockouts.inc({ scope });
+      this.options.logger.warn({ clientIp: ip, user: username, scope }, 'device login locked out after failures across the cluster');
+    }
   }
 
   private refuseLockedOut(lockout: Lockout, username: string, log: Logger, callback: (error: Error) => void): void {

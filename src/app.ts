@@ -6,11 +6,11 @@ import { changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
-import { startCluster } from './cluster/index.js';
+import { handOffQueue, handoffKey, livePeers, receiveHandoff, startCluster } from './cluster/index.js';
 import { packageVersion } from './util/package-root.js';
 import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
-import { DeliveryAgent, Spool, type BounceSettings } from './spool/index.js';
+import { DeliveryAgent, Spool, type BounceSettings, type QueueRecord } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
 import { ControlServer, daemonCommands } from './control/index.js';
@@ -42,6 +42,9 @@ async function watchTokenStore(dir: string, changed: (account: string) => void):
     if (name?.endsWith('.json') && !name.startsWith('.')) changed(name.slice(0, -'.json'.length));
   });
 }
+
+/** How long a stopping replica spends handing its queue to its peers (within the pod's grace period). */
+const HANDOFF_LIMIT_MS = 20_000;
 
 /** A replica with less spool room than this is not ready: it could not take a typical scan. */
 const READY_HEADROOM = 1024 ** 2;
@@ -171,13 +174,22 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     authFailures: authGuardLimits(config.smtp.authFailures),
     logger,
   });
+  const handoffSecret = config.cluster && config.tokenKey ? handoffKey(config.tokenKey) : undefined;
+  const handoffReceiver = {
+    spool,
+    key: handoffSecret,
+    draining: () => draining,
+    serves: (account: string) => routes.has(account),
+    adopted: (record: QueueRecord) => agent.add(record),
+    logger,
+  };
   const status = new StatusServer({
     host: config.http.host,
     port: config.http.port,
     registry: metrics.registry,
     readiness,
     logger,
-    pages: (request, response) => admin.handle(request, response),
+    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || admin.handle(request, response),
   });
 
   let pendingRestart: string[] = [];
@@ -212,7 +224,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     name: cluster.name,
     version: packageVersion(),
     smtp: `${hostname}:${smtpAddress.port}`,
-    http: `${hostname}:${httpAddress.port}`,
+    http: `${config.cluster?.advertiseHost ?? hostname}:${httpAddress.port}`,
     queued: [...routes.keys()].reduce((sum, name) => sum + agent.state(name).queued + agent.state(name).deferred + agent.state(name).active, 0),
   }));
   if (options.keepAlive !== false) {
@@ -251,6 +263,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
         tokenWatcher.close();
         await listener.close();
         await agent.stop(config.queue.shutdownTimeout * 1000);
+        if (handoffSecret) await handOffQueue({ spool, key: handoffSecret, peers: () => livePeers(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS });
         for (const route of routes.values()) route.upstream.close();
         await status.close();
         await control.close();

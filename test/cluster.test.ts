@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { TokenStore } from '../src/oauth/token-store.js';
+import { HANDOFF_PATH, handoffKey } from '../src/cluster/index.js';
+import { createHash, createHmac } from 'node:crypto';
 import { RedisServer } from './redis-server.js';
 import { RawSmtp } from './raw-smtp.js';
 import { RelayProcess } from '../bench/relay-process.js';
@@ -91,6 +94,20 @@ describe('replicas share tokens through Redis', () => {
     await sendRaw(replicas[0].port, scan(500)); // the devices are not locked out
   }, 30_000);
 
+  it('takes handed-over mail only with a valid signature, and only under a safe id', async () => {
+    const url = `http://127.0.0.1:${replicas[0].httpPort}${HANDOFF_PATH}`;
+    const post = (headers: Record<string, string>) => fetch(url, { method: 'POST', headers, body: 'From: x\r\n\r\nforged' });
+    expect((await post({ 'x-relay-time': String(Date.now()), 'x-relay-record': 'e30', 'x-relay-sha256': 'ab', 'x-relay-signature': 'ab' })).status).toBe(403);
+    const record = Buffer.from(JSON.stringify({ id: '../../../etc/x', account: 'office', size: 22 })).toString('base64url');
+    const time = String(Date.now());
+    const digest = createHash('sha256').update('From: x\r\n\r\nforged').digest('hex');
+    const signed = createHmac('sha256', handoffKey(TOKEN_KEY)).update(`${time}\n${record}\n${digest}`).digest('hex');
+    expect((await post({ 'x-relay-time': time, 'x-relay-record': record, 'x-relay-sha256': digest, 'x-relay-signature': signed })).status).toBe(400);
+    const stale = String(Date.now() - 3600_000);
+    const staleSigned = createHmac('sha256', handoffKey(TOKEN_KEY)).update(`${stale}\n${record}\n${digest}`).digest('hex');
+    expect((await post({ 'x-relay-time': stale, 'x-relay-record': record, 'x-relay-sha256': digest, 'x-relay-signature': staleSigned })).status).toBe(403);
+  });
+
   it('never has more than upstream.maxConnections sessions open for the mailbox across the cluster', async () => {
     provider.tokenLifetime = 3600;
     provider.dataDelayMs = 20; // each send lasts a while, so a burst piles up
@@ -150,4 +167,45 @@ describe('a sign-in on one replica reaches the others', () => {
       await provider.stop();
     }
   }, 40_000);
+});
+
+describe('scale-down hands the queue over', () => {
+  it('moves every message of a stopped replica into the peers\' spools, to be delivered once, after a sign-in', async () => {
+    const provider = await startProvider();
+    const redis = await RedisServer.start();
+    const replicas: { relay: RelayProcess; dataDir: string }[] = [];
+    const queued = async (dataDir: string) => (await readdir(path.join(dataDir, 'spool', 'queue'))).filter((name) => name.endsWith('.msg')).length;
+    try {
+      for (const name of ['replica-a', 'replica-b', 'replica-c']) {
+        const { refreshToken: _signedOut, ...account } = accountFor(provider);
+        const { configFile, dataDir } = await writeRelayConfig(provider, {
+          tokenKey: TOKEN_KEY,
+          cluster: { redis: redis.url, name, advertiseHost: '127.0.0.1' },
+          accounts: { office: account }, // not signed in: everything queued is held
+          queue: { retry: { initialDelay: 0.2, maxDelay: 1 } },
+        });
+        const relay = new RelayProcess(configFile);
+        await relay.start();
+        replicas.push({ relay, dataDir });
+      }
+      const [a, b, c] = replicas;
+      for (let n = 0; n < 100; n++) await sendRaw(c.relay.port, scan(1000 + n));
+      expect(await queued(c.dataDir)).toBe(100);
+      expect(await c.relay.stop('SIGTERM')).toBe(0);
+      expect(await queued(c.dataDir)).toBe(0); // nothing stranded on the stopped replica's volume
+      expect((await queued(a.dataDir)) + (await queued(b.dataDir))).toBe(100);
+      expect(provider.received).toHaveLength(0);
+      const now = new Date().toISOString();
+      await new TokenStore(path.join(a.dataDir, 'tokens'), TOKEN_KEY).write('office', { refreshToken: provider.issueRefreshToken(), seed: '', updatedAt: now, lastUsedAt: now });
+      await until(() => provider.received.length >= 100, 20_000);
+      await new Promise((resolve) => setTimeout(resolve, 500)); // a duplicate would arrive now
+      const subjects = provider.received.map((received) => /Subject: cluster (\d+)/.exec(received.raw.toString())![1]);
+      expect(new Set(subjects).size).toBe(100);
+      expect(subjects).toHaveLength(100);
+    } finally {
+      await Promise.all(replicas.map(({ relay }) => (relay.child?.exitCode === null ? relay.stop('SIGTERM') : undefined)));
+      await redis.stop();
+      await provider.stop();
+    }
+  }, 60_000);
 });

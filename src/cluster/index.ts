@@ -17,3 +17,10 @@ export function startCluster(config: Config, logger: Logger, metrics: Metrics): 
   const { redis, redisPassword, keyPrefix } = config.cluster;
   return new RedisCluster({ url: redis, password: redisPassword, name, keyPrefix, tokenKey: config.tokenKey, logger, metrics });
 }
+
+export { HANDOFF_PATH, handOffQueue, handoffKey, receiveHandoff } from './handoff.js';
+
+/** HTTP addresses of the other replicas with a recent heartbeat. */
+export async function livePeers(cluster: ClusterState): Promise<string[]> {
+  return (await cluster.replicas()).filter((replica) => replica.name !== cluster.name && !replica.stale).map((replica) => replica.http);
+}

@@ -251,6 +251,8 @@ const clusterSchema = z
     name: z.string().min(1).optional(),
     /** Prefix of every key, so several relay clusters can share one Redis. */
     keyPrefix: z.string().default('smtp-oauth-relay:'),
+    /** Where the other replicas reach this one's HTTP port (queue handoff): default the host name; in Kubernetes the pod IP. */
+    advertiseHost: z.string().min(1).optional(),
   })
   .strict();
 

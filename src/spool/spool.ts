@@ -1,7 +1,7 @@
-import { constants, createReadStream } from 'node:fs';
+import { constants, createReadStream, createWriteStream } from 'node:fs';
 import { access, copyFile, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Readable, type Duplex } from 'node:stream';
 import { SpillWriter } from './staged-message.js';
@@ -241,6 +241,39 @@ export class Spool {
   /** A message the relay writes itself (a delivery report), committed in one step. */
   async enqueue(record: QueueRecord, content: Buffer): Promise<void> {
     await this.writeQueueFile(record, content);
+    this.queuedBytesValue += record.size;
+    await this.syncCommitted(record.id);
+  }
+
+  /**
+   * A message another replica hands over (scale-down), committed here before the sender deletes its
+   * copy: its content streams into incoming/, `check` sees the content's SHA-256 (and throws to
+   * refuse it), then it is sealed with its record and committed like a received message.
+   */
+  async adopt(record: QueueRecord, content: Readable, check: (sha256: string) => void): Promise<void> {
+    const file = path.join(this.incomingDir, `${record.id}.eml`);
+    const digest = createHash('sha256');
+    let size = 0;
+    try {
+      await pipeline(
+        content,
+        async function* (chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
+            digest.update(chunk);
+            size += chunk.length;
+            yield chunk;
+          }
+        },
+        createWriteStream(file, { mode: 0o600 }),
+      );
+      if (size !== record.size) throw new Error(`handed-over message is ${size} bytes, its record says ${record.size}`);
+      check(digest.digest('hex'));
+      await this.ensureRoom(size);
+      await sealQueueFile(file, record, size, this.queueFile(record.id));
+    } catch (error) {
+      await removeFile(file).catch(() => undefined);
+      throw error;
+    }
     this.queuedBytesValue += record.size;
     await this.syncCommitted(record.id);
   }

@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { MAILBOX, accountFor, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import { MAILBOX, accountFor, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { TokenStore } from '../src/oauth/token-store.js';
 import { HANDOFF_PATH, handoffKey } from '../src/cluster/index.js';
 import { createHash, createHmac } from 'node:crypto';
@@ -170,42 +170,67 @@ describe('a sign-in on one replica reaches the others', () => {
 });
 
 describe('scale-down hands the queue over', () => {
-  it('moves every message of a stopped replica into the peers\' spools, to be delivered once, after a sign-in', async () => {
-    const provider = await startProvider();
-    const redis = await RedisServer.start();
-    const replicas: { relay: RelayProcess; dataDir: string }[] = [];
-    const queued = async (dataDir: string) => (await readdir(path.join(dataDir, 'spool', 'queue'))).filter((name) => name.endsWith('.msg')).length;
-    try {
-      for (const name of ['replica-a', 'replica-b', 'replica-c']) {
-        const { refreshToken: _signedOut, ...account } = accountFor(provider);
-        const { configFile, dataDir } = await writeRelayConfig(provider, {
-          tokenKey: TOKEN_KEY,
-          cluster: { redis: redis.url, name, advertiseHost: '127.0.0.1' },
-          accounts: { office: account }, // not signed in: everything queued is held
-          queue: { retry: { initialDelay: 0.2, maxDelay: 1 } },
-        });
-        const relay = new RelayProcess(configFile);
-        await relay.start();
-        replicas.push({ relay, dataDir });
-      }
-      const [a, b, c] = replicas;
-      for (let n = 0; n < 100; n++) await sendRaw(c.relay.port, scan(1000 + n));
-      expect(await queued(c.dataDir)).toBe(100);
-      expect(await c.relay.stop('SIGTERM')).toBe(0);
-      expect(await queued(c.dataDir)).toBe(0); // nothing stranded on the stopped replica's volume
-      expect((await queued(a.dataDir)) + (await queued(b.dataDir))).toBe(100);
-      expect(provider.received).toHaveLength(0);
-      const now = new Date().toISOString();
-      await new TokenStore(path.join(a.dataDir, 'tokens'), TOKEN_KEY).write('office', { refreshToken: provider.issueRefreshToken(), seed: '', updatedAt: now, lastUsedAt: now });
-      await until(() => provider.received.length >= 100, 20_000);
-      await new Promise((resolve) => setTimeout(resolve, 500)); // a duplicate would arrive now
-      const subjects = provider.received.map((received) => /Subject: cluster (\d+)/.exec(received.raw.toString())![1]);
-      expect(new Set(subjects).size).toBe(100);
-      expect(subjects).toHaveLength(100);
-    } finally {
-      await Promise.all(replicas.map(({ relay }) => (relay.child?.exitCode === null ? relay.stop('SIGTERM') : undefined)));
-      await redis.stop();
-      await provider.stop();
+  let provider: FakeProvider;
+  let redis: RedisServer;
+  let replicas: { relay: RelayProcess; dataDir: string; configFile: string }[];
+  const queued = async (dataDir: string) => (await readdir(path.join(dataDir, 'spool', 'queue'))).filter((name) => name.endsWith('.msg')).length;
+
+  /** Three replicas whose account is not signed in: everything queued is held. */
+  beforeEach(async () => {
+    provider = await startProvider();
+    redis = await RedisServer.start();
+    replicas = [];
+    for (const name of ['replica-a', 'replica-b', 'replica-c']) {
+      const { refreshToken: _signedOut, ...account } = accountFor(provider);
+      const { configFile, dataDir } = await writeRelayConfig(provider, {
+        tokenKey: TOKEN_KEY,
+        cluster: { redis: redis.url, name, advertiseHost: '127.0.0.1' },
+        accounts: { office: account },
+        queue: { retry: { initialDelay: 0.2, maxDelay: 1 } },
+      });
+      const relay = new RelayProcess(configFile);
+      await relay.start();
+      replicas.push({ relay, dataDir, configFile });
     }
+  }, 30_000);
+
+  afterEach(async () => {
+    await Promise.all(replicas.map(({ relay }) => (relay.child?.exitCode === null && relay.child.signalCode === null ? relay.stop('SIGTERM') : undefined)));
+    await redis.stop();
+    await provider.stop();
+  });
+
+  /** Signs the account in on replica A and expects exactly these messages, once each. */
+  async function deliveredOnce(count: number): Promise<void> {
+    const now = new Date().toISOString();
+    await new TokenStore(path.join(replicas[0].dataDir, 'tokens'), TOKEN_KEY).write('office', { refreshToken: provider.issueRefreshToken(), seed: '', updatedAt: now, lastUsedAt: now });
+    await until(() => provider.received.length >= count, 20_000);
+    await new Promise((resolve) => setTimeout(resolve, 500)); // a duplicate would arrive now
+    const subjects = provider.received.map((received) => /Subject: cluster (\d+)/.exec(received.raw.toString())![1]);
+    expect(new Set(subjects).size).toBe(count);
+    expect(subjects).toHaveLength(count);
+  }
+
+  it('moves every message of a stopped replica into the peers\' spools, to be delivered once, after a sign-in', async () => {
+    const [a, b, c] = replicas;
+    for (let n = 0; n < 100; n++) await sendRaw(c.relay.port, scan(1000 + n));
+    expect(await queued(c.dataDir)).toBe(100);
+    expect(await c.relay.stop('SIGTERM')).toBe(0);
+    expect(await queued(c.dataDir)).toBe(0); // nothing stranded on the stopped replica's volume
+    expect((await queued(a.dataDir)) + (await queued(b.dataDir))).toBe(100);
+    expect(provider.received).toHaveLength(0);
+    await deliveredOnce(100);
+  }, 60_000);
+
+  it('hands an orphaned volume over with `queue handoff --data-dir` (a replica that died and will not come back)', async () => {
+    const [a, b, c] = replicas;
+    for (let n = 0; n < 20; n++) await sendRaw(c.relay.port, scan(2000 + n));
+    await c.relay.stop('SIGKILL'); // no chance to hand anything over
+    expect(await queued(c.dataDir)).toBe(20);
+    const { stdout } = await execFileAsync(process.execPath, [path.resolve('dist/src/cli/main.js'), 'queue', 'handoff', '--data-dir', c.dataDir, '--config', c.configFile]);
+    expect(stdout).toMatch(/^20 message\(s\) handed over, 0 kept/m);
+    expect(await queued(c.dataDir)).toBe(0);
+    expect((await queued(a.dataDir)) + (await queued(b.dataDir))).toBe(20);
+    await deliveredOnce(20);
   }, 60_000);
 });

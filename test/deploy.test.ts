@@ -49,7 +49,7 @@ describe('deploy/kubernetes', () => {
   beforeAll(async () => {
     manifests = await render();
     const configMap = byKind(manifests, 'ConfigMap') as unknown as { data: Record<string, string> };
-    const env = { POD_NAME: 'smtp-oauth-relay-0', TOKEN_KEY: 'a token key of sixteen or more', OFFICE_CLIENT_SECRET: 'secret', PRINTER_2F_PASSWORD: 'a printer password' };
+    const env = { POD_NAME: 'smtp-oauth-relay-0', POD_IP: '10.0.0.7', TOKEN_KEY: 'a token key of sixteen or more', OFFICE_CLIENT_SECRET: 'secret', PRINTER_2F_PASSWORD: 'a printer password' };
     relayConfig = parseConfig(configMap.data['config.yaml'], '/etc/smtp-oauth-relay/config.yaml', env);
     relay = await startRelay(await startProvider(), { top: { cluster: undefined } });
   });
@@ -75,7 +75,7 @@ describe('deploy/kubernetes', () => {
     const pod = statefulSet.spec.template.spec;
     const container = pod.containers[0];
     expect(Object.fromEntries(container.ports.map((port) => [port.name, port.containerPort]))).toEqual({ smtp: config.smtp.port, http: config.http.port });
-    expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(config.queue.shutdownTimeout + 5);
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(5 + config.queue.shutdownTimeout + 20); // preStop, drain, handoff
     const configMap = byKind(manifests, 'ConfigMap') as unknown as { data: Record<string, string> };
     const referenced = [...configMap.data['config.yaml'].matchAll(/\$\{([A-Z_0-9]+)\}/g)].map((match) => match[1]);
     expect(referenced.every((name) => container.env.some((variable) => variable.name === name))).toBe(true);
@@ -83,6 +83,14 @@ describe('deploy/kubernetes', () => {
       const response = await fetch(`http://127.0.0.1:${relay.httpPort}${probe.httpGet.path}`);
       expect(response.status, probe.httpGet.path).toBe(200);
     }
+  });
+
+  it('ships a handoff Job that validates and runs the queue handoff command', async () => {
+    const [job] = docs(await readFile(path.join(DIR, 'handoff-job.example.yaml'), 'utf8'));
+    const Model = await modelOf(job);
+    expect(() => new Model(job).validate()).not.toThrow();
+    const args = (job as unknown as { spec: { template: { spec: { containers: { args: string[] }[] } } } }).spec.template.spec.containers[0].args;
+    expect(args.slice(0, 4)).toEqual(['queue', 'handoff', '--data-dir', '/data']);
   });
 
   it('alerts only on metrics the relay exposes, in rules promtool accepts', async () => {

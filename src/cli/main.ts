@@ -11,6 +11,7 @@ import { startApp } from '../app.js';
 import { startDemo } from '../demo/demo.js';
 import { hashPassword } from '../listener/index.js';
 import { describeConfig } from './check.js';
+import { handoffCommand } from './handoff.js';
 import { readSecretFromStdin } from './stdin.js';
 import { ControlSocketError } from '../control/index.js';
 
@@ -26,6 +27,8 @@ Commands:
   queue show ID           one message's record and headers
   queue retry ID|--all    try now instead of at the next scheduled time
   queue delete ID         remove a message (queued or failed)
+  queue handoff --data-dir DIR
+                          hand a stopped replica's queue to the live replicas of the cluster
   login ACCOUNT [--browser]
                           sign an account in (device code, or the browser with PKCE) and store its token
   credentials create-certificate ACCOUNT [--days N]
@@ -80,6 +83,13 @@ async function main(argv: string[]): Promise<number> {
     case 'health':
       return health(configPath);
     case 'queue': {
+      if (positionals[1] === 'handoff') {
+        if (!values['data-dir']) {
+          process.stderr.write('Usage: smtp-oauth-relay queue handoff --data-dir DIR [--config FILE]\n');
+          return 2;
+        }
+        return handoffCommand(loadConfigFile(configPath), values['data-dir'], (text) => process.stdout.write(text));
+      }
       const result = await queueCommand(readDataDir(configPath), positionals.slice(1), values.all ?? false);
       (result.code === 0 ? process.stdout : process.stderr).write(result.output);
       return result.code;

@@ -234,3 +234,39 @@ describe('scale-down hands the queue over', () => {
     await deliveredOnce(20);
   }, 60_000);
 });
+
+describe('the provider\'s pace holds across the cluster, in direct mode too', () => {
+  it('lets through limits.messagesPerMinute messages a minute over three replicas, and defers the rest with 451', async () => {
+    const provider = await startProvider();
+    const redis = await RedisServer.start();
+    const replicas: RelayProcess[] = [];
+    try {
+      for (const name of ['replica-a', 'replica-b', 'replica-c']) {
+        const { configFile } = await writeRelayConfig(provider, {
+          delivery: 'direct',
+          tokenKey: TOKEN_KEY,
+          cluster: { redis: redis.url, name },
+          accounts: { office: { ...accountFor(provider), limits: { messagesPerMinute: 6 } } },
+        });
+        const relay = new RelayProcess(configFile);
+        await relay.start();
+        replicas.push(relay);
+      }
+      const replies = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          sendRaw(replicas[i % 3].port, scan(3000 + i)).then(
+            () => '250',
+            (error: { response?: string }) => error.response ?? String(error),
+          ),
+        ),
+      );
+      expect(replies.filter((reply) => reply === '250')).toHaveLength(6);
+      expect(replies.filter((reply) => /^451 4\.7\.0 Sending pace of office reached/.test(reply))).toHaveLength(6);
+      expect(provider.received).toHaveLength(6);
+    } finally {
+      await Promise.all(replicas.map((relay) => relay.stop('SIGTERM')));
+      await redis.stop();
+      await provider.stop();
+    }
+  }, 40_000);
+});

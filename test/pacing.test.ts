@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Pacer } from '../src/spool/pacing.js';
+import { Pacer } from '../src/upstream/pacing.js';
 import { nextDelayMs } from '../src/spool/retry-policy.js';
 
 // Pure timing rules, checked on a clock the test controls (the queue tests check them over sockets).

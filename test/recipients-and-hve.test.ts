@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { accountFor, message, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
 import { ConfigError, parseConfig } from '../src/config/index.js';
-import { Pacer } from '../src/spool/pacing.js';
+import { Pacer } from '../src/upstream/pacing.js';
 
 const QUEUE = { delivery: 'queue', queue: { retry: { initialDelay: 0.2, maxDelay: 0.5, maxAge: 3600 } }, bounces: { postmaster: 'it@contoso.test' } };
 const recipients = (count: number) => Array.from({ length: count }, (_, i) => `r${i}@example.com`);

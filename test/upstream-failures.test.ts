@@ -182,3 +182,16 @@ describe('direct mode streams upstream while the device sends', () => {
     expect(body).toBe(LINE.repeat(501));
   });
 });
+
+describe('direct mode keeps the provider\'s pace', () => {
+  afterEach(stopStarted);
+
+  it('relays limits.messagesPerMinute messages and answers the next one 451 4.7.0, so the device retries later', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider, { account: { ...accountFor(provider), limits: { messagesPerMinute: 2 } } });
+    await sendRaw(relay.port, SCAN);
+    await sendRaw(relay.port, SCAN);
+    expect(await sendRawExpectingError(relay.port, SCAN)).toMatch(/^451 4\.7\.0 Sending pace of office reached \(limits\); try again in \d+ s/);
+    expect(provider.received).toHaveLength(2);
+  });
+});

@@ -1,3 +1,5 @@
+import type { SendingLimits } from '../config/index.js';
+
 /**
  * What replicas share. The embedded default (LocalCluster) keeps everything in this process, as a
  * single relay always did; RedisCluster shares it through Redis or Valkey. Nothing here is in the
@@ -46,6 +48,13 @@ export interface ClusterState {
    * connection (a pooled idle connection would count at the provider without holding a slot).
    */
   readonly sharesSessions: boolean;
+  /**
+   * The provider's pace for the whole cluster (`limits`: messages a minute and a day, recipients a
+   * day): 0 when a message of this many transactions and recipients may go now (it is counted),
+   * else how many milliseconds until it may (nothing counted). Always 0 for the embedded default,
+   * whose pacing stays in the process.
+   */
+  pace(account: string, limits: SendingLimits, transactions: number, recipients: number): Promise<number>;
   /** Takes one of `limit` upstream sessions of this account; undefined while all are taken elsewhere. */
   takeSession(account: string, limit: number): Promise<SessionSlot | undefined>;
   /** Whether the shared store is reachable (always, for the embedded default). */
@@ -113,6 +122,10 @@ export class LocalCluster implements ClusterState {
 
   async takeSession(): Promise<SessionSlot> {
     return LOCAL_SLOT;
+  }
+
+  async pace(): Promise<number> {
+    return 0;
   }
 
   async releaseRefreshLease(): Promise<void> {}

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
+import type { SendingLimits } from '../config/index.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { deriveKey, openText, sealText, type SealedFile } from '../util/sealed-text.js';
 import { randomUUID } from 'node:crypto';
@@ -41,6 +42,48 @@ const FORGET_AFTER_MS = 3600_000;
 
 /** A session lease lives this long unless renewed (every third of it while the send lasts). */
 const SESSION_TTL_MS = 60_000;
+
+/**
+ * Sliding windows of the provider's limits, checked and counted in one step: sends (one member per
+ * transaction) and recipients (one member "uuid:count" per message) scored by the store's clock.
+ * Returns 0 (counted) or the milliseconds until the oldest entry that blocks leaves its window.
+ * ARGV: per-minute limit, per-day limit, recipients-per-day limit (0: none), transactions, recipients, uuid.
+ */
+const PACE = `
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local minute, day = 60000, 86400000
+local perMinute, perDay, rcptPerDay = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local sends, rcpts = tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - day)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms - day)
+local wait = 0
+local function window(limit, span)
+  if limit == 0 then return end
+  local inWindow = redis.call('ZRANGEBYSCORE', KEYS[1], ms - span, '+inf', 'WITHSCORES')
+  local count = #inWindow / 2
+  local over = count + math.min(sends, limit) - limit
+  if over > 0 then wait = math.max(wait, tonumber(inWindow[over * 2]) + span - ms) end
+end
+window(perMinute, minute)
+window(perDay, day)
+if rcptPerDay > 0 then
+  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local total = rcpts
+  for i = 1, #entries, 2 do total = total + tonumber(string.match(entries[i], ':(%d+)$')) end
+  local i = 1
+  while total > rcptPerDay and i < #entries do
+    total = total - tonumber(string.match(entries[i], ':(%d+)$'))
+    wait = math.max(wait, tonumber(entries[i + 1]) + day - ms)
+    i = i + 2
+  end
+end
+if wait > 0 then return wait end
+for n = 1, sends do redis.call('ZADD', KEYS[1], ms, ARGV[6] .. ':' .. n) end
+redis.call('ZADD', KEYS[2], ms, ARGV[6] .. ':' .. rcpts)
+redis.call('PEXPIRE', KEYS[1], day)
+redis.call('PEXPIRE', KEYS[2], day)
+return 0`;
 
 /** Only the holder may release a lease (a lease that expired and was taken by another stays). */
 const RELEASE_IF_MINE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
@@ -97,6 +140,16 @@ export class RedisCluster implements ClusterState {
   }
 
   readonly sharesSessions = true;
+
+  /** With the store down: 0, so the replica's own pacing (the queue's) is what applies. */
+  async pace(account: string, limits: SendingLimits, transactions: number, recipients: number): Promise<number> {
+    const { messagesPerMinute = 0, messagesPerDay = 0, recipientsPerDay = 0 } = limits;
+    if (!messagesPerMinute && !messagesPerDay && !recipientsPerDay) return 0;
+    const wait = await this.quietly(() =>
+      this.redis.eval(PACE, 2, `pace:${account}:sends`, `pace:${account}:recipients`, messagesPerMinute, messagesPerDay, recipientsPerDay, transactions, recipients, randomUUID()),
+    );
+    return typeof wait === 'number' ? wait : 0;
+  }
 
   /** With the store down the slot is granted: each replica's own limit (upstream.maxConnections) applies. */
   async takeSession(account: string, limit: number): Promise<SessionSlot | undefined> {

@@ -5,7 +5,7 @@ import { explainReply, parseReply, type Upstream } from '../upstream/index.js';
 import { asSmtpError, type FailureReason } from '../reply.js';
 import type { HealthBoard } from '../health.js';
 import type { ResolvedAccount } from '../config/index.js';
-import { Pacer } from './pacing.js';
+import { Pacer } from '../upstream/pacing.js';
 import { newQueueRecord, pendingRecipients, type QueueRecord } from './record.js';
 import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
 import { buildDeliveryReport } from './dsn.js';

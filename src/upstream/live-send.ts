@@ -48,7 +48,9 @@ export class LiveSend {
 
   private begin(): Promise<SendReceipt> {
     const sending = this.upstream.send(this.envelope(), (attempt) => (attempt === 1 ? this.stream : this.wholeMessage.then((open) => open())), this.abort.signal);
-    sending.catch(() => undefined); // awaited in finish(); not at all when abandoned
+    // Awaited in finish() (not at all when abandoned). A send that failed before it read the copy
+    // (the pace, a login) must not leave the device waiting on a copy nobody reads.
+    sending.catch(() => this.stream.destroy());
     return sending;
   }
 

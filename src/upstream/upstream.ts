@@ -9,6 +9,7 @@ import { classifySendError, type NodemailerError } from './classify.js';
 import { SmtpError } from '../reply.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ClusterState, SessionSlot } from '../cluster/index.js';
+import { Pacer } from './pacing.js';
 
 export interface Envelope {
   from: string;
@@ -30,6 +31,8 @@ export interface SendReceipt {
   response: string;
 }
 
+/** A send waits this long at most for the pace to allow it (well within a device's DATA timeout). */
+const PACE_WAIT_MS = 10_000;
 /** How often a send waiting for a cluster-wide session slot asks again (plus jitter). */
 const SESSION_POLL_MS = 25;
 
@@ -47,6 +50,8 @@ interface AuthContext {
  */
 export class Upstream {
   private readonly transport: Mail;
+  /** Direct mode without a cluster paces here (with one, the cluster paces every send). */
+  private readonly directPacer?: Pacer;
 
   constructor(
     readonly account: ResolvedAccount,
@@ -57,6 +62,7 @@ export class Upstream {
     private readonly cluster: ClusterState,
   ) {
     const upstream = account.upstream;
+    if (account.delivery === 'direct' && !cluster.sharesSessions) this.directPacer = new Pacer(account.limits);
     this.transport = nodemailer.createTransport({
       // In a cluster every send holds a cluster-wide session slot and its own connection, so that
       // the provider never sees more than maxConnections sessions (an idle pooled one counts too).
@@ -88,6 +94,7 @@ export class Upstream {
    * so the upstream discards what it got (RFC 5321 4.1.1.4: only the dot completes a message).
    */
   async send(envelope: Envelope & { size?: number }, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
+    await this.keepPace(envelope.to.length, signal);
     const started = performance.now();
     try {
       return await this.sendInParts(envelope, openMessage, signal);
@@ -166,6 +173,34 @@ export class Upstream {
       response: error.response ?? error.message,
     }));
     return { accepted: (info.accepted as string[]) ?? [], rejected: rejectedErrors, response: info.response ?? '' };
+  }
+
+  /**
+   * The provider's pace (`limits`) before a send: across the cluster when there is one; in this
+   * process for direct mode (the queue paces its own deliveries). A short wait is waited out (a
+   * device in DATA keeps its session); a longer one defers with 451, so the device or the queue
+   * tries again later.
+   */
+  private async keepPace(recipients: number, signal?: AbortSignal): Promise<void> {
+    const transactions = Math.max(1, Math.ceil(recipients / (this.maxRecipientsPerTransaction ?? Infinity)));
+    const giveUpAt = Date.now() + PACE_WAIT_MS;
+    for (;;) {
+      const wait = this.directPacer ? this.localPace(this.directPacer, recipients, transactions) : await this.cluster.pace(this.account.name, this.account.limits, transactions, recipients);
+      if (wait === 0) return;
+      if (Date.now() + wait > giveUpAt) {
+        const seconds = Math.ceil(wait / 1000);
+        throw new SmtpError({ code: 451, enhanced: '4.7.0', text: `Sending pace of ${this.account.name} reached (limits); try again in ${seconds} s` }, 'upstream_deferred');
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      signal?.throwIfAborted();
+    }
+  }
+
+  private localPace(pacer: Pacer, recipients: number, transactions: number): number {
+    const now = Date.now();
+    const wait = pacer.waitMs(recipients, now, transactions);
+    if (wait === 0) pacer.record(recipients, now, transactions);
+    return wait;
   }
 
   /**

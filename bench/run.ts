@@ -11,6 +11,7 @@ import { startProvider } from './harness.js';
 import { accessTokenFor, buildMessage, deviceSender, load, startRelay, upstreamSender } from './load.js';
 import { record, rows } from './report.js';
 import { versusPostfix } from './versus-postfix.js';
+import { clusterCost } from './cluster.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { packageRoot } from '../src/util/package-root.js';
 
@@ -129,6 +130,7 @@ async function main(): Promise<void> {
     ['token', () => tokenRefresh(provider)],
     ['connections', () => idleConnections(provider)],
     ['postfix', () => versusPostfix(provider, token)],
+    ['cluster', () => clusterCost(provider)],
   ];
   for (const [name, run] of sections) if (!only || only.includes(name)) await run();
   await provider.stop();

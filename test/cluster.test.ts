@@ -5,7 +5,7 @@ import { MAILBOX, accountFor, execFileAsync, message, metric, sendRaw, startProv
 import { TokenStore } from '../src/oauth/token-store.js';
 import { HANDOFF_PATH, handoffKey } from '../src/cluster/index.js';
 import { createHash, createHmac } from 'node:crypto';
-import { RedisServer } from './redis-server.js';
+import { RedisServer } from '../bench/redis-server.js';
 import { RawSmtp } from './raw-smtp.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';

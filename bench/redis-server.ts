@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { freePort } from '../bench/harness.js';
+import { freePort } from './harness.js';
 
 /** A private redis-server (Debian's package) on a free loopback port, with nothing saved to disk. */
 export class RedisServer {

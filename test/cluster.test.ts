@@ -270,3 +270,56 @@ describe('the provider\'s pace holds across the cluster, in direct mode too', ()
     }
   }, 40_000);
 });
+
+describe('replicas and Redis die mid-burst', () => {
+  it('delivers every message that got 250 while one replica is SIGKILLed and restarted, and Redis too', async () => {
+    const provider = await startProvider();
+    provider.dataDelayMs = 5; // messages stay queued for a while when the kills land
+    const redis = await RedisServer.start();
+    const replicas: RelayProcess[] = [];
+    try {
+      for (const name of ['replica-a', 'replica-b', 'replica-c']) {
+        const { configFile } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, cluster: { redis: redis.url, name }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } });
+        const relay = new RelayProcess(configFile);
+        await relay.start();
+        replicas.push(relay);
+      }
+      const total = 150;
+      const accepted = new Set<number>();
+      let next = 0;
+      let restarting: Promise<unknown> | undefined;
+      let kills = 0;
+      const device = async (turn: number) => {
+        for (let n = next++; n < total; n = next++) {
+          for (let attempt = 0; ; attempt++) {
+            await restarting;
+            const relay = replicas[(n + turn + attempt) % 3]; // a device whose relay is gone tries the load balancer again
+            const sent = await sendRaw(relay.port, scan(4000 + n)).then(() => true, () => false);
+            if (sent) break;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+          accepted.add(n);
+          const kill = accepted.size === 50 ? () => replicas[1].stop('SIGKILL').then(() => replicas[1].start()) : accepted.size === 100 ? () => redis.stop('SIGKILL').then(() => redis.restart()) : undefined;
+          if (kill) {
+            kills++;
+            restarting = kill().finally(() => (restarting = undefined));
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: 6 }, (_, turn) => device(turn)));
+      await restarting;
+      expect(accepted.size).toBe(total);
+      expect(kills).toBe(2);
+      const delivered = () => new Set(provider.received.map((received) => Number(/Subject: cluster (\d+)/.exec(received.raw.toString())![1]) - 4000));
+      await until(() => delivered().size === total, 30_000);
+      const lost = [...accepted].filter((n) => !delivered().has(n));
+      const duplicates = provider.received.length - delivered().size;
+      console.log(`cluster kill test: ${accepted.size} accepted, ${delivered().size} delivered, ${lost.length} lost, ${duplicates} duplicates`);
+      expect(lost).toEqual([]);
+    } finally {
+      await Promise.all(replicas.map((relay) => (relay.child?.exitCode === null && relay.child.signalCode === null ? relay.stop('SIGTERM') : undefined)));
+      await redis.stop();
+      await provider.stop();
+    }
+  }, 90_000);
+});

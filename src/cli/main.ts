@@ -212,8 +212,12 @@ main(process.argv.slice(2)).then(
       process.exit(1);
     }
     const err = error as NodeJS.ErrnoException;
-    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+    if (err.syscall === 'listen' && (err.code === 'EADDRINUSE' || err.code === 'EACCES')) {
       process.stderr.write(`Cannot listen: ${err.message}. Choose another port (smtp.port / http.port) or stop what uses it.\n`);
+      process.exit(1);
+    }
+    if (err.code === 'EACCES' || err.code === 'EROFS') {
+      process.stderr.write(`Cannot write: ${err.message}. Give the relay a writable data directory (dataDir, or --data-dir for the demo; /data in the image).\n`);
       process.exit(1);
     }
     process.stderr.write(`${err.stack ?? String(error)}\n`);

@@ -114,6 +114,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     failedRetentionMs: config.queue.failedRetention * 1000,
     hostname,
     heldRecheckMs: config.oauth.reauthCheckInterval * 1000,
+    onHeld: (account, reason, reply, hint) => cluster.announceHeld({ account, reason, reply, hint }),
     metrics,
     health,
     logger,
@@ -146,6 +147,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     onAuthFailure: (ip, username) => cluster.announceAuthFailure(ip, username),
   });
   cluster.onAuthFailure((ip, username) => listener.noteFailureElsewhere(ip, username));
+  cluster.onHeld(({ account, reason, reply, hint }) => agent.holdFromElsewhere(account, reason, reply, hint));
 
   let draining = false;
   const readiness = async (): Promise<ReadinessReport> => {

@@ -323,3 +323,31 @@ describe('replicas and Redis die mid-burst', () => {
     }
   }, 90_000);
 });
+
+describe('account state is the same on every replica', () => {
+  it('holds an account on every replica when one had to hold it, with the provider\'s words in /readyz/accounts', async () => {
+    const provider = await startProvider();
+    const redis = await RedisServer.start();
+    const replicas: RelayProcess[] = [];
+    try {
+      for (const name of ['replica-a', 'replica-b']) {
+        const { configFile } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, cluster: { redis: redis.url, name }, oauth: { reauthCheckInterval: 600 } });
+        const relay = new RelayProcess(configFile);
+        await relay.start();
+        replicas.push(relay);
+      }
+      const [a, b] = replicas;
+      const disabled = { code: 535, message: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant' };
+      provider.authScript.push(disabled, disabled); // the login and its one retry
+      await sendRaw(a.port, scan(5000)); // queued on A; its delivery finds the tenant's SMTP AUTH off
+      await until(async () => (await metric(b.httpPort, 'smtp_relay_account_held', { account: 'office' })) === 1);
+      const accounts = (await (await fetch(`http://127.0.0.1:${b.httpPort}/readyz/accounts`)).json()) as { accounts: { office: { lastProblem?: { reason: string; reply: string } } } };
+      expect(accounts.accounts.office.lastProblem).toMatchObject({ reason: 'account_misconfigured', reply: expect.stringMatching(/5\.7\.139/) });
+      expect(await metric(a.httpPort, 'smtp_relay_account_held', { account: 'office' })).toBe(1);
+    } finally {
+      await Promise.all(replicas.map((relay) => relay.stop('SIGTERM')));
+      await redis.stop();
+      await provider.stop();
+    }
+  }, 30_000);
+});

@@ -1,4 +1,5 @@
 import type { SendingLimits } from '../config/index.js';
+import type { FailureReason } from '../reply.js';
 
 /**
  * What replicas share. The embedded default (LocalCluster) keeps everything in this process, as a
@@ -33,6 +34,14 @@ export interface ReplicaInfo {
   lastSeen: string;
   /** No heartbeat for three intervals: stopped, or cut off from the store. */
   stale?: boolean;
+}
+
+/** An account held on one replica, so that all hold it (and show the same problem). */
+export interface HeldAccount {
+  account: string;
+  reason: FailureReason;
+  reply: string;
+  hint?: string;
 }
 
 /** One of an account's upstream sessions, held until released (or until it expires, if its replica died). */
@@ -74,6 +83,10 @@ export interface ClusterState {
   startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void;
   /** Every replica that sent a heartbeat lately (this one alone without a store). */
   replicas(): Promise<ReplicaInfo[]>;
+  /** Tells the other replicas that an account's queue is held here (a sign-in needed, say), with the provider's words. */
+  announceHeld(event: HeldAccount): void;
+  /** Calls back when another replica holds an account. */
+  onHeld(listener: (event: HeldAccount) => void): void;
   /** Tells the other replicas of a failed device login here (client address and user name only). */
   announceAuthFailure(ip: string, username: string): void;
   /** Calls back for each failed device login another replica announces. */
@@ -133,6 +146,10 @@ export class LocalCluster implements ClusterState {
   async announceSignIn(): Promise<void> {}
 
   onSignIn(): void {}
+
+  announceHeld(): void {}
+
+  onHeld(): void {}
 
   announceAuthFailure(): void {}
 

@@ -5,7 +5,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { LocalCluster, type ClusterState } from './cluster.js';
 import { RedisCluster } from './redis-cluster.js';
 
-export { LocalCluster, type ClusterState, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
+export { LocalCluster, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
 
 /** The cluster the config asks for: Redis/Valkey with `cluster:`, else this process alone. */
 export function startCluster(config: Config, logger: Logger, metrics: Metrics): ClusterState {

@@ -4,7 +4,8 @@ import type { SendingLimits } from '../config/index.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { deriveKey, openText, sealText, type SealedFile } from '../util/sealed-text.js';
 import { randomUUID } from 'node:crypto';
-import { LOCAL_SLOT, type ClusterState, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
+import { HOLDING_REASONS, type FailureReason } from '../reply.js';
+import { LOCAL_SLOT, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
 
 export interface RedisClusterOptions {
   url: string;
@@ -99,9 +100,11 @@ export class RedisCluster implements ClusterState {
   private readonly subscriber: Redis;
   private readonly signInListeners: ((account: string) => void)[] = [];
   private readonly authFailureListeners: ((ip: string, username: string) => void)[] = [];
+  private readonly heldListeners: ((event: HeldAccount) => void)[] = [];
   /** Where replicas announce sign-ins and failed logins (the client's keyPrefix does not apply to channels). */
   private readonly signInChannel: string;
   private readonly authFailureChannel: string;
+  private readonly heldChannel: string;
   private readonly key?: Buffer;
   private readonly log: Logger;
   private wasUp?: boolean;
@@ -127,7 +130,8 @@ export class RedisCluster implements ClusterState {
     this.subscriber.on('error', () => undefined);
     this.signInChannel = `${options.keyPrefix}sign-in`;
     this.authFailureChannel = `${options.keyPrefix}auth-failures`;
-    this.subscriber.subscribe(this.signInChannel, this.authFailureChannel).catch(() => undefined);
+    this.heldChannel = `${options.keyPrefix}account-held`;
+    this.subscriber.subscribe(this.signInChannel, this.authFailureChannel, this.heldChannel).catch(() => undefined);
     this.subscriber.on('message', (channel: string, text: string) => this.heard(channel, text));
   }
 
@@ -219,6 +223,14 @@ export class RedisCluster implements ClusterState {
     this.signInListeners.push(listener);
   }
 
+  announceHeld(event: HeldAccount): void {
+    void this.quietly(() => this.redis.publish(this.heldChannel, JSON.stringify({ ...event, from: this.name })));
+  }
+
+  onHeld(listener: (event: HeldAccount) => void): void {
+    this.heldListeners.push(listener);
+  }
+
   announceAuthFailure(ip: string, username: string): void {
     void this.quietly(() => this.redis.publish(this.authFailureChannel, JSON.stringify({ ip, username, from: this.name })));
   }
@@ -236,11 +248,15 @@ export class RedisCluster implements ClusterState {
 
   private heard(channel: string, text: string): void {
     try {
-      const event = JSON.parse(text) as { from: string; account?: string; ip?: string; username?: string };
+      const event = JSON.parse(text) as { from: string; account?: string; ip?: string; username?: string; reason?: string; reply?: string; hint?: string };
       if (event.from === this.name) return;
       if (channel === this.signInChannel && typeof event.account === 'string') {
         this.log.info({ account: event.account, from: event.from }, 'account signed in on another replica');
         for (const listener of this.signInListeners) listener(event.account);
+      } else if (channel === this.heldChannel && typeof event.account === 'string' && HOLDING_REASONS.has(event.reason as FailureReason)) {
+        this.log.warn({ account: event.account, reason: event.reason, from: event.from }, 'account held on another replica; holding it here too');
+        const held = { account: event.account, reason: event.reason as FailureReason, reply: String(event.reply ?? ''), hint: event.hint };
+        for (const listener of this.heldListeners) listener(held);
       } else if (channel === this.authFailureChannel && typeof event.ip === 'string' && typeof event.username === 'string') {
         for (const listener of this.authFailureListeners) listener(event.ip, event.username);
       }

@@ -40,6 +40,8 @@ export interface DeliveryAgentOptions {
   metrics: Metrics;
   health: HealthBoard;
   logger: Logger;
+  /** Told when an account's queue becomes held here (a cluster holds it on every replica). */
+  onHeld?: (account: string, reason: FailureReason, reply: string, hint?: string) => void;
 }
 
 export interface AccountQueueState {
@@ -166,6 +168,18 @@ export class DeliveryAgent {
   add(record: QueueRecord): void {
     this.track(record);
     this.pump(record.account);
+  }
+
+  /**
+   * Another replica had to hold this account (its sign-in died, say): hold it here too, with the
+   * same problem, and check it on the usual schedule (a sign-in anywhere resumes it at once).
+   */
+  holdFromElsewhere(accountName: string, reason: FailureReason, reply: string, hint?: string): void {
+    const queue = this.queues.get(accountName);
+    if (!queue || queue.held || this.stopping) return;
+    this.options.health.failed(accountName, reason, reply, hint);
+    this.setHeld(queue, reason);
+    this.pump(accountName);
   }
 
   /** The account may be back (e.g. it was just signed in): check a held queue now. */
@@ -323,7 +337,10 @@ export class DeliveryAgent {
       if (failure.holdsAccount) {
         record.attempts--; // waiting for a human (or a quota) is not the message's failure
         metrics.deferrals.inc({ account, reason: failure.reason });
-        if (!queue.held) log.warn({ reason: failure.reason, reply: record.lastReply, hint: failure.hint }, 'holding the account queue until it can send again');
+        if (!queue.held) {
+          log.warn({ reason: failure.reason, reply: record.lastReply, hint: failure.hint }, 'holding the account queue until it can send again');
+          this.options.onHeld?.(account, failure.reason, record.lastReply, failure.hint);
+        }
         this.setHeld(queue, failure.reason);
       } else if (failure.isTemporary) {
         metrics.deliveryAttempts.inc({ account, result: 'deferred' });

@@ -43,6 +43,9 @@ async function watchTokenStore(dir: string, changed: (account: string) => void):
   });
 }
 
+/** How long a stopping relay lets device sessions in progress finish before it stops delivering. */
+const SESSION_DRAIN_MS = 10_000;
+
 /** How long a stopping replica spends handing its queue to its peers (within the pod's grace period). */
 const HANDOFF_LIMIT_MS = 20_000;
 
@@ -263,9 +266,11 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
         draining = true; // /readyz answers 503 while the queue drains, so no new devices are sent here
         for (const { tokens: manager } of routes.values()) manager.stopKeepAlive();
         tokenWatcher.close();
-        await listener.close();
+        // New sessions get 421 while those in progress finish; what they commit is delivered or handed over.
+        await listener.drain(SESSION_DRAIN_MS);
         await agent.stop(config.queue.shutdownTimeout * 1000);
         if (handoffSecret) await handOffQueue({ spool, key: handoffSecret, peers: () => livePeers(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS });
+        await listener.close();
         for (const route of routes.values()) route.upstream.close();
         await status.close();
         await control.close();

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { RawSmtp } from './raw-smtp.js';
 import { accountFor, message, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
 
 /*
@@ -39,7 +40,7 @@ describe('readiness means "can take mail"', () => {
     expect(full.body.problems).toEqual([expect.stringMatching(/^spool: nearly full \(see queue\.maxSize/)]);
   });
 
-  it('is not ready while it drains on stop', async () => {
+  it('is not ready while it drains on stop, and answers new sessions 421', async () => {
     const provider = await startProvider();
     provider.dataDelayMs = 1500; // a delivery in flight keeps the relay draining
     const relay = await startRelay(provider, { top: { delivery: 'queue', queue: { shutdownTimeout: 10 } } });
@@ -49,6 +50,9 @@ describe('readiness means "can take mail"', () => {
     const draining = await probe(relay.httpPort);
     expect(draining.status).toBe(503);
     expect(draining.body.problems).toEqual([expect.stringMatching(/^draining/)]);
+    const { client, greeting } = await RawSmtp.connect(relay.port); // a device arriving now is told to come back
+    client.close();
+    expect(greeting).toMatch(/^421 4\.3\.2 /);
     await stopped;
     expect(provider.received).toHaveLength(1);
   });

@@ -171,6 +171,8 @@ export class Listener {
   private policy: DevicePolicy;
   private readonly guard: AuthGuard;
   private readonly connectionsPerIp = new Map<string, number>();
+  /** Set on stop: new sessions get 421 while those in progress finish. */
+  private draining = false;
   private readonly warnedClearText = new Set<string>();
   private readonly reportedTlsErrors = new WeakSet<Error>();
   /** Sessions sending without AUTH because their network is listed in `unauthenticated`. */
@@ -232,6 +234,17 @@ export class Listener {
       throw error;
     }
     return addresses;
+  }
+
+  /**
+   * Stopping: new sessions are answered 421 (a device tries again later, or through the load
+   * balancer elsewhere) while those in progress finish; resolves when none is left, or after
+   * timeoutMs. The port stays open until close().
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    const giveUpAt = Date.now() + timeoutMs;
+    while (this.connectionsPerIp.size > 0 && Date.now() < giveUpAt) await new Promise((resolve) => setTimeout(resolve, 50));
   }
 
   async close(): Promise<void> {
@@ -315,6 +328,7 @@ export class Listener {
   }
 
   private onConnect(session: SMTPServerSession, callback: Callback): void {
+    if (this.draining) return callback(smtpError(421, '4.3.2', 'Relay shutting down; try again later'));
     const ip = session.remoteAddress;
     const { metrics, logger } = this.options;
     const policy = this.policy;

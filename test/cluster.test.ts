@@ -18,26 +18,68 @@ import type { FakeProvider } from '../src/demo/fake-provider.js';
 const TOKEN_KEY = 'cluster test key, long enough';
 const scan = (n: number) => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: cluster ${n}`], `page ${n}`) });
 
+interface Replica {
+  relay: RelayProcess;
+  dataDir: string;
+  configFile: string;
+}
+
+/** Relay processes with data directories of their own, sharing one Redis as replica-a, replica-b, ... */
+async function startReplicas(provider: FakeProvider, redis: RedisServer, count: number, extra: Record<string, unknown> = {}): Promise<Replica[]> {
+  const { cluster, ...rest } = extra as { cluster?: Record<string, unknown> };
+  const replicas: Replica[] = [];
+  for (const name of ['replica-a', 'replica-b', 'replica-c'].slice(0, count)) {
+    const { configFile, dataDir } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, ...rest, cluster: { redis: redis.url, name, ...cluster } });
+    const relay = new RelayProcess(configFile);
+    await relay.start();
+    replicas.push({ relay, dataDir, configFile });
+  }
+  return replicas;
+}
+
+/** A stand-in provider, a Redis and `count` replicas for one test, all stopped afterwards whatever happens. */
+async function withCluster(count: number, extra: Record<string, unknown> | ((provider: FakeProvider) => Record<string, unknown>), test: (cluster: { provider: FakeProvider; redis: RedisServer; replicas: Replica[] }) => Promise<void>): Promise<void> {
+  const provider = await startProvider();
+  const redis = await RedisServer.start();
+  let replicas: Replica[] = [];
+  try {
+    replicas = await startReplicas(provider, redis, count, typeof extra === 'function' ? extra(provider) : extra);
+    await test({ provider, redis, replicas });
+  } finally {
+    await stopReplicas(replicas);
+    await redis.stop();
+    await provider.stop();
+  }
+}
+
+/** Stops the replicas still running (a test may have killed or stopped some). */
+async function stopReplicas(replicas: Replica[]): Promise<void> {
+  await Promise.all(replicas.map(({ relay }) => (relay.child?.exitCode === null && relay.child.signalCode === null ? relay.stop('SIGTERM') : undefined)));
+}
+
+/** The account without a refresh token: not signed in, so whatever is queued waits (held). */
+function signedOut(provider: FakeProvider): Record<string, unknown> {
+  const { refreshToken: _signedOut, ...account } = accountFor(provider);
+  return account;
+}
+
+/** What `login` or the admin page's Sign in does on a replica: a new refresh token goes into its store. */
+async function signIn(provider: FakeProvider, replica: Replica): Promise<void> {
+  const now = new Date().toISOString();
+  await new TokenStore(path.join(replica.dataDir, 'tokens'), TOKEN_KEY).write('office', { refreshToken: provider.issueRefreshToken(), seed: '', updatedAt: now, lastUsedAt: now });
+}
+
 describe('replicas share tokens through Redis', () => {
   let provider: FakeProvider;
   let redis: RedisServer;
-  const replicas: RelayProcess[] = [];
+  let replicas: RelayProcess[] = [];
 
   beforeAll(async () => {
     provider = await startProvider();
     provider.tokenLifetime = 8; // refreshed at half-life: due 4 s after it was issued
     redis = await RedisServer.start();
-    for (const name of ['replica-a', 'replica-b', 'replica-c']) {
-      const { configFile } = await writeRelayConfig(provider, {
-        delivery: 'direct',
-        tokenKey: TOKEN_KEY,
-        cluster: { redis: redis.url, name },
-        smtp: { maxConnectionsPerIp: 500, authFailures: { maxPerIp: 6, maxPerUser: 50 } },
-      });
-      const relay = new RelayProcess(configFile);
-      await relay.start();
-      replicas.push(relay);
-    }
+    const started = await startReplicas(provider, redis, 3, { delivery: 'direct', smtp: { maxConnectionsPerIp: 500, authFailures: { maxPerIp: 6, maxPerUser: 50 } } });
+    replicas = started.map(({ relay }) => relay);
     await Promise.all(replicas.map((relay) => until(async () => (await metric(relay.httpPort, 'smtp_relay_cluster_up')) === 1)));
   }, 30_000);
 
@@ -135,75 +177,40 @@ describe('replicas share tokens through Redis', () => {
 
 describe('a sign-in on one replica reaches the others', () => {
   it('lets replica B deliver its held message as soon as the account is signed in on replica A, with no restart', async () => {
-    const provider = await startProvider();
-    const redis = await RedisServer.start();
-    const replicas: { relay: RelayProcess; dataDir: string }[] = [];
-    try {
-      for (const name of ['replica-a', 'replica-b']) {
-        const { refreshToken: _signedOut, ...account } = accountFor(provider);
-        const { configFile, dataDir } = await writeRelayConfig(provider, {
-          tokenKey: TOKEN_KEY,
-          cluster: { redis: redis.url, name },
-          accounts: { office: account },
-          queue: { retry: { initialDelay: 0.2, maxDelay: 1 } },
-          oauth: { reauthCheckInterval: 600 }, // only the announcement can wake the queue within the test
-        });
-        const relay = new RelayProcess(configFile);
-        await relay.start();
-        replicas.push({ relay, dataDir });
-      }
+    await withCluster(2, (provider) => ({ accounts: { office: signedOut(provider) }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } }, oauth: { reauthCheckInterval: 600 } }), async ({ provider, replicas }) => {
       const [a, b] = replicas;
       await sendRaw(b.relay.port, scan(1)); // queued on B, held: the account needs a sign-in
       await until(async () => (await metric(b.relay.httpPort, 'smtp_relay_account_held', { account: 'office' })) === 1);
-      // What `login` or the admin page's Sign in does on replica A: the new refresh token goes into its store.
-      const now = new Date().toISOString();
-      await new TokenStore(path.join(a.dataDir, 'tokens'), TOKEN_KEY).write('office', { refreshToken: provider.issueRefreshToken(), seed: '', updatedAt: now, lastUsedAt: now });
+      await signIn(provider, a);
       await until(() => provider.received.length === 1, 10_000);
       expect(provider.received[0].raw.toString()).toContain('Subject: cluster 1');
       expect(await metric(b.relay.httpPort, 'smtp_relay_account_held', { account: 'office' })).toBe(0);
-    } finally {
-      await Promise.all(replicas.map(({ relay }) => relay.stop('SIGTERM')));
-      await redis.stop();
-      await provider.stop();
-    }
+    });
   }, 40_000);
 });
 
 describe('scale-down hands the queue over', () => {
   let provider: FakeProvider;
   let redis: RedisServer;
-  let replicas: { relay: RelayProcess; dataDir: string; configFile: string }[];
+  let replicas: Replica[];
   const queued = async (dataDir: string) => (await readdir(path.join(dataDir, 'spool', 'queue'))).filter((name) => name.endsWith('.msg')).length;
 
   /** Three replicas whose account is not signed in: everything queued is held. */
   beforeEach(async () => {
     provider = await startProvider();
     redis = await RedisServer.start();
-    replicas = [];
-    for (const name of ['replica-a', 'replica-b', 'replica-c']) {
-      const { refreshToken: _signedOut, ...account } = accountFor(provider);
-      const { configFile, dataDir } = await writeRelayConfig(provider, {
-        tokenKey: TOKEN_KEY,
-        cluster: { redis: redis.url, name, advertiseHost: '127.0.0.1' },
-        accounts: { office: account },
-        queue: { retry: { initialDelay: 0.2, maxDelay: 1 } },
-      });
-      const relay = new RelayProcess(configFile);
-      await relay.start();
-      replicas.push({ relay, dataDir, configFile });
-    }
+    replicas = await startReplicas(provider, redis, 3, { cluster: { advertiseHost: '127.0.0.1' }, accounts: { office: signedOut(provider) }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } });
   }, 30_000);
 
   afterEach(async () => {
-    await Promise.all(replicas.map(({ relay }) => (relay.child?.exitCode === null && relay.child.signalCode === null ? relay.stop('SIGTERM') : undefined)));
+    await stopReplicas(replicas);
     await redis.stop();
     await provider.stop();
   });
 
   /** Signs the account in on replica A and expects exactly these messages, once each. */
   async function deliveredOnce(count: number): Promise<void> {
-    const now = new Date().toISOString();
-    await new TokenStore(path.join(replicas[0].dataDir, 'tokens'), TOKEN_KEY).write('office', { refreshToken: provider.issueRefreshToken(), seed: '', updatedAt: now, lastUsedAt: now });
+    await signIn(provider, replicas[0]);
     await until(() => provider.received.length >= count, 20_000);
     await new Promise((resolve) => setTimeout(resolve, 500)); // a duplicate would arrive now
     const subjects = provider.received.map((received) => /Subject: cluster (\d+)/.exec(received.raw.toString())![1]);
@@ -237,21 +244,8 @@ describe('scale-down hands the queue over', () => {
 
 describe('the provider\'s pace holds across the cluster, in direct mode too', () => {
   it('lets through limits.messagesPerMinute messages a minute over three replicas, and defers the rest with 451', async () => {
-    const provider = await startProvider();
-    const redis = await RedisServer.start();
-    const replicas: RelayProcess[] = [];
-    try {
-      for (const name of ['replica-a', 'replica-b', 'replica-c']) {
-        const { configFile } = await writeRelayConfig(provider, {
-          delivery: 'direct',
-          tokenKey: TOKEN_KEY,
-          cluster: { redis: redis.url, name },
-          accounts: { office: { ...accountFor(provider), limits: { messagesPerMinute: 6 } } },
-        });
-        const relay = new RelayProcess(configFile);
-        await relay.start();
-        replicas.push(relay);
-      }
+    await withCluster(3, (provider) => ({ delivery: 'direct', accounts: { office: { ...accountFor(provider), limits: { messagesPerMinute: 6 } } } }), async ({ provider, replicas: started }) => {
+      const replicas = started.map(({ relay }) => relay);
       const replies = await Promise.all(
         Array.from({ length: 12 }, (_, i) =>
           sendRaw(replicas[i % 3].port, scan(3000 + i)).then(
@@ -263,27 +257,15 @@ describe('the provider\'s pace holds across the cluster, in direct mode too', ()
       expect(replies.filter((reply) => reply === '250')).toHaveLength(6);
       expect(replies.filter((reply) => /^451 4\.7\.0 Sending pace of office reached/.test(reply))).toHaveLength(6);
       expect(provider.received).toHaveLength(6);
-    } finally {
-      await Promise.all(replicas.map((relay) => relay.stop('SIGTERM')));
-      await redis.stop();
-      await provider.stop();
-    }
+    });
   }, 40_000);
 });
 
 describe('replicas and Redis die mid-burst', () => {
   it('delivers every message that got 250 while one replica is SIGKILLed and restarted, and Redis too', async () => {
-    const provider = await startProvider();
-    provider.dataDelayMs = 5; // messages stay queued for a while when the kills land
-    const redis = await RedisServer.start();
-    const replicas: RelayProcess[] = [];
-    try {
-      for (const name of ['replica-a', 'replica-b', 'replica-c']) {
-        const { configFile } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, cluster: { redis: redis.url, name }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } });
-        const relay = new RelayProcess(configFile);
-        await relay.start();
-        replicas.push(relay);
-      }
+    await withCluster(3, { queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } }, async ({ provider, redis, replicas: started }) => {
+      const replicas = started.map(({ relay }) => relay);
+      provider.dataDelayMs = 5; // messages stay queued for a while when the kills land
       const total = 150;
       const accepted = new Set<number>();
       let next = 0;
@@ -316,26 +298,14 @@ describe('replicas and Redis die mid-burst', () => {
       const duplicates = provider.received.length - delivered().size;
       console.log(`cluster kill test: ${accepted.size} accepted, ${delivered().size} delivered, ${lost.length} lost, ${duplicates} duplicates`);
       expect(lost).toEqual([]);
-    } finally {
-      await Promise.all(replicas.map((relay) => (relay.child?.exitCode === null && relay.child.signalCode === null ? relay.stop('SIGTERM') : undefined)));
-      await redis.stop();
-      await provider.stop();
-    }
+    });
   }, 90_000);
 });
 
 describe('account state is the same on every replica', () => {
   it('holds an account on every replica when one had to hold it, with the provider\'s words in /readyz/accounts', async () => {
-    const provider = await startProvider();
-    const redis = await RedisServer.start();
-    const replicas: RelayProcess[] = [];
-    try {
-      for (const name of ['replica-a', 'replica-b']) {
-        const { configFile } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, cluster: { redis: redis.url, name }, oauth: { reauthCheckInterval: 600 } });
-        const relay = new RelayProcess(configFile);
-        await relay.start();
-        replicas.push(relay);
-      }
+    await withCluster(2, { oauth: { reauthCheckInterval: 600 } }, async ({ provider, replicas: started }) => {
+      const replicas = started.map(({ relay }) => relay);
       const [a, b] = replicas;
       const disabled = { code: 535, message: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant' };
       provider.authScript.push(disabled, disabled); // the login and its one retry
@@ -344,10 +314,6 @@ describe('account state is the same on every replica', () => {
       const accounts = (await (await fetch(`http://127.0.0.1:${b.httpPort}/readyz/accounts`)).json()) as { accounts: { office: { lastProblem?: { reason: string; reply: string } } } };
       expect(accounts.accounts.office.lastProblem).toMatchObject({ reason: 'account_misconfigured', reply: expect.stringMatching(/5\.7\.139/) });
       expect(await metric(a.httpPort, 'smtp_relay_account_held', { account: 'office' })).toBe(1);
-    } finally {
-      await Promise.all(replicas.map((relay) => relay.stop('SIGTERM')));
-      await redis.stop();
-      await provider.stop();
-    }
+    });
   }, 30_000);
 });

@@ -230,7 +230,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     version: packageVersion(),
     smtp: `${hostname}:${smtpAddress.port}`,
     http: `${config.cluster?.advertiseHost ?? hostname}:${httpAddress.port}`,
-    queued: [...routes.keys()].reduce((sum, name) => sum + agent.state(name).queued + agent.state(name).deferred + agent.state(name).active, 0),
+    queued: [...routes.keys()].map((name) => agent.state(name)).reduce((sum, state) => sum + state.queued + state.deferred + state.active, 0),
   }));
   if (options.keepAlive !== false) {
     for (const { tokens: manager } of routes.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);

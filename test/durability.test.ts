@@ -152,7 +152,7 @@ describe('a committed message stays committed across crashes', () => {
   it('takes over a spool written by an earlier version (<id>.eml + <id>.json): delivers queued ones once, keeps failed ones', async () => {
     const provider = await startProvider();
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-legacy-'));
-    const queued = await leaveInLegacySpool(dataDir, { envelope: { from: MAILBOX, to: ['alice@example.com', 'bob@example.com'] }, delivered: ['alice@example.com'], attempts: 1 });
+    await leaveInLegacySpool(dataDir, { envelope: { from: MAILBOX, to: ['alice@example.com', 'bob@example.com'] }, delivered: ['alice@example.com'], attempts: 1 });
     const failed = await leaveInLegacySpool(dataDir, { failedAt: new Date().toISOString() }, 'failed');
     await writeFile(path.join(dataDir, 'spool', 'queue', 'NEVERCOMMITTED.eml'), 'From: x\r\n\r\nno record: the device got no 250');
     const relay = await startRelay(provider, { dataDir, top: QUEUE });
@@ -165,7 +165,6 @@ describe('a committed message stays committed across crashes', () => {
     expect(await metric(relay.httpPort, 'smtp_relay_queue_messages', { account: 'office', state: 'failed' })).toBe(1);
     const shown = await queueCommand(dataDir, ['show', failed], false);
     expect(shown.output).toContain('Subject: crashed');
-    expect(queued).toMatch(/^CRASH/);
   });
 
   it('prunes failed messages past queue.failedRetention', async () => {

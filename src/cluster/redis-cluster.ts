@@ -209,7 +209,7 @@ export class RedisCluster implements ClusterState {
     const entries = (await this.quietly(() => this.redis.hgetall('replicas'))) ?? {};
     const now = Date.now();
     return Object.values(entries)
-      .map((text) => JSON.parse(text) as ReplicaInfo)
+      .flatMap((text) => parsedReplica(text))
       .filter((replica) => now - Date.parse(replica.lastSeen) < FORGET_AFTER_MS)
       .map((replica) => ({ ...replica, stale: now - Date.parse(replica.lastSeen) > 3 * HEARTBEAT_MS || undefined }))
       .sort((a, b) => a.name.localeCompare(b.name));
@@ -300,5 +300,15 @@ export class RedisCluster implements ClusterState {
       this.log.warn({ key }, 'a shared token cannot be read (another tokenKey, or altered); refreshing here');
       return undefined;
     }
+  }
+}
+
+/** A registry entry, or nothing when it cannot be read (a damaged entry must not break /readyz). */
+function parsedReplica(text: string): ReplicaInfo[] {
+  try {
+    const replica = JSON.parse(text) as ReplicaInfo;
+    return typeof replica.name === 'string' && typeof replica.lastSeen === 'string' ? [replica] : [];
+  } catch {
+    return [];
   }
 }

@@ -254,6 +254,7 @@ export class Spool {
     const file = path.join(this.incomingDir, `${record.id}.eml`);
     const digest = createHash('sha256');
     let size = 0;
+    await this.ensureRoom(record.size); // before a byte is written: a full spool refuses at once
     try {
       await pipeline(
         content,
@@ -268,7 +269,6 @@ export class Spool {
       );
       if (size !== record.size) throw new Error(`handed-over message is ${size} bytes, its record says ${record.size}`);
       check(digest.digest('hex'));
-      await this.ensureRoom(size);
       await sealQueueFile(file, record, size, this.queueFile(record.id));
     } catch (error) {
       await removeFile(file).catch(() => undefined);

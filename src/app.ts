@@ -6,7 +6,8 @@ import { changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
-import { handOffQueue, handoffKey, livePeers, receiveHandoff, startCluster } from './cluster/index.js';
+import { handOffQueue, handoffKey, livePeerReplicas, livePeers, receiveHandoff, startCluster } from './cluster/index.js';
+import { Activity, FileTraceLog, NoTraceLog, TraceSearch, type TraceEvent, type TraceLog } from './trace/index.js';
 import { packageVersion } from './util/package-root.js';
 import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
@@ -68,6 +69,28 @@ function bounceSettings({ bounces }: LoadedConfig['config']): BounceSettings {
   return { postmaster: bounces.postmaster, notifySender: bounces.notifySender, maxPerHour: bounces.maxPerHour, delayWarningMs: bounces.delayWarning * 1000 };
 }
 
+/** How far back the console's counts reach after a restart (the log replayed at start). */
+const ACTIVITY_REPLAY_MS = 7 * 86_400_000;
+
+/**
+ * The delivery log and the console's counts beside it: every event goes to both. The counts start
+ * from the log's last days, so a restart does not blank the overview.
+ */
+async function startTrace({ config }: LoadedConfig, logger: Logger, metrics: ReturnType<typeof createMetrics>): Promise<{ traceLog: TraceLog; activity: Activity; trace: { record(event: TraceEvent): void } }> {
+  const activity = new Activity();
+  if (!config.trace.enabled) return { traceLog: new NoTraceLog(), activity, trace: activity };
+  const traceLog = new FileTraceLog(path.join(config.dataDir, 'trace'), config.trace.retention * 1000, logger, (events) => metrics.traceDropped.inc(events));
+  await traceLog.start();
+  for (const event of await traceLog.events({ since: Date.now() - ACTIVITY_REPLAY_MS })) activity.record(event);
+  const trace = {
+    record(event: TraceEvent) {
+      traceLog.record(event);
+      activity.record(event);
+    },
+  };
+  return { traceLog, activity, trace };
+}
+
 /** Wires the parts for one configuration; no globals, so tests can run several side by side. */
 export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): Promise<RunningApp> {
   const { config } = loaded;
@@ -84,6 +107,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   });
   const recovered = await spool.init();
   const health = new HealthBoard();
+  metrics.spoolLimitBytes.set(config.queue.maxSize);
+  const { traceLog, activity, trace } = await startTrace(loaded, logger, metrics);
 
   // Per account: its settings, its token manager and its way out, as every stage needs them.
   const routes = new Map<string, Route & { tokens: TokenManager }>();
@@ -118,6 +143,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     hostname,
     heldRecheckMs: config.oauth.reauthCheckInterval * 1000,
     onHeld: (account, reason, reply, hint) => cluster.announceHeld({ account, reason, reply, hint }),
+    trace,
     metrics,
     health,
     logger,
@@ -139,6 +165,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     bareLineEndings: config.smtp.bareLineEndings,
     receivedHeader: config.smtp.receivedHeader,
     hostname,
+    trace,
+    traceSubjects: config.trace.subjects,
   });
   const listener = new Listener({
     config,
@@ -148,6 +176,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     metrics,
     logger,
     onAuthFailure: (ip, username) => cluster.announceAuthFailure(ip, username),
+    onLogin: (username, ip) => activity.login(username, ip),
   });
   cluster.onAuthFailure((ip, username) => listener.noteFailureElsewhere(ip, username));
   cluster.onHeld(({ account, reason, reply, hint }) => agent.holdFromElsewhere(account, reason, reply, hint));
@@ -185,20 +214,31 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     key: handoffSecret,
     draining: () => draining,
     serves: (account: string) => routes.has(account),
-    adopted: (record: QueueRecord) => agent.add(record),
+    adopted: (record: QueueRecord) => {
+      trace.record({ at: new Date().toISOString(), event: 'adopted', id: record.id, account: record.account });
+      agent.add(record);
+    },
     logger,
   };
+  const traceSearch = new TraceSearch({
+    log: traceLog,
+    self: cluster.name,
+    peers: () => livePeerReplicas(cluster),
+    key: handoffSecret,
+    timeoutMs: config.trace.clusterTimeout * 1000,
+    logger,
+  });
   const status = new StatusServer({
     host: config.http.host,
     port: config.http.port,
     registry: metrics.registry,
     readiness,
     logger,
-    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || admin.handle(request, response),
+    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || (await traceSearch.handle(request, response)) || admin.handle(request, response),
   });
 
   let pendingRestart: string[] = [];
-  const control = new ControlServer(config.dataDir, daemonCommands({ agent, store, logger, pendingRestart: () => pendingRestart }), logger);
+  const control = new ControlServer(config.dataDir, daemonCommands({ agent, store, logger, pendingRestart: () => pendingRestart, traceSearch }), logger);
   await control.listen();
   const [smtpAddress, ...implicitTls] = await listener.listen().catch(async (error: Error) => {
     await control.close();
@@ -269,11 +309,15 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
         // New sessions get 421 while those in progress finish; what they commit is delivered or handed over.
         await listener.drain(SESSION_DRAIN_MS);
         await agent.stop(config.queue.shutdownTimeout * 1000);
-        if (handoffSecret) await handOffQueue({ spool, key: handoffSecret, peers: () => livePeers(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS });
+        if (handoffSecret) {
+          const onHandedOver = (record: QueueRecord, peer: string) => trace.record({ at: new Date().toISOString(), event: 'handed-over', id: record.id, account: record.account, peer });
+          await handOffQueue({ spool, key: handoffSecret, peers: () => livePeers(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS, onHandedOver });
+        }
         await listener.close();
         for (const route of routes.values()) route.upstream.close();
         await status.close();
         await control.close();
+        await traceLog.close();
         await cluster.close();
         logger.info('smtp-oauth-relay stopped');
       })();

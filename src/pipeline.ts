@@ -7,11 +7,12 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics/metrics.js';
 import { LineEndingGuard, SenderRewriter, SizeGuard, type LineEndingPolicy, type SenderDecision } from './rewrite/index.js';
 import { newQueueRecord, type DeliveryAgent, type Spool, type StagedMessage } from './spool/index.js';
-import { LiveSend, type Upstream } from './upstream/index.js';
+import { LiveSend, recipientReplies, type Upstream } from './upstream/index.js';
 import { SmtpError, asSmtpError, defer, reject } from './reply.js';
 import { messageDate } from './util/rfc5322.js';
 import { upstreamDsn } from './envelope.js';
 import type { HealthBoard } from './health.js';
+import type { ReceivedEvent, TraceSink } from './trace/index.js';
 
 export interface Route {
   account: ResolvedAccount;
@@ -32,6 +33,10 @@ export interface PipelineOptions {
   receivedHeader: 'full' | 'minimal' | 'off';
   /** The relay's name in Received fields. */
   hostname: string;
+  /** The delivery log. */
+  trace: TraceSink;
+  /** Whether the delivery log keeps each message's Subject (trace.subjects). */
+  traceSubjects: boolean;
 }
 
 /**
@@ -72,11 +77,14 @@ export class Pipeline {
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);
       if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(this.options.maxMessageSize)}`);
-      const context = { log, route, transaction, staged, decision: rewriter.decision };
+      const context = { log, route, transaction, staged, decision: rewriter.decision, traced: this.receivedEvent(id, route, transaction, rewriter, guard.bytes) };
       return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context, live);
     } catch (error) {
       live?.abandon(error);
-      throw this.fail(log, account, signal.aborted ? signal.reason : error, guard.bytes);
+      const refusal = this.fail(log, account, signal.aborted ? signal.reason : error, guard.bytes);
+      // A message the device finished sending is in the log with the answer it got; a hang-up is not a message.
+      if (!signal.aborted) this.traceRefusal(this.receivedEvent(id, route, transaction, rewriter, guard.bytes), refusal);
+      throw refusal;
     } finally {
       if (staged) await spool.discard(staged); // gone already once committed to the queue
     }
@@ -111,7 +119,32 @@ export class Pipeline {
     return `from ${helo} ([${address}])${user}\r\n\t${by}`;
   }
 
-  private async enqueue({ log, route, transaction, staged, decision }: StageResult): Promise<string> {
+  /** The delivery log's first word on a message: who sent it, as whom, to whom. */
+  private receivedEvent(id: string, route: Route, transaction: Transaction, rewriter: SenderRewriter, size: number): ReceivedEvent {
+    const decision = rewriter.hasDecision ? rewriter.decision : undefined;
+    return {
+      at: new Date().toISOString(),
+      event: 'received',
+      id,
+      account: route.account.name,
+      mode: route.account.delivery,
+      user: transaction.user.username,
+      clientIp: transaction.clientIp,
+      size,
+      from: decision?.originalFrom,
+      sentAs: decision?.envelopeFrom ?? route.account.mailbox,
+      to: transaction.rcptTo,
+      subject: this.options.traceSubjects ? rewriter.subject : undefined,
+    };
+  }
+
+  private traceRefusal(received: ReceivedEvent, refusal: SmtpError): void {
+    const { trace } = this.options;
+    trace.record(received);
+    trace.record({ at: new Date().toISOString(), event: 'refused', id: received.id, account: received.account, reply: `${refusal.reply.code} ${refusal.message}` });
+  }
+
+  private async enqueue({ log, route, transaction, staged, decision, traced }: StageResult): Promise<string> {
     const { spool, agent } = this.options;
     const record = newQueueRecord({
       id: staged.id,
@@ -125,14 +158,15 @@ export class Pipeline {
       dsn: transaction.dsn,
     });
     await spool.commit(staged, record);
+    this.options.trace.record(traced);
     // Delivery starts after the 250 is on its way: the device does not wait for the agent's work.
     setImmediate(() => agent.add(record));
     log.info({ size: staged.size, from: decision.envelopeFrom, originalFrom: decision.originalFrom, fromRewritten: decision.fromRewritten, recipients: transaction.rcptTo.length }, 'message queued');
     return `Ok: queued as ${staged.id}`;
   }
 
-  private async relay({ log, route, transaction, staged, decision }: StageResult, live: LiveSend | undefined): Promise<string> {
-    const { spool, metrics, health } = this.options;
+  private async relay({ log, route, transaction, staged, decision, traced }: StageResult, live: LiveSend | undefined): Promise<string> {
+    const { spool, metrics, health, trace } = this.options;
     const account = route.account.name;
     const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo) };
     const started = performance.now();
@@ -140,6 +174,11 @@ export class Pipeline {
     const receipt = live ? await live.finish(open) : await route.upstream.send(envelope, open);
     metrics.messagesRelayed.inc({ account });
     health.relayed(account);
+    const durationMs = Math.round(performance.now() - started);
+    const at = new Date().toISOString();
+    trace.record(traced);
+    trace.record({ at, event: 'attempt', id: staged.id, account, result: 'delivered', reply: receipt.response, recipients: recipientReplies(receipt), durationMs });
+    trace.record({ at, event: 'final', id: staged.id, account, status: 'delivered' });
     log.info(
       {
         size: staged.size,
@@ -149,7 +188,7 @@ export class Pipeline {
         recipients: receipt.accepted.length,
         rejectedRecipients: receipt.rejected.length ? receipt.rejected : undefined,
         upstream: receipt.response,
-        durationMs: Math.round(performance.now() - started),
+        durationMs,
       },
       'message relayed',
     );
@@ -175,4 +214,5 @@ interface StageResult {
   transaction: Transaction;
   staged: StagedMessage;
   decision: SenderDecision;
+  traced: ReceivedEvent;
 }

@@ -4,22 +4,8 @@ import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { DEVICE, accountFor, execFileAsync, message, sendRaw, startProvider, startRelay } from './helpers.js';
+import { DEVICE, accountFor, cli, execFileAsync, message, sendRaw, startProvider, startRelay } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
-
-const CLI = path.resolve('dist/src/cli/main.js');
-
-async function cli(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string } = {}) {
-  return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...options.env }, cwd: options.cwd });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(options.input ?? '');
-  });
-}
 
 describe('command line', () => {
   let provider: FakeProvider;
@@ -88,7 +74,7 @@ describe('command line', () => {
 
   it('demo runs the whole path in one command and tells the user nothing leaves the machine', async () => {
     const cwd = await mkdtemp(path.join(os.tmpdir(), 'relay-demo-'));
-    const child = spawn(process.execPath, [CLI, 'demo', '--port', '0', '--http-port', '0'], { cwd, env: { PATH: process.env.PATH } });
+    const child = spawn(process.execPath, [path.resolve('dist/src/cli/main.js'), 'demo', '--port', '0', '--http-port', '0'], { cwd, env: { PATH: process.env.PATH } });
     try {
       let stdout = '';
       child.stdout.on('data', (chunk) => (stdout += chunk));

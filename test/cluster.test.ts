@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { MAILBOX, accountFor, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import { MAILBOX, accountFor, cli, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { TokenStore } from '../src/oauth/token-store.js';
 import { HANDOFF_PATH, handoffKey } from '../src/cluster/index.js';
 import { createHash, createHmac } from 'node:crypto';
@@ -9,6 +9,7 @@ import { RedisServer } from '../bench/redis-server.js';
 import { RawSmtp } from './raw-smtp.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
+import type { TraceSearchResult } from '../src/trace/index.js';
 
 /*
  * Three relay processes, each with its own data directory, share one real Redis (Debian's
@@ -199,7 +200,7 @@ describe('scale-down hands the queue over', () => {
   beforeEach(async () => {
     provider = await startProvider();
     redis = await RedisServer.start();
-    replicas = await startReplicas(provider, redis, 3, { cluster: { advertiseHost: '127.0.0.1' }, accounts: { office: signedOut(provider) }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } });
+    replicas = await startReplicas(provider, redis, 3, { cluster: { advertiseHost: '127.0.0.1' }, accounts: { office: signedOut(provider) }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } }, trace: { clusterTimeout: 1 } });
   }, 30_000);
 
   afterEach(async () => {
@@ -227,6 +228,33 @@ describe('scale-down hands the queue over', () => {
     expect((await queued(a.dataDir)) + (await queued(b.dataDir))).toBe(100);
     expect(provider.received).toHaveLength(0);
     await deliveredOnce(100);
+    // The trace on C's volume says where each message went; the survivors' say what became of it.
+    const onC = (await cli(['trace', '--data-dir', c.dataDir, '--limit', '1'])).stdout;
+    expect(onC).toMatch(/HANDED-OVER[\s\S]*handed over to 127\.0\.0\.1:\d+/);
+    const id = /^(\S+)  HANDED-OVER/m.exec(onC)![1];
+    await until(async () => /DELIVERED/.test((await cli(['trace', '--config', a.configFile, '--id', id])).stdout));
+    expect((await cli(['trace', '--config', a.configFile, '--id', id])).stdout).toMatch(/taken over from a stopping replica[\s\S]*delivered/);
+  }, 60_000);
+
+  it('searches the delivery log of every replica from any one, and names a replica that did not answer', async () => {
+    const [a, , c] = replicas;
+    for (const [index, replica] of replicas.entries()) for (let n = 0; n < 2; n++) await sendRaw(replica.relay.port, scan(3000 + index * 10 + n));
+    const search = async () => JSON.parse((await cli(['trace', '--json', '--config', a.configFile])).stdout) as TraceSearchResult;
+    await until(async () => (await search()).messages.length === 6);
+    const everywhere = await search();
+    expect(everywhere.replicas.map((replica) => [replica.name, replica.answered])).toEqual([['replica-a', true], ['replica-b', true], ['replica-c', true]]);
+    expect(new Set(everywhere.messages.map((found) => found.events[0].replica))).toEqual(new Set(['replica-a', 'replica-b', 'replica-c']));
+
+    c.relay.child!.kill('SIGSTOP'); // alive in the registry, but answering nothing
+    try {
+      const started = Date.now();
+      const { stdout } = await cli(['trace', '--config', a.configFile]);
+      expect(Date.now() - started).toBeLessThan(8000);
+      expect(stdout).toMatch(/^warning: replica replica-c did not answer \(no answer within 1 s\); its part of the log is missing$/m);
+      expect(stdout).toMatch(/^4 message\(s\)$/m);
+    } finally {
+      c.relay.child!.kill('SIGCONT');
+    }
   }, 60_000);
 
   it('hands an orphaned volume over with `queue handoff --data-dir` (a replica that died and will not come back)', async () => {

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,6 +12,21 @@ import { DEVICE, accountFor, sendRaw, startProvider as startHarnessProvider } fr
 import type { FakeProviderOptions } from '../src/demo/fake-provider.js';
 
 export const execFileAsync = promisify(execFile);
+
+const CLI = path.resolve('dist/src/cli/main.js');
+
+/** Runs the built command line as a user would, with only PATH (and what the test adds) in its environment. */
+export async function cli(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string } = {}) {
+  return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...options.env }, cwd: options.cwd });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(options.input ?? '');
+  });
+}
 export { MAILBOX, DEVICE, accountFor, writeRelayConfig, sendRaw } from '../bench/harness.js';
 
 /** Everything a test started, so one afterEach(stopStarted) tears it down (newest first). */

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile, readDataDir } from '../config/index.js';
 import { queueCommand } from './queue.js';
+import { traceCommand } from './trace.js';
 import { login } from './login.js';
 import { encryptTokenStore } from './tokens.js';
 import { SignInError } from '../oauth/sign-in.js';
@@ -29,6 +30,10 @@ Commands:
   queue delete ID         remove a message (queued or failed)
   queue handoff --data-dir DIR
                           hand a stopped replica's queue to the live replicas of the cluster
+  trace [--id ID] [--user NAME] [--from ADDR] [--to ADDR] [--account NAME]
+        [--since 2h] [--status failed] [--limit N] [--json]
+                          search the delivery log (every replica, in a cluster) and print
+                          each message's timeline: received, attempts, the provider's words, outcome
   login ACCOUNT [--browser]
                           sign an account in (device code, or the browser with PKCE) and store its token
   credentials create-certificate ACCOUNT [--days N]
@@ -58,6 +63,15 @@ async function main(argv: string[]): Promise<number> {
       browser: { type: 'boolean' },
       'old-key-file': { type: 'string' },
       days: { type: 'string' },
+      id: { type: 'string' },
+      user: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      account: { type: 'string' },
+      since: { type: 'string' },
+      status: { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -91,6 +105,11 @@ async function main(argv: string[]): Promise<number> {
         return handoffCommand(loadConfigFile(configPath), values['data-dir'], (text) => process.stdout.write(text));
       }
       const result = await queueCommand(readDataDir(configPath), positionals.slice(1), values.all ?? false);
+      (result.code === 0 ? process.stdout : process.stderr).write(result.output);
+      return result.code;
+    }
+    case 'trace': {
+      const result = await traceCommand(values['data-dir'] ?? readDataDir(configPath), values);
       (result.code === 0 ? process.stdout : process.stderr).write(result.output);
       return result.code;
     }

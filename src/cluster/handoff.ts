@@ -21,8 +21,16 @@ export function handoffKey(tokenKey: string): Buffer {
   return createHash('sha256').update(`smtp-oauth-relay handoff v1\0${tokenKey}`).digest();
 }
 
-function signature(key: Buffer, time: string, record: string, sha256: string): string {
-  return createHmac('sha256', key).update(`${time}\n${record}\n${sha256}`).digest('hex');
+/** The HMAC one replica puts on an internal request (handoff, trace search) for another. */
+export function internalSignature(key: Buffer, parts: string[]): string {
+  return createHmac('sha256', key).update(parts.join('\n')).digest('hex');
+}
+
+/** Whether a request's signature and its time (within a few minutes of ours) are right. */
+export function validInternalSignature(key: Buffer, signed: string, time: string, parts: string[]): boolean {
+  const expected = Buffer.from(internalSignature(key, [time, ...parts]), 'hex');
+  const given = Buffer.from(signed, 'hex');
+  return given.length === expected.length && timingSafeEqual(given, expected) && Math.abs(Date.now() - Number(time)) <= MAX_CLOCK_SKEW_MS;
 }
 
 export interface HandoffOptions {
@@ -33,6 +41,8 @@ export interface HandoffOptions {
   logger: Logger;
   /** Gives up (the rest stays on this volume) at this time. */
   deadline: number;
+  /** Told of each message a peer committed (for the delivery log). */
+  onHandedOver?: (record: QueueRecord, peer: string) => void;
 }
 
 /** Hands every queued message to a peer; returns how many went and how many stay here. */
@@ -58,6 +68,7 @@ export async function handOffQueue(options: HandoffOptions): Promise<{ handedOff
       });
       if (!accepted) continue;
       await spool.deleteMessage(record.id);
+      options.onHandedOver?.(record, peer);
       handedOff++;
       break;
     }
@@ -75,7 +86,7 @@ async function sendTo(peer: string, record: QueueRecord, { spool, key }: Handoff
   const time = String(Date.now());
   const response = await fetch(`http://${peer}${HANDOFF_PATH}`, {
     method: 'POST',
-    headers: { 'content-type': 'message/rfc822', 'x-relay-time': time, 'x-relay-record': encoded, 'x-relay-sha256': digest, 'x-relay-signature': signature(key, time, encoded, digest) },
+    headers: { 'content-type': 'message/rfc822', 'x-relay-time': time, 'x-relay-record': encoded, 'x-relay-sha256': digest, 'x-relay-signature': internalSignature(key, [time, encoded, digest]) },
     body: Readable.toWeb(spool.openMessage(record)) as ReadableStream,
     duplex: 'half',
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
@@ -108,9 +119,7 @@ export async function receiveHandoff(request: IncomingMessage, response: ServerR
   if (!options.key) return answer(404, 'handoff needs cluster: and tokenKey');
   if (options.draining()) return answer(503, 'draining');
   const [time, encoded, digest, signed] = ['x-relay-time', 'x-relay-record', 'x-relay-sha256', 'x-relay-signature'].map((name) => String(request.headers[name] ?? ''));
-  const expected = Buffer.from(signature(options.key, time, encoded, digest), 'hex');
-  const given = Buffer.from(signed, 'hex');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected) || Math.abs(Date.now() - Number(time)) > MAX_CLOCK_SKEW_MS) {
+  if (!validInternalSignature(options.key, signed, time, [encoded, digest])) {
     options.logger.warn({ clientIp: request.socket.remoteAddress }, 'handoff refused: bad or stale signature');
     return answer(403, 'bad signature');
   }

@@ -2,7 +2,7 @@ import os from 'node:os';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { LocalCluster, type ClusterState } from './cluster.js';
+import { LocalCluster, type ClusterState, type ReplicaInfo } from './cluster.js';
 import { RedisCluster } from './redis-cluster.js';
 
 export { LocalCluster, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
@@ -18,9 +18,14 @@ export function startCluster(config: Config, logger: Logger, metrics: Metrics): 
   return new RedisCluster({ url: redis, password: redisPassword, name, keyPrefix, tokenKey: config.tokenKey, logger, metrics });
 }
 
-export { HANDOFF_PATH, handOffQueue, handoffKey, receiveHandoff } from './handoff.js';
+export { HANDOFF_PATH, handOffQueue, handoffKey, internalSignature, receiveHandoff, validInternalSignature } from './handoff.js';
+
+/** The other replicas with a recent heartbeat. */
+export async function livePeerReplicas(cluster: ClusterState): Promise<ReplicaInfo[]> {
+  return (await cluster.replicas()).filter((replica) => replica.name !== cluster.name && !replica.stale);
+}
 
 /** HTTP addresses of the other replicas with a recent heartbeat. */
 export async function livePeers(cluster: ClusterState): Promise<string[]> {
-  return (await cluster.replicas()).filter((replica) => replica.name !== cluster.name && !replica.stale).map((replica) => replica.http);
+  return (await livePeerReplicas(cluster)).map((replica) => replica.http);
 }

@@ -189,6 +189,8 @@ const userSchema = z
     allowRecipients: z.array(z.string().min(1)).optional(),
     maxRecipients: z.number().int().positive().optional(),
     bareLineEndings: lineEndingPolicy.optional(),
+    /** The device normally sends at least this often ("1d"): the console flags it when it has been silent longer. */
+    expectEvery: durationSeconds.optional(),
   })
   .strict();
 
@@ -241,6 +243,20 @@ const bouncesSchema = z
   })
   .strict();
 
+/** The delivery log (message trace) under dataDir/trace/. */
+const traceSchema = z
+  .object({
+    /** Off: no delivery log (the console's Messages page and `trace` find nothing). */
+    enabled: z.boolean().default(true),
+    /** Keep each message's Subject in the log; false where subjects are confidential. */
+    subjects: z.boolean().default(true),
+    /** Days of log kept (one file per day). */
+    retention: durationSeconds.default(30 * 86400),
+    /** How long a search waits for each other replica of a cluster. */
+    clusterTimeout: durationSeconds.default(5),
+  })
+  .strict();
+
 /** Replicas that share provider limits, tokens and account state through Redis or Valkey. */
 const clusterSchema = z
   .object({
@@ -264,6 +280,7 @@ export const configSchema = z
     delivery: deliveryMode.default('queue'),
     queue: queueSchema.default(() => queueSchema.parse({})),
     bounces: bouncesSchema.default(() => bouncesSchema.parse({})),
+    trace: traceSchema.default(() => traceSchema.parse({})),
     smtp: smtpSchema.default(() => smtpSchema.parse({})),
     http: httpSchema.default(() => httpSchema.parse({})),
     dataDir: z.string().default('./data'),

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { TraceQuery } from '../trace/index.js';
 
 /**
  * What the CLI asks of a running daemon. The daemon owns the spool and the token store while it
@@ -11,6 +12,8 @@ export type ControlRequest =
   | { op: 'queue-delete'; id: string }
   /** Re-writes the token store with newKey (reading with oldKey, else the daemon's own key). */
   | { op: 'tokens-rekey'; newKey: string; oldKey?: string }
+  /** Searches the delivery log (of every replica, in a cluster); the output is a TraceSearchResult as JSON. */
+  | { op: 'trace-search'; query: TraceQuery }
   /** The changed config keys the last SIGHUP could not apply (one a line). */
   | { op: 'pending-restart' };
 

@@ -18,6 +18,8 @@ interface Failures {
 }
 
 export type Lockout = { scope: 'ip' | 'user'; until: number };
+/** A lockout in force: a client (address or IPv6 /64) or a user name under attack. */
+export type ActiveLockout = Lockout & { key: string };
 
 /** One login attempt, counted as a failure from the start until it proves right. */
 export interface Attempt {
@@ -82,6 +84,22 @@ export class AuthGuard {
       },
       failed: () => this.failed(entry, username, known, Date.now()),
     };
+  }
+
+  active(now = Date.now()): ActiveLockout[] {
+    const clients = [...this.byClient].filter(([, entry]) => entry.bannedUntil > now).map(([key, entry]) => ({ scope: 'ip' as const, key, until: entry.bannedUntil }));
+    const users = [...this.byUser].filter(([, entry]) => entry.bannedUntil > now).map(([key, entry]) => ({ scope: 'user' as const, key, until: entry.bannedUntil }));
+    return [...clients, ...users];
+  }
+
+  /** Forgets a client's or a user name's failures; false when it was not locked out. */
+  lift(scope: Lockout['scope'], key: string, now = Date.now()): boolean {
+    const map = scope === 'ip' ? this.byClient : this.byUser;
+    const entry = map.get(key);
+    if (!entry || entry.bannedUntil <= now) return false;
+    map.delete(key);
+    if (scope === 'user') for (const pair of this.failedPairs.keys()) if (pair.startsWith(`${key}\0`)) this.failedPairs.delete(pair);
+    return true;
   }
 
   /**

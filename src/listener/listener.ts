@@ -17,7 +17,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { SmtpError, asSmtpError, defer, reject } from '../reply.js';
 import type { DsnRequest } from '../envelope.js';
 import { DeviceAuthenticator } from './passwords.js';
-import { AuthGuard, type AuthGuardLimits, type Lockout } from './auth-guard.js';
+import { AuthGuard, type ActiveLockout, type AuthGuardLimits, type Lockout } from './auth-guard.js';
 import { RecipientPolicy } from './recipient-policy.js';
 
 /** What the listener knows about a message when its DATA starts. */
@@ -54,6 +54,8 @@ export interface ListenerOptions {
   logger: Logger;
   /** Told of every failed device login (a cluster shares them, so limits hold across replicas). */
   onAuthFailure?: (ip: string, username: string) => void;
+  /** Told of every successful device login (the console's Devices page). */
+  onLogin?: (username: string, ip: string) => void;
 }
 
 /** Remembers which clients were warned about clear-text AUTH, without growing forever. */
@@ -396,7 +398,20 @@ export class Listener {
     }
     attempt?.succeeded();
     if (!session.secure) this.warnClearText(ip, log.child({ user: user.username }));
+    this.options.onLogin?.(user.username, ip);
     callback(null, { user });
+  }
+
+  /** Client addresses and user names locked out now (the console's Devices page). */
+  lockouts(): ActiveLockout[] {
+    return this.guard.active();
+  }
+
+  /** An administrator lifts a lockout (after fixing the device's password, say). */
+  unlock(scope: Lockout['scope'], key: string): boolean {
+    const lifted = this.guard.lift(scope, key);
+    if (lifted) this.options.logger.info({ scope, key }, 'lockout lifted by an administrator');
+    return lifted;
   }
 
   /** A failed login on another replica counts against the same limits here. */

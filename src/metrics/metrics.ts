@@ -132,6 +132,8 @@ export function createMetrics(accountNames: string[]) {
         this.set(probes.queue?.spoolBytes() ?? 0);
       },
     }),
+    spoolLimitBytes: new Gauge({ name: `${p}spool_limit_bytes`, help: 'The spool size limit (queue.maxSize): new mail is refused with 452 beyond it', registers: [registry] }),
+    traceDropped: new Counter({ name: `${p}trace_events_dropped_total`, help: 'Delivery-log events that could not be written (the mail itself is unaffected)', registers: [registry] }),
     /** Lets the spool side plug in what the queue gauges read, without metrics depending on it. */
     setQueueProbe(probe: QueueProbe) {
       probes.queue = probe;

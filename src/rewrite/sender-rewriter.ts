@@ -1,7 +1,24 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { applySenderRules, type SenderDecision, type SenderRules } from './headers.js';
-import { HeaderCollector, buildHeader, foldLongLines, type HeaderField, type HeaderSection } from '../util/header-fields.js';
+import { HeaderCollector, buildHeader, fieldValue, foldLongLines, type HeaderField, type HeaderSection } from '../util/header-fields.js';
 import { reject } from '../reply.js';
+import libmime from 'libmime';
+
+const SUBJECT_LENGTH = 200;
+
+function subjectOf(fields: readonly HeaderField[]): string | undefined {
+  const field = fields.find((candidate) => candidate.key === 'subject');
+  if (!field) return undefined;
+  // Raw 8-bit subjects are usually UTF-8 (RFC 6532); encoded words are decoded.
+  const raw = Buffer.from(fieldValue(field), 'latin1').toString('utf8');
+  let text: string;
+  try {
+    text = libmime.decodeWords(raw);
+  } catch {
+    text = raw;
+  }
+  return text.replace(/[\x00-\x1f\x7f]+/g, ' ').trim().slice(0, SUBJECT_LENGTH);
+}
 
 /**
  * Reads only the header section of a streamed message (up to a cap), applies the sender rules to
@@ -11,6 +28,7 @@ import { reject } from '../reply.js';
 export class SenderRewriter extends Transform {
   private collector?: HeaderCollector = new HeaderCollector();
   private decisionValue?: SenderDecision;
+  private subjectValue?: string;
 
   constructor(
     private readonly rules: SenderRules,
@@ -19,10 +37,19 @@ export class SenderRewriter extends Transform {
     super();
   }
 
+  get hasDecision(): boolean {
+    return this.decisionValue !== undefined;
+  }
+
   /** Set once the header section has been read. */
   get decision(): SenderDecision {
     if (!this.decisionValue) throw new Error('header section not read yet');
     return this.decisionValue;
+  }
+
+  /** The Subject, decoded (RFC 2047) and cut to 200 characters, for the delivery log; set with the decision. */
+  get subject(): string | undefined {
+    return this.subjectValue;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -57,6 +84,7 @@ export class SenderRewriter extends Transform {
       return reject('header_too_large', 554, '5.6.0', 'A header line is longer than 998 octets and has no white space to fold it at (RFC 5322 2.1.1)');
     }
     this.decisionValue = decision;
+    this.subjectValue = subjectOf(section.fields);
     this.push(buildHeader(folded as HeaderField[]));
     if (section.rest.length > 0) this.push(section.rest);
     return null;

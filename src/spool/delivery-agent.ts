@@ -12,6 +12,8 @@ import { buildDeliveryReport } from './dsn.js';
 import { upstreamDsn, wantsNotice, type NoticeKind } from '../envelope.js';
 import { readHeaderFields } from './header-block.js';
 import type { Spool } from './spool.js';
+import type { AttemptResult, FinalStatus, TraceSink } from '../trace/index.js';
+import { recipientReplies } from '../upstream/index.js';
 
 export interface BounceSettings {
   postmaster?: string;
@@ -40,6 +42,8 @@ export interface DeliveryAgentOptions {
   metrics: Metrics;
   health: HealthBoard;
   logger: Logger;
+  /** The delivery log. */
+  trace: TraceSink;
   /** Told when an account's queue becomes held here (a cluster holds it on every replica). */
   onHeld?: (account: string, reason: FailureReason, reply: string, hint?: string) => void;
 }
@@ -157,11 +161,40 @@ export class DeliveryAgent {
 
   /** `queue delete`: a waiting or failed message goes; one being delivered right now cannot. */
   async delete(id: string): Promise<'deleted' | 'in_flight' | 'not_found'> {
+    const { spool } = this.options;
+    let record: QueueRecord | undefined;
     for (const queue of this.queues.values()) {
       if (queue.inFlight.has(id)) return 'in_flight';
+      record ??= queue.waiting.get(id);
       queue.waiting.delete(id);
     }
-    return (await this.options.spool.deleteMessage(id)) ? 'deleted' : 'not_found';
+    record ??= (await spool.read(id)) ?? (await spool.read(id, 'failed'));
+    if (!(await spool.deleteMessage(id))) return 'not_found';
+    if (record) this.traceFinal(record, 'deleted');
+    return 'deleted';
+  }
+
+  /** Every waiting message of an account is due now (the console's Retry all). */
+  retryAccount(accountName: string): number {
+    const queue = this.queues.get(accountName);
+    if (!queue) return 0;
+    const now = new Date().toISOString();
+    for (const record of queue.waiting.values()) record.nextAttemptAt = now;
+    if (queue.held) this.recheckHeld(accountName);
+    else this.pump(accountName);
+    return queue.waiting.size;
+  }
+
+  /** The messages waiting or being delivered, per account (the console's Queue page). */
+  pending(): { record: QueueRecord; inFlight: boolean; held: boolean }[] {
+    return [...this.queues.values()].flatMap((queue) => [
+      ...[...queue.inFlight.values()].map((record) => ({ record, inFlight: true, held: false })),
+      ...[...queue.waiting.values()].map((record) => ({ record, inFlight: false, held: queue.held !== undefined })),
+    ]);
+  }
+
+  private traceFinal(record: QueueRecord, status: FinalStatus): void {
+    this.options.trace.record({ at: new Date().toISOString(), event: 'final', id: record.id, account: record.account, status });
   }
 
   /** A newly committed message. */
@@ -316,6 +349,8 @@ export class DeliveryAgent {
     record.attempts++;
     record.lastAttemptAt = new Date().toISOString();
     const started = performance.now();
+    const traceAttempt = (result: AttemptResult, reply: string, recipients: { address: string; reply: string }[]) =>
+      this.options.trace.record({ at: new Date().toISOString(), event: 'attempt', id: record.id, account, result, reply, recipients, durationMs: Math.round(performance.now() - started) });
     try {
       const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size, dsn: upstreamDsn(record.dsn, to) }, () => spool.openMessage(record));
       record.delivered.push(...receipt.accepted);
@@ -327,6 +362,7 @@ export class DeliveryAgent {
       }
       metrics.deliveryAttempts.inc({ account, result: 'delivered' });
       health.relayed(account);
+      traceAttempt('delivered', receipt.response, recipientReplies(receipt));
       log.info({ recipients: receipt.accepted.length, attempts: record.attempts, upstream: receipt.response, durationMs: Math.round(performance.now() - started) }, 'message delivered');
     } catch (error) {
       const failure = asSmtpError(error);
@@ -334,6 +370,8 @@ export class DeliveryAgent {
       // The upstream's own words when it answered; the relay's reading of the problem otherwise.
       record.lastReply = cause?.response?.split(/\r?\n/)[0] ?? `${failure.reply.code} ${failure.message}`;
       health.failed(account, failure.reason, record.lastReply, failure.hint);
+      const reply = record.lastReply;
+      traceAttempt(failure.holdsAccount ? 'held' : failure.isTemporary ? 'deferred' : 'failed', reply, to.map((address) => ({ address, reply })));
       if (failure.holdsAccount) {
         record.attempts--; // waiting for a human (or a quota) is not the message's failure
         metrics.deferrals.inc({ account, reason: failure.reason });
@@ -362,6 +400,7 @@ export class DeliveryAgent {
       if (record.failedRecipients.length === 0) {
         await spool.remove(record);
         metrics.messagesRelayed.inc({ account: record.account });
+        this.traceFinal(record, 'delivered');
         return;
       }
       // The provider's reason when the relay knows the reply (send_as_denied, external_recipient, ...).
@@ -394,6 +433,7 @@ export class DeliveryAgent {
     if (to.length > 0) record.report = { id: `${record.id}R`, to, explanation, sender };
     if (!(await spool.save(record))) return; // deleted meanwhile
     metrics.messagesFailed.inc({ account: record.account, reason });
+    this.traceFinal(record, reason === 'expired' ? 'expired' : 'failed');
     this.log.error({ id: record.id, account: record.account, failed: record.failedRecipients, attempts: record.attempts }, 'message failed for good; kept in the failed area');
     await this.finishFailure(record);
   }
@@ -475,6 +515,9 @@ export class DeliveryAgent {
     });
     const queued = newQueueRecord({ id, account: record.account, envelope: { from: entry.account.mailbox, to: [to] }, size: content.length, isReport: true });
     await spool.enqueue(queued, content);
+    const at = new Date().toISOString();
+    this.options.trace.record({ at, event: 'report', id: record.id, account: record.account, reportId: id, to, kind: report.action });
+    this.options.trace.record({ at, event: 'received', id, account: record.account, mode: 'queue', size: content.length, sentAs: entry.account.mailbox, to: [to], about: record.id });
     this.add(queued);
     this.log.info({ id, about: record.id, to, action: report.action }, 'delivery report queued');
   }

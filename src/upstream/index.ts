@@ -1,4 +1,4 @@
-export { Upstream, type Envelope, type SendReceipt } from './upstream.js';
+export { Upstream, recipientReplies, type Envelope, type SendReceipt } from './upstream.js';
 export { LiveSend } from './live-send.js';
 export { parseReply } from './classify.js';
 export { explainReply, type ProviderVerdict } from './provider-replies.js';

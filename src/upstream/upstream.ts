@@ -31,6 +31,11 @@ export interface SendReceipt {
   response: string;
 }
 
+/** Each recipient with the upstream's answer for it (the delivery log's view of a send). */
+export function recipientReplies(receipt: SendReceipt): { address: string; reply: string }[] {
+  return [...receipt.accepted.map((address) => ({ address, reply: receipt.response })), ...receipt.rejected.map(({ address, response }) => ({ address, reply: response }))];
+}
+
 /** A send waits this long at most for the pace to allow it (well within a device's DATA timeout). */
 const PACE_WAIT_MS = 10_000;
 /** How often a send waiting for a cluster-wide session slot asks again (plus jitter). */

@@ -1,0 +1,85 @@
+/**
+ * The delivery log ("message trace"): what happened to each message, as events appended while it
+ * moves. A message's timeline is the events with its id, from every replica that touched it.
+ */
+export type FinalStatus = 'delivered' | 'failed' | 'expired' | 'deleted';
+export type AttemptResult = 'delivered' | 'deferred' | 'failed' | 'held';
+
+interface EventBase {
+  /** ISO time. */
+  at: string;
+  id: string;
+  account: string;
+}
+
+export type TraceEvent =
+  | (EventBase & {
+      event: 'received';
+      mode: 'queue' | 'direct';
+      user?: string;
+      clientIp?: string;
+      size: number;
+      /** The author's address as the device gave it. */
+      from?: string;
+      /** The address it goes out as (MAIL FROM upstream). */
+      sentAs: string;
+      to: string[];
+      subject?: string;
+      /** For a delivery report the relay wrote: the message it is about. */
+      about?: string;
+    })
+  /** The device was told no (direct mode, or a local fault before the 250). */
+  | (EventBase & { event: 'refused'; reply: string })
+  | (EventBase & { event: 'attempt'; result: AttemptResult; reply: string; recipients: { address: string; reply: string }[]; durationMs: number })
+  | (EventBase & { event: 'report'; reportId: string; to: string; kind: 'failed' | 'delayed' })
+  | (EventBase & { event: 'handed-over'; peer: string })
+  | (EventBase & { event: 'adopted' })
+  | (EventBase & { event: 'final'; status: FinalStatus });
+
+/** Where events go. The embedded default is a file per day (FileTraceLog). */
+export interface TraceSink {
+  record(event: TraceEvent): void;
+}
+
+export type MessageStatus = FinalStatus | 'refused' | 'held' | 'deferred' | 'queued' | 'handed-over';
+export const MESSAGE_STATUSES: readonly MessageStatus[] = ['delivered', 'failed', 'expired', 'deleted', 'refused', 'held', 'deferred', 'queued', 'handed-over'];
+
+export type ReceivedEvent = Extract<TraceEvent, { event: 'received' }>;
+
+/** One message as the log knows it. */
+export interface MessageTrace {
+  id: string;
+  account: string;
+  received?: ReceivedEvent;
+  status: MessageStatus;
+  /** Oldest first; with `replica` where a cluster search merged several replicas' logs. */
+  events: (TraceEvent & { replica?: string })[];
+}
+
+/** What a message's events add up to: the final word if there is one, else the latest attempt. */
+export function statusOf(events: readonly TraceEvent[]): MessageStatus {
+  let status: MessageStatus = 'queued';
+  for (const event of events) {
+    if (event.event === 'final') return event.status;
+    if (event.event === 'refused') status = 'refused';
+    else if (event.event === 'handed-over') status = 'handed-over';
+    else if (event.event === 'adopted') status = 'queued';
+    else if (event.event === 'attempt') status = event.result === 'delivered' ? 'delivered' : event.result === 'failed' ? 'failed' : event.result;
+  }
+  return status;
+}
+
+/** Groups events by message, oldest event first. */
+export function assemble(events: Iterable<TraceEvent & { replica?: string }>): MessageTrace[] {
+  const byId = new Map<string, (TraceEvent & { replica?: string })[]>();
+  for (const event of events) {
+    const list = byId.get(event.id);
+    if (list) list.push(event);
+    else byId.set(event.id, [event]);
+  }
+  return [...byId.entries()].map(([id, list]) => {
+    list.sort((a, b) => a.at.localeCompare(b.at));
+    const received = list.find((event): event is ReceivedEvent & { replica?: string } => event.event === 'received');
+    return { id, account: list[0].account, received, status: statusOf(list), events: list };
+  });
+}

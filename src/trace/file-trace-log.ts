@@ -1,0 +1,133 @@
+import { createReadStream } from 'node:fs';
+import { appendFile, mkdir, readdir, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Logger } from '../log.js';
+import type { TraceEvent, TraceSink } from './events.js';
+import { eventMayMatch, type TraceQuery } from './query.js';
+
+/** The delivery log as this process keeps it: write events, read them back. */
+export interface TraceLog extends TraceSink {
+  /** Events that may match (all of a matching message's events within the query's time). */
+  events(query: TraceQuery): Promise<TraceEvent[]>;
+  close(): Promise<void>;
+}
+
+const FLUSH_MS = 1000;
+const FLUSH_BYTES = 256 * 1024;
+const PRUNE_MS = 3_600_000;
+const FILE = /^(\d{4}-\d{2}-\d{2})\.jsonl$/;
+
+/**
+ * The embedded delivery log: one JSON-lines file per UTC day under dataDir/trace/. Appends are
+ * buffered and written at most once a second (never an fsync): the trace is a log, not the queue,
+ * and a crash may lose its last second. Days past the retention are deleted.
+ */
+export class FileTraceLog implements TraceLog {
+  private buffer: string[] = [];
+  private bufferedBytes = 0;
+  private bufferDay = '';
+  private timer?: NodeJS.Timeout;
+  private pruneTimer?: NodeJS.Timeout;
+  private writing: Promise<void> = Promise.resolve();
+  private warned = false;
+
+  constructor(
+    private readonly dir: string,
+    private readonly retentionMs: number,
+    private readonly logger: Logger,
+    private readonly onDropped: (events: number) => void = () => undefined,
+  ) {}
+
+  async start(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await this.prune();
+  }
+
+  record(event: TraceEvent): void {
+    const day = event.at.slice(0, 10);
+    if (day !== this.bufferDay && this.buffer.length) this.flush();
+    this.bufferDay = day;
+    const line = `${JSON.stringify(event)}\n`;
+    this.buffer.push(line);
+    this.bufferedBytes += line.length;
+    if (this.bufferedBytes >= FLUSH_BYTES) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS).unref();
+  }
+
+  /** Writes what is buffered; resolves when it (and every earlier write) is in the file. */
+  flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.buffer.length === 0) return this.writing;
+    const lines = this.buffer;
+    const file = path.join(this.dir, `${this.bufferDay}.jsonl`);
+    this.buffer = [];
+    this.bufferedBytes = 0;
+    this.writing = this.writing.then(() =>
+      appendFile(file, lines.join(''), { mode: 0o600 }).then(
+        () => {
+          this.warned = false;
+        },
+        (error: Error) => {
+          this.onDropped(lines.length);
+          if (!this.warned) this.logger.warn({ err: error.message, events: lines.length }, 'cannot write the delivery log (trace); its events are lost, mail is not');
+          this.warned = true;
+        },
+      ),
+    );
+    return this.writing;
+  }
+
+  async events(query: TraceQuery): Promise<TraceEvent[]> {
+    await this.flush();
+    const files = (await readdir(this.dir).catch(() => [] as string[])).filter((name) => FILE.test(name)).sort();
+    const firstDay = query.since === undefined ? '' : new Date(query.since).toISOString().slice(0, 10);
+    const found: TraceEvent[] = [];
+    // A search by id knows the text its lines contain: the rest are skipped unparsed.
+    const needle = query.id === undefined ? undefined : `"id":${JSON.stringify(query.id)}`;
+    for (const name of files.filter((file) => file.slice(0, 10) >= firstDay)) {
+      const lines = createInterface({ input: createReadStream(path.join(this.dir, name)), crlfDelay: Infinity });
+      for await (const line of lines) {
+        if (needle && !line.includes(needle)) continue;
+        const event = parseEvent(line);
+        if (event && eventMayMatch(event, query)) found.push(event);
+      }
+    }
+    return found;
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.pruneTimer);
+    await this.flush();
+  }
+
+  /** Deletes the days past the retention, now and every hour. */
+  private async prune(): Promise<void> {
+    const oldestKept = new Date(Date.now() - this.retentionMs).toISOString().slice(0, 10);
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      const day = FILE.exec(name)?.[1];
+      if (day && day < oldestKept) await unlink(path.join(this.dir, name)).catch(() => undefined);
+    }
+    this.pruneTimer = setTimeout(() => void this.prune(), PRUNE_MS).unref();
+  }
+}
+
+/** A line a crash cut short, or one edited by hand, is skipped. */
+function parseEvent(line: string): TraceEvent | undefined {
+  try {
+    const event = JSON.parse(line) as TraceEvent;
+    return typeof event.id === 'string' && typeof event.at === 'string' && typeof event.account === 'string' ? event : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The delivery log switched off (trace.enabled: false). */
+export class NoTraceLog implements TraceLog {
+  record(): void {}
+  async events(): Promise<TraceEvent[]> {
+    return [];
+  }
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,47 @@
+import type { MessageTrace, TraceEvent } from './events.js';
+import type { TraceSearchResult } from './search.js';
+
+const time = (iso: string) => iso.replace('T', ' ').slice(0, 19);
+
+/** One event as a line a person reads. */
+export function describeEvent(event: TraceEvent): string {
+  switch (event.event) {
+    case 'received': {
+      const who = event.about ? `delivery report about ${event.about}` : `from device ${event.user ?? '?'} (${event.clientIp ?? '?'})`;
+      const rewritten = event.from && event.from.toLowerCase() !== event.sentAs.toLowerCase() ? `${event.from} → sent as ${event.sentAs}` : `sent as ${event.sentAs || '<>'}`;
+      const subject = event.subject !== undefined ? `, subject "${event.subject}"` : '';
+      return `received ${who}, ${event.size} bytes, ${rewritten}, to ${event.to.join(', ')}${subject} (${event.mode} mode)`;
+    }
+    case 'refused':
+      return `refused, the device was told: ${event.reply}`;
+    case 'attempt': {
+      const others = event.recipients.filter((entry) => entry.reply !== event.reply);
+      const same = event.recipients.filter((entry) => entry.reply === event.reply).map((entry) => entry.address);
+      const detail = others.map((entry) => `\n      ${entry.address}: ${entry.reply}`).join('');
+      return `attempt${same.length ? ` to ${same.join(', ')}` : ''}: ${event.result} in ${event.durationMs} ms — ${event.reply}${detail}`;
+    }
+    case 'report':
+      return `${event.kind === 'failed' ? 'failure' : 'delay'} report ${event.reportId} queued to ${event.to}`;
+    case 'handed-over':
+      return `handed over to ${event.peer} (this replica was stopping)`;
+    case 'adopted':
+      return 'taken over from a stopping replica';
+    case 'final':
+      return event.status;
+  }
+}
+
+function formatMessage(message: MessageTrace, showReplica: boolean): string {
+  const received = message.received;
+  const title = `${message.id}  ${message.status.toUpperCase()}  account ${message.account}${received?.user ? `  user ${received.user}` : ''}`;
+  const lines = message.events.map((event) => `  ${time(event.at)}${showReplica && event.replica ? ` [${event.replica}]` : ''}  ${describeEvent(event)}`);
+  return [title, ...lines].join('\n');
+}
+
+/** What `smtp-oauth-relay trace` prints: each match with its timeline, and who did not answer. */
+export function formatTimeline(result: TraceSearchResult): string {
+  const missing = result.replicas.filter((replica) => !replica.answered);
+  const warning = missing.map((replica) => `warning: replica ${replica.name} did not answer (${replica.error}); its part of the log is missing\n`).join('');
+  if (result.messages.length === 0) return `${warning}No message in the delivery log matches.\n`;
+  return `${warning}${result.messages.map((message) => formatMessage(message, result.replicas.length > 1)).join('\n\n')}\n\n${result.messages.length} message(s)\n`;
+}

@@ -1,0 +1,106 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { DEVICE, cli, message, sendRaw, sendRawExpectingError, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
+import type { FakeProvider } from '../src/demo/fake-provider.js';
+import type { TraceSearchResult } from '../src/trace/index.js';
+
+const QUEUE = { delivery: 'queue', queue: { retry: { initialDelay: 0.2, maxDelay: 1, maxAge: 3600 } }, bounces: { postmaster: 'it@contoso.test' } };
+const scan = (subject: string, to = ['alice@example.com']) => ({ from: 'mfp@printers.local', to, raw: message(['From: Scanner <mfp@printers.local>', `Subject: ${subject}`], 'page') });
+
+async function trace(relay: TestRelay, ...args: string[]) {
+  return cli(['trace', '--data-dir', relay.dataDir, ...args]);
+}
+
+async function traceJson(relay: TestRelay, ...args: string[]): Promise<TraceSearchResult> {
+  const { code, stdout, stderr } = await trace(relay, '--json', ...args);
+  expect(stderr).toBe('');
+  expect(code).toBe(0);
+  return JSON.parse(stdout) as TraceSearchResult;
+}
+
+describe('the delivery log (message trace)', () => {
+  let provider: FakeProvider;
+  afterEach(stopStarted);
+
+  it('answers "where did my scan go?": each message with its timeline, the provider’s words and the outcome', async () => {
+    provider = await startProvider();
+    provider.unknownRecipients.add('nobody@example.com');
+    provider.deferredRecipients.set('busy@example.com', 1);
+    const relay = await startRelay(provider, { top: QUEUE });
+    await sendRaw(relay.port, scan('=?UTF-8?Q?Rechnung_f=C3=BCr_M=C3=A4rz?='));
+    await sendRaw(relay.port, scan('Contract', ['nobody@example.com']));
+    await sendRaw(relay.port, scan('Later', ['busy@example.com']));
+    // Delivered: two scans and the failure reports the relay wrote (to the postmaster and the sender).
+    await until(async () => (await traceJson(relay, '--status', 'delivered')).messages.length === 4 && (await traceJson(relay, '--status', 'failed')).messages.length === 1);
+    const report = (await traceJson(relay, '--to', 'it@contoso.test')).messages[0];
+    expect(report.received).toMatchObject({ about: expect.any(String), sentAs: 'scanner@contoso.test' });
+
+    const failed = (await traceJson(relay, '--status', 'failed')).messages[0];
+    expect(failed.received).toMatchObject({ user: DEVICE.username, clientIp: '127.0.0.1', from: 'mfp@printers.local', sentAs: 'scanner@contoso.test', to: ['nobody@example.com'], subject: 'Contract', mode: 'queue' });
+    expect(failed.events.map((event) => event.event)).toEqual(['received', 'attempt', 'final', 'report', 'report']);
+    const attempt = failed.events.find((event) => event.event === 'attempt');
+    expect(attempt).toMatchObject({ recipients: [{ address: 'nobody@example.com', reply: expect.stringMatching(/^550 5\.1\.1/) }] });
+    expect(failed.events.filter((event) => event.event === 'report').map((event) => 'to' in event && event.to)).toEqual(['it@contoso.test', 'mfp@printers.local']);
+
+    // The deferred one: an attempt that was put off, then delivered.
+    const later = (await traceJson(relay, '--to', 'busy@')).messages[0];
+    expect(later.events.filter((event) => event.event === 'attempt').map((event) => 'result' in event && event.result)).toEqual(['deferred', 'delivered']);
+
+    // The text a person reads: the subject decoded, the rewrite, the reply.
+    const { stdout } = await trace(relay, '--from', 'mfp@printers');
+    expect(stdout).toContain('Rechnung für März');
+    expect(stdout).toMatch(/mfp@printers\.local → sent as scanner@contoso\.test/);
+    expect(stdout).toMatch(/FAILED[\s\S]*attempt to nobody@example\.com: failed in \d+ ms — 550 5\.1\.1/);
+    expect(stdout).toContain('failure report');
+    expect(stdout).toMatch(/3 message\(s\)/);
+
+    // Filters: by id, by user, by time; a bad filter is a usage error naming the fix.
+    expect((await traceJson(relay, '--id', failed.id)).messages.map((found) => found.id)).toEqual([failed.id]);
+    expect((await traceJson(relay, '--user', DEVICE.username.toUpperCase())).messages).toHaveLength(3);
+    expect((await traceJson(relay, '--user', 'someone-else')).messages).toHaveLength(0);
+    expect((await traceJson(relay, '--since', '1h')).messages.length).toBeGreaterThanOrEqual(3);
+    expect((await traceJson(relay, '--since', new Date(Date.now() + 60_000).toISOString())).messages).toHaveLength(0);
+    const bad = await trace(relay, '--since', 'yesterday-ish');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--since "yesterday-ish": give a duration/);
+    expect((await trace(relay, '--status', 'lost')).stderr).toMatch(/one of delivered, failed/);
+
+    // No body, no password in the log.
+    const files = await readdir(path.join(relay.dataDir, 'trace'));
+    const text = (await Promise.all(files.map((file) => readFile(path.join(relay.dataDir, 'trace', file), 'utf8')))).join('');
+    expect(text).not.toContain('page');
+    expect(text).not.toContain(DEVICE.password);
+  });
+
+  it('keeps refused messages with what the device was told, and leaves Subjects out when trace.subjects is false', async () => {
+    provider = await startProvider();
+    const relay = await startRelay(provider, { top: { trace: { subjects: false }, smtp: { host: '127.0.0.1', port: 0, maxMessageSize: 2000 } } });
+    await sendRaw(relay.port, scan('Payroll'));
+    const reply = await sendRawExpectingError(relay.port, { ...scan('Big'), raw: message(['From: mfp@printers.local', 'Subject: Big'], 'x'.repeat(5000)) });
+    expect(reply).toMatch(/^552/);
+    const result = await traceJson(relay);
+    expect(result.messages.map((found) => found.status).sort()).toEqual(['delivered', 'refused']);
+    const refused = result.messages.find((found) => found.status === 'refused')!;
+    expect(refused.events.at(-1)).toMatchObject({ event: 'refused', reply: expect.stringMatching(/^552 5\.3\.4 Message exceeds/) });
+    expect(JSON.stringify(result)).not.toContain('Payroll');
+    expect(result.messages.every((found) => found.received?.subject === undefined)).toBe(true);
+  });
+
+  it('deletes days past trace.retention at start, and reads its files when no relay runs', async () => {
+    provider = await startProvider();
+    const dataDir = path.join(await import('node:os').then((os) => os.tmpdir()), `relay-trace-${process.pid}-${Date.now()}`);
+    await mkdir(path.join(dataDir, 'trace'), { recursive: true });
+    const old = { at: '2020-01-01T10:00:00.000Z', event: 'final', id: 'OLD0000001', account: 'office', status: 'delivered' };
+    await writeFile(path.join(dataDir, 'trace', '2020-01-01.jsonl'), `${JSON.stringify(old)}\n`);
+    const recent = new Date(Date.now() - 2 * 86_400_000).toISOString();
+    await writeFile(path.join(dataDir, 'trace', `${recent.slice(0, 10)}.jsonl`), `${JSON.stringify({ ...old, at: recent, id: 'RECENT0001' })}\n{"cut short\n`);
+    const relay = await startRelay(provider, { dataDir, top: { trace: { retention: '7d' } } });
+    expect(await readdir(path.join(dataDir, 'trace'))).toEqual([`${recent.slice(0, 10)}.jsonl`]);
+    await sendRaw(relay.port, scan('now'));
+    await relay.stop();
+    const offline = await trace(relay);
+    expect(offline.stdout).toContain('RECENT0001');
+    expect(offline.stdout).toMatch(/2 message\(s\)/);
+  });
+});

@@ -246,6 +246,7 @@ export class TokenManager {
       this.noteRefreshTokenLifetime(body.refresh_token_expires_in);
       // Rotated (Microsoft) or not (Google): either way its last use is worth keeping.
       this.refreshTokenLastUsedAt = Date.now();
+      this.publishRefreshTokenExpiry();
       await this.persistRefreshToken(typeof body.refresh_token === 'string' ? body.refresh_token : refreshToken);
     }
     return schedule(body.access_token, Number(body.expires_in) || DEFAULT_LIFETIME_S);
@@ -305,7 +306,6 @@ export class TokenManager {
     if (typeof seconds !== 'number' && typeof seconds !== 'string') return;
     const expiresAt = Date.now() + Number(seconds) * 1000;
     if (!Number.isFinite(expiresAt)) return;
-    this.options.metrics.credentialExpiry.set({ account: this.account.name, credential: 'refresh_token' }, expiresAt / 1000);
     const known = this.refreshTokenExpiresAt !== undefined;
     this.refreshTokenExpiresAt = expiresAt;
     if (!known) {
@@ -314,6 +314,16 @@ export class TokenManager {
         'the refresh token will die on that date whatever the relay does: the Google OAuth app is in "Testing" (7-day tokens); publish its consent screen ("In production"), then sign in again',
       );
     }
+  }
+
+  /**
+   * The day the refresh token dies, for the alert that warns two weeks ahead: the earlier of its
+   * announced lifetime (Google apps in Testing) and the provider's limit for an unused token.
+   */
+  private publishRefreshTokenExpiry(): void {
+    const unused = unusedExpiry(this.account.provider, this.refreshTokenLastUsedAt)?.at ?? Infinity;
+    const at = Math.min(unused, this.refreshTokenExpiresAt ?? Infinity);
+    if (at < Infinity) this.options.metrics.credentialExpiry.set({ account: this.account.name, credential: 'refresh_token' }, at / 1000);
   }
 
   /** A token obtained here ('refreshed') or taken from another replica ('shared'). */

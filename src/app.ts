@@ -7,7 +7,8 @@ import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
 import { handOffQueue, handoffKey, livePeerReplicas, livePeers, receiveHandoff, startCluster } from './cluster/index.js';
-import { Activity, FileTraceLog, NoTraceLog, TraceSearch, type TraceEvent, type TraceLog } from './trace/index.js';
+import { Activity, FileTraceLog, NoTraceLog, TraceSearch, type TraceEvent, type TraceLog, type TraceSink } from './trace/index.js';
+import { EmailChannel, Notifier, WebhookChannel, type Channel, type RelaySnapshot } from './notify/index.js';
 import { packageVersion } from './util/package-root.js';
 import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
 import { Pipeline, type Route } from './pipeline.js';
@@ -15,7 +16,9 @@ import { DeliveryAgent, Spool, type BounceSettings, type QueueRecord } from './s
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
 import { ControlServer, daemonCommands } from './control/index.js';
-import { AdminPage } from './web/index.js';
+import { AdminPage, type ConsoleSources, type SpooledMessage } from './web/index.js';
+import type { ClusterState, ReplicaInfo } from './cluster/index.js';
+import type { UserConfig } from './config/index.js';
 
 export interface AppOptions {
   logger?: Logger;
@@ -76,19 +79,87 @@ const ACTIVITY_REPLAY_MS = 7 * 86_400_000;
  * The delivery log and the console's counts beside it: every event goes to both. The counts start
  * from the log's last days, so a restart does not blank the overview.
  */
-async function startTrace({ config }: LoadedConfig, logger: Logger, metrics: ReturnType<typeof createMetrics>): Promise<{ traceLog: TraceLog; activity: Activity; trace: { record(event: TraceEvent): void } }> {
+async function startTrace({ config }: LoadedConfig, logger: Logger, metrics: ReturnType<typeof createMetrics>, onEvent: (event: TraceEvent) => void): Promise<{ traceLog: TraceLog; activity: Activity; trace: TraceSink }> {
   const activity = new Activity();
-  if (!config.trace.enabled) return { traceLog: new NoTraceLog(), activity, trace: activity };
-  const traceLog = new FileTraceLog(path.join(config.dataDir, 'trace'), config.trace.retention * 1000, logger, (events) => metrics.traceDropped.inc(events));
-  await traceLog.start();
-  for (const event of await traceLog.events({ since: Date.now() - ACTIVITY_REPLAY_MS })) activity.record(event);
+  const traceLog = config.trace.enabled ? new FileTraceLog(path.join(config.dataDir, 'trace'), config.trace.retention * 1000, logger, (events) => metrics.traceDropped.inc(events)) : new NoTraceLog();
+  if (traceLog instanceof FileTraceLog) {
+    await traceLog.start();
+    for (const event of await traceLog.events({ since: Date.now() - ACTIVITY_REPLAY_MS })) activity.record(event);
+  }
   const trace = {
     record(event: TraceEvent) {
       traceLog.record(event);
       activity.record(event);
+      onEvent(event);
     },
   };
   return { traceLog, activity, trace };
+}
+
+/** notify: a webhook and/or e-mail about the problems the alert rules watch (undefined without it). */
+function startNotifier(parts: { config: LoadedConfig['config']; routes: Map<string, Route & { tokens: TokenManager }>; agent: DeliveryAgent; spool: Spool; health: HealthBoard; listener: Listener; cluster: ClusterState; logger: Logger; metrics: ReturnType<typeof createMetrics> }): Notifier | undefined {
+  const { config, routes, agent, spool, health, listener, cluster, logger, metrics } = parts;
+  const notify = config.notify;
+  if (!notify) return undefined;
+  const channels: Channel[] = [];
+  if (notify.webhook) channels.push(new WebhookChannel(notify.webhook));
+  const postmaster = config.bounces.postmaster;
+  if (notify.email && postmaster) channels.push(new EmailChannel((subject, text) => agent.queueNotice(postmaster, subject, text)));
+  const snapshot = (): RelaySnapshot => ({
+    accounts: [...routes.values()].map(({ account, tokens }) => ({
+      name: account.name,
+      mailbox: account.mailbox,
+      token: tokens.status(),
+      delivery: health.get(account.name),
+      queue: account.delivery === 'queue' ? agent.state(account.name) : undefined,
+      credentials: credentialExpiries(account),
+    })),
+    spool: { bytes: spool.bytes, limit: config.queue.maxSize },
+    clusterUp: config.cluster ? cluster.up : undefined,
+    lockouts: listener.lockouts(),
+  });
+  const notifier = new Notifier({ snapshot, channels, cluster, relay: cluster.name, minIntervalMs: notify.minInterval * 1000, maxPerHour: notify.maxPerHour, checkIntervalMs: notify.checkInterval * 1000, logger, metrics });
+  notifier.start();
+  return notifier;
+}
+
+interface ConsoleParts {
+  routes: Map<string, Route & { tokens: TokenManager }>;
+  agent: DeliveryAgent;
+  spool: Spool;
+  health: HealthBoard;
+  activity: Activity;
+  listener: Listener;
+  traceSearch: TraceSearch;
+  users: () => UserConfig[];
+  replicas: () => Promise<ReplicaInfo[] | undefined>;
+}
+
+/** What the console reads and does, each through the part of the daemon that owns it. */
+function consoleSources({ routes, agent, spool, health, activity, listener, traceSearch, users, replicas }: ConsoleParts): ConsoleSources {
+  const spooled = async (): Promise<SpooledMessage[]> => [
+    ...agent.pending().map(({ record, inFlight, held }) => ({ record, inFlight, held, area: 'queue' as const })),
+    ...(await spool.list('failed')).map((record) => ({ record, inFlight: false, held: false, area: 'failed' as const })),
+  ];
+  return {
+    accounts: routes,
+    queueState: (name) => agent.state(name),
+    health: (name) => health.get(name),
+    activity,
+    spooled,
+    async openSpooled(id) {
+      const message = (await spooled()).find((candidate) => candidate.record.id === id);
+      return message && { message, open: () => spool.openMessage(message.record, message.area) };
+    },
+    retryNow: (id) => agent.retryNow(id),
+    retryAccount: (name) => agent.retryAccount(name),
+    deleteMessage: (id) => agent.delete(id),
+    searchTrace: (query) => traceSearch.search(query),
+    users,
+    lockouts: () => listener.lockouts(),
+    unlock: (scope, key) => listener.unlock(scope, key),
+    replicas,
+  };
 }
 
 /** Wires the parts for one configuration; no globals, so tests can run several side by side. */
@@ -108,7 +179,12 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const recovered = await spool.init();
   const health = new HealthBoard();
   metrics.spoolLimitBytes.set(config.queue.maxSize);
-  const { traceLog, activity, trace } = await startTrace(loaded, logger, metrics);
+  let notifier: Notifier | undefined;
+  const { traceLog, activity, trace } = await startTrace(loaded, logger, metrics, (event) => {
+    if (event.event === 'final' && (event.status === 'failed' || event.status === 'expired')) {
+      notifier?.event({ key: `failed:${event.account}`, severity: 'warning', account: event.account, title: `A message for ${event.account} failed for good (${event.status})`, details: `Message ${event.id}: see the console (Messages) or run: smtp-oauth-relay trace --id ${event.id}` });
+    }
+  });
 
   // Per account: its settings, its token manager and its way out, as every stage needs them.
   const routes = new Map<string, Route & { tokens: TokenManager }>();
@@ -179,6 +255,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     onLogin: (username, ip) => activity.login(username, ip),
   });
   cluster.onAuthFailure((ip, username) => listener.noteFailureElsewhere(ip, username));
+  notifier = startNotifier({ config, routes, agent, spool, health, listener, cluster, logger, metrics });
   cluster.onHeld(({ account, reason, reply, hint }) => agent.holdFromElsewhere(account, reason, reply, hint));
 
   let draining = false;
@@ -197,17 +274,6 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     const replicas = config.cluster ? { name: cluster.name, storeUp: cluster.up, replicas: await cluster.replicas() } : undefined;
     return { ready: problems.length === 0, problems, accountsReady, accounts, cluster: replicas };
   };
-  const admin = new AdminPage({
-    accounts: routes,
-    store,
-    queueState: (name) => agent.state(name),
-    health: (name) => health.get(name),
-    adminPasswordHash: config.http.adminPasswordHash,
-    publicUrl: config.http.publicUrl,
-    trustProxy: config.http.trustProxy,
-    authFailures: authGuardLimits(config.smtp.authFailures),
-    logger,
-  });
   const handoffSecret = config.cluster && config.tokenKey ? handoffKey(config.tokenKey) : undefined;
   const handoffReceiver = {
     spool,
@@ -226,6 +292,16 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     peers: () => livePeerReplicas(cluster),
     key: handoffSecret,
     timeoutMs: config.trace.clusterTimeout * 1000,
+    logger,
+  });
+  let users = config.users;
+  const admin = new AdminPage({
+    sources: consoleSources({ routes, agent, spool, health, activity, listener, traceSearch, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
+    store,
+    adminPasswordHash: config.http.adminPasswordHash,
+    publicUrl: config.http.publicUrl,
+    trustProxy: config.http.trustProxy,
+    authFailures: authGuardLimits(config.smtp.authFailures),
     logger,
   });
   const status = new StatusServer({
@@ -292,6 +368,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       const changed = changedKeys(config, next.config).filter((key) => !(key === 'tokenKey' && store.usesKey(next.config.tokenKey)));
       const applyListener = listener.prepareReload(next.config); // throws before anything changed
       applyListener();
+      users = next.config.users;
       logger.level = next.config.log.level;
       agent.setBounces(bounceSettings(next.config));
       for (const [name, account] of next.accounts) routes.get(name)?.tokens.updateCredentials(account);
@@ -305,6 +382,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       stopping ??= (async () => {
         draining = true; // /readyz answers 503 while the queue drains, so no new devices are sent here
         for (const { tokens: manager } of routes.values()) manager.stopKeepAlive();
+        notifier?.stop();
         tokenWatcher.close();
         // New sessions get 421 while those in progress finish; what they commit is delivered or handed over.
         await listener.drain(SESSION_DRAIN_MS);

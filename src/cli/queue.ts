@@ -1,4 +1,4 @@
-import { Spool, pendingRecipients, readHeaderBlock, type QueueRecord } from '../spool/index.js';
+import { Spool, pendingRecipients, readHeaderBlock, summarizeMessage, type MessageSummary, type QueueRecord } from '../spool/index.js';
 import { askDaemon } from '../control/index.js';
 
 /**
@@ -21,7 +21,8 @@ export async function queueCommand(dataDir: string, args: string[], all: boolean
       const record = await spool.read(id, area);
       if (!record) return notFound(id);
       const headers = await readHeaderBlock(spool.openMessage(record, area));
-      return { code: 0, output: `${JSON.stringify({ area, ...record }, null, 2)}\n\n${headers.toString('utf8')}` };
+      const summary = await summarizeMessage(spool.openMessage(record, area)).catch((error: Error) => error);
+      return { code: 0, output: `${formatSummary(summary)}\n${JSON.stringify({ area, ...record }, null, 2)}\n\n${headers.toString('utf8')}` };
     }
     case 'retry': {
       if (!all && !id) return usage();
@@ -44,6 +45,21 @@ export async function queueCommand(dataDir: string, args: string[], all: boolean
     default:
       return usage();
   }
+}
+
+/** What a user would recognise: subject, sender, attachments (names, types, sizes). */
+export function formatSummary(summary: MessageSummary | Error): string {
+  if (summary instanceof Error) return `Summary: the message cannot be parsed (${summary.message})\n`;
+  const lines = [
+    `Subject:     ${summary.subject ?? '(none)'}`,
+    `From:        ${summary.from ?? '(none)'}`,
+    `To:          ${summary.to ?? '(none)'}`,
+    `Date:        ${summary.date ?? '(none)'}`,
+    `Attachments: ${summary.attachments.length === 0 ? 'none' : ''}`,
+    ...summary.attachments.map((attachment) => `  ${attachment.filename ?? '(no name)'}  ${attachment.contentType}  ${attachment.size} bytes`),
+  ];
+  if (summary.incomplete) lines.push(`(incomplete: ${summary.incomplete})`);
+  return `${lines.join('\n')}\n`;
 }
 
 function formatList(records: QueueRecord[], area: 'queue' | 'failed'): string {

@@ -79,6 +79,11 @@ export interface ClusterState {
    */
   takeRefreshLease(account: string, ttlMs: number): Promise<boolean>;
   releaseRefreshLease(account: string): Promise<void>;
+  /**
+   * True for the first replica to claim this key within ttlMs (a notification about a problem
+   * every replica sees goes out once); true when the store is down.
+   */
+  claimOnce(key: string, ttlMs: number): Promise<boolean>;
   /** Publishes this replica's heartbeat every few seconds until close(). */
   startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void;
   /** Every replica that sent a heartbeat lately (this one alone without a store). */
@@ -111,6 +116,10 @@ export class LocalCluster implements ClusterState {
 
   startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void {
     this.describe = describe;
+  }
+
+  async claimOnce(): Promise<boolean> {
+    return true;
   }
 
   async replicas(): Promise<ReplicaInfo[]> {

@@ -198,6 +198,11 @@ export class RedisCluster implements ClusterState {
     await this.quietly(() => this.redis.eval(RELEASE_IF_MINE, 1, `lease:token:${account}`, this.name));
   }
 
+  async claimOnce(key: string, ttlMs: number): Promise<boolean> {
+    const taken = await this.quietly(() => this.redis.set(`once:${key}`, this.name, 'PX', ttlMs, 'NX'));
+    return taken === undefined || taken === 'OK';
+  }
+
   startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void {
     const beat = () => void this.quietly(() => this.redis.hset('replicas', this.name, JSON.stringify({ ...describe(), lastSeen: new Date().toISOString() })));
     beat();

@@ -38,6 +38,9 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
   }
   const smtp = isObject(tree?.smtp) ? tree.smtp : {};
   if (smtp.requireTls === true && !isObject(smtp.tls)) add('smtp.requireTls', 'needs smtp.tls (cert and key) so devices can start TLS');
+  const notify = tree?.notify;
+  const bounces = isObject(tree?.bounces) ? tree.bounces : {};
+  if (isObject(notify) && notify.email === true && !bounces.postmaster) add('notify.email', 'e-mails go to bounces.postmaster: set it (e.g. it@example.com), or drop notify.email');
   const users = Array.isArray(tree?.users) ? (tree.users as Loose[]) : [];
   const seen = new Set<unknown>();
   users.forEach((user, index) => {

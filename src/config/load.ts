@@ -29,7 +29,7 @@ export interface LoadedConfig {
 }
 
 /** Keys that may hold a secret: each also accepts a `<key>File` twin (Docker secrets). */
-const SECRET_KEYS = new Set(['clientSecret', 'refreshToken', 'password', 'passwordHash', 'tokenKey', 'adminPasswordHash', 'redisPassword']);
+const SECRET_KEYS = new Set(['clientSecret', 'refreshToken', 'password', 'passwordHash', 'tokenKey', 'adminPasswordHash', 'redisPassword', 'webhook']);
 /** Keys naming files, resolved against the config file's folder when relative. */
 const PATH_KEYS = new Set(['dataDir', 'cert', 'key', 'ca', 'serviceAccountKeyFile', 'clientCertificateFile', 'clientKeyFile', 'clientAssertionFile']);
 

@@ -257,6 +257,22 @@ const traceSchema = z
   })
   .strict();
 
+/** Alerts for admins without Prometheus: the same problems the shipped alert rules watch. */
+const notifySchema = z
+  .object({
+    /** POSTs JSON with a `text` field (Slack- and Teams-style incoming webhooks take it). A secret: or webhookFile. */
+    webhook: z.string().url().refine((value) => /^https?:/.test(value), { message: 'use an http:// or https:// URL' }).optional(),
+    /** Also e-mail bounces.postmaster, through an account that can send. */
+    email: z.boolean().default(false),
+    /** The same problem is told again at most this often (and once per cluster). */
+    minInterval: durationSeconds.default(3600),
+    /** At most this many notifications an hour; past it they are counted and summarised in the next. */
+    maxPerHour: z.number().int().positive().default(20),
+    /** How often the relay looks for problems. */
+    checkInterval: durationSeconds.default(60),
+  })
+  .strict();
+
 /** Replicas that share provider limits, tokens and account state through Redis or Valkey. */
 const clusterSchema = z
   .object({
@@ -281,6 +297,7 @@ export const configSchema = z
     queue: queueSchema.default(() => queueSchema.parse({})),
     bounces: bouncesSchema.default(() => bouncesSchema.parse({})),
     trace: traceSchema.default(() => traceSchema.parse({})),
+    notify: notifySchema.optional(),
     smtp: smtpSchema.default(() => smtpSchema.parse({})),
     http: httpSchema.default(() => httpSchema.parse({})),
     dataDir: z.string().default('./data'),

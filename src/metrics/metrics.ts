@@ -133,6 +133,7 @@ export function createMetrics(accountNames: string[]) {
       },
     }),
     spoolLimitBytes: new Gauge({ name: `${p}spool_limit_bytes`, help: 'The spool size limit (queue.maxSize): new mail is refused with 452 beyond it', registers: [registry] }),
+    notifications: new Counter({ name: `${p}notifications_total`, help: 'Notifications (notify:) by channel and result: sent, failed, suppressed by the rate limit', labelNames: ['channel', 'result'], registers: [registry] }),
     traceDropped: new Counter({ name: `${p}trace_events_dropped_total`, help: 'Delivery-log events that could not be written (the mail itself is unaffected)', registers: [registry] }),
     /** Lets the spool side plug in what the queue gauges read, without metrics depending on it. */
     setQueueProbe(probe: QueueProbe) {

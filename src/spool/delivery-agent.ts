@@ -11,6 +11,8 @@ import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
 import { buildDeliveryReport } from './dsn.js';
 import { upstreamDsn, wantsNotice, type NoticeKind } from '../envelope.js';
 import { readHeaderFields } from './header-block.js';
+import libmime from 'libmime';
+import { messageDate, newMessageId } from '../util/rfc5322.js';
 import type { Spool } from './spool.js';
 import type { AttemptResult, FinalStatus, TraceSink } from '../trace/index.js';
 import { recipientReplies } from '../upstream/index.js';
@@ -180,9 +182,10 @@ export class DeliveryAgent {
     if (!queue) return 0;
     const now = new Date().toISOString();
     for (const record of queue.waiting.values()) record.nextAttemptAt = now;
+    const count = queue.waiting.size;
     if (queue.held) this.recheckHeld(accountName);
     else this.pump(accountName);
-    return queue.waiting.size;
+    return count;
   }
 
   /** The messages waiting or being delivered, per account (the console's Queue page). */
@@ -191,6 +194,37 @@ export class DeliveryAgent {
       ...[...queue.inFlight.values()].map((record) => ({ record, inFlight: true, held: false })),
       ...[...queue.waiting.values()].map((record) => ({ record, inFlight: false, held: queue.held !== undefined })),
     ]);
+  }
+
+  /**
+   * A notification e-mail (notify.email) to one address, queued like a delivery report through an
+   * account that can send now (else the first): its own failure is never reported again.
+   */
+  async queueNotice(to: string, subject: string, text: string): Promise<void> {
+    const queues = [...this.queues.values()];
+    const queue = queues.find((candidate) => !candidate.held && candidate.tokens.status().state === 'ready') ?? queues[0];
+    if (!queue) return;
+    const { mailbox, name } = queue.account;
+    const content = Buffer.from(
+      [
+        `From: smtp-oauth-relay <${mailbox}>`,
+        `To: <${to}>`,
+        `Subject: ${/^[\x20-\x7e]*$/.test(subject) ? subject : libmime.encodeWord(subject, 'Q')}`,
+        `Date: ${messageDate()}`,
+        `Message-ID: ${newMessageId(mailbox)}`,
+        'Auto-Submitted: auto-generated',
+        'MIME-Version: 1.0',
+        'Content-Type: text/plain; charset=utf-8',
+        'Content-Transfer-Encoding: 8bit',
+        '',
+        ...text.split('\n'),
+        '',
+      ].join('\r\n'),
+    );
+    const record = newQueueRecord({ id: this.options.spool.newId(), account: name, envelope: { from: mailbox, to: [to] }, size: content.length, isReport: true });
+    await this.options.spool.enqueue(record, content);
+    this.options.trace.record({ at: new Date().toISOString(), event: 'received', id: record.id, account: name, mode: 'queue', size: content.length, sentAs: mailbox, to: [to], subject, about: 'notification' });
+    this.add(record);
   }
 
   private traceFinal(record: QueueRecord, status: FinalStatus): void {

@@ -3,3 +3,4 @@ export { DeliveryAgent, type AccountQueueState, type BounceSettings } from './de
 export { newQueueRecord, pendingRecipients, type QueueRecord } from './record.js';
 export { readHeaderBlock } from './header-block.js';
 export type { RetryPolicy } from './retry-policy.js';
+export { summarizeMessage, type MessageSummary } from './message-summary.js';

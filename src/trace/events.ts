@@ -25,7 +25,7 @@ export type TraceEvent =
       sentAs: string;
       to: string[];
       subject?: string;
-      /** For a delivery report the relay wrote: the message it is about. */
+      /** For a delivery report the relay wrote: the message it is about ('notification' for a notify.email message). */
       about?: string;
     })
   /** The device was told no (direct mode, or a local fault before the 250). */

@@ -7,7 +7,7 @@ const time = (iso: string) => iso.replace('T', ' ').slice(0, 19);
 export function describeEvent(event: TraceEvent): string {
   switch (event.event) {
     case 'received': {
-      const who = event.about ? `delivery report about ${event.about}` : `from device ${event.user ?? '?'} (${event.clientIp ?? '?'})`;
+      const who = event.about === 'notification' ? 'notification e-mail (notify.email)' : event.about ? `delivery report about ${event.about}` : `from device ${event.user ?? '?'} (${event.clientIp ?? '?'})`;
       const rewritten = event.from && event.from.toLowerCase() !== event.sentAs.toLowerCase() ? `${event.from} → sent as ${event.sentAs}` : `sent as ${event.sentAs || '<>'}`;
       const subject = event.subject !== undefined ? `, subject "${event.subject}"` : '';
       return `received ${who}, ${event.size} bytes, ${rewritten}, to ${event.to.join(', ')}${subject} (${event.mode} mode)`;

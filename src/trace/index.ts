@@ -3,4 +3,4 @@ export { FileTraceLog, NoTraceLog, type TraceLog } from './file-trace-log.js';
 export { isStatus, parseSince, selectMessages, type TraceQuery } from './query.js';
 export { TRACE_PATH, TraceSearch, type TraceSearchResult } from './search.js';
 export { Activity, type DeviceSeen, type HourCounts, type Tally } from './activity.js';
-export { formatTimeline } from './format.js';
+export { describeEvent, formatTimeline } from './format.js';

@@ -2,28 +2,25 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
-import type { TokenManager, TokenStore } from '../oauth/index.js';
+import type { TokenStore } from '../oauth/index.js';
 import { redeemAuthorizationCode, saveSignIn, startAuthorization, type PendingAuthorization } from '../oauth/sign-in.js';
-import type { Upstream } from '../upstream/index.js';
-import type { AccountQueueState } from '../spool/index.js';
-import type { DeliveryHealth } from '../health.js';
+import { summarizeMessage } from '../spool/index.js';
 import { SmtpError } from '../reply.js';
 import { AuthGuard, DeviceAuthenticator, type AuthGuardLimits } from '../listener/index.js';
-import { NetworkList, type ResolvedAccount } from '../config/index.js';
-import { renderPage, type AccountView, type Notice } from './page.js';
+import { NetworkList } from '../config/index.js';
+import { isStatus, parseSince } from '../trace/index.js';
 import { messageDate, newMessageId } from '../util/rfc5322.js';
-
-export interface AdminAccount {
-  account: ResolvedAccount;
-  tokens: TokenManager;
-  upstream: Upstream;
-}
+import type { Notice } from './html.js';
+import type { ConsoleSources } from './sources.js';
+import { renderOverview } from './views/overview.js';
+import { queryFromForm, renderMessage, renderMessages } from './views/messages.js';
+import { renderQueue } from './views/queue.js';
+import { renderDevices } from './views/devices.js';
+import { renderSetup } from './views/setup.js';
 
 export interface AdminOptions {
-  accounts: Map<string, AdminAccount>;
+  sources: ConsoleSources;
   store: TokenStore;
-  queueState: (account: string) => AccountQueueState;
-  health: (account: string) => DeliveryHealth;
   adminPasswordHash?: string;
   publicUrl?: string;
   /** Whether X-Forwarded-For / Forwarded from the connecting proxy name the real client. */
@@ -40,9 +37,16 @@ const SESSION_COOKIE = 'relay_session';
 /** Host names a browser on this machine uses; anything else must be http.publicUrl's host. */
 const LOCAL_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 
+/** Queue ids as the spool makes them (and report ids after them): nothing else reaches a lookup. */
+const MESSAGE_ID = '[0-9A-Za-z]{8,64}';
+const GET_ROUTES = new RegExp(`^GET (/|/messages|/messages/${MESSAGE_ID}|/queue|/devices|/setup|/oauth/callback)$`);
+const POST_ROUTES = new RegExp(`^POST (/test-message|/devices/unlock|/accounts/[^/]+/(sign-in|retry-all)|/queue/${MESSAGE_ID}/(retry|delete))$`);
+
 /**
- * The admin page: each account's state, a Sign in button (authorization code + PKCE, back through
- * /oauth/callback) and a test message form. Without an admin password it answers only this
+ * The operator console: Overview (accounts, their lifetimes, today's counts, a 24-hour chart,
+ * replicas), Messages (the delivery log and each message's timeline), Queue (retry, delete),
+ * Devices (logins, silence, lockouts) and Set up (what to enter at the provider, Sign in through
+ * authorization code + PKCE, a test message). Without an admin password it answers only this
  * machine, because the same listener serves /metrics to the network.
  */
 export class AdminPage {
@@ -63,8 +67,7 @@ export class AdminPage {
   async handle(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
     const url = new URL(request.url ?? '/', 'http://relay');
     const route = `${request.method} ${url.pathname}`;
-    const known = route === 'GET /' || route === 'GET /oauth/callback' || route === 'POST /test-message' || /^POST \/accounts\/[^/]+\/sign-in$/.test(route);
-    if (!known) return false;
+    if (!GET_ROUTES.test(route) && !POST_ROUTES.test(route)) return false;
     // Before anything else: a page reached under a foreign host name is a DNS-rebinding attempt.
     const host = this.trustedHost(request);
     if (!host) {
@@ -73,12 +76,75 @@ export class AdminPage {
     }
     if (!(await this.allowed(request, response))) return true;
     const session = this.session(request, response);
-    if (request.method === 'POST' && !this.sameOrigin(request, session, new URLSearchParams(await readBody(request)), response)) return true;
-    if (route === 'GET /') await this.showPage(response, url, session);
-    else if (route === 'GET /oauth/callback') await this.finishSignIn(url, session, response);
-    else if (route === 'POST /test-message') await this.sendTestMessage(request, session, response);
-    else this.beginSignIn(decodeURIComponent(url.pathname.split('/')[2]), host, response);
+    if (request.method === 'POST') {
+      const form = new URLSearchParams(await readBody(request));
+      if (!this.sameOrigin(request, session, form, response)) return true;
+      await this.act(url.pathname, form, session, host, response);
+    } else if (url.pathname === '/oauth/callback') await this.finishSignIn(url, session, response);
+    else await this.show(url, session, response);
     return true;
+  }
+
+  /** GET: one of the console's pages. */
+  private async show(url: URL, session: string, response: ServerResponse, notice?: Notice): Promise<void> {
+    const csrf = this.csrfToken(session);
+    const { sources } = this.options;
+    const path = url.pathname;
+    if (path === '/messages') return sendPage(response, await this.messagesPage(url));
+    if (path.startsWith('/messages/')) return sendPage(response, await this.messagePage(decodeURIComponent(path.slice('/messages/'.length)), csrf, notice));
+    if (path === '/queue') return sendPage(response, await renderQueue(sources, csrf, notice));
+    if (path === '/devices') return sendPage(response, renderDevices(sources, csrf, notice));
+    if (path === '/setup') return sendPage(response, renderSetup(sources, csrf, this.options.publicUrl, notice));
+    const signedIn = url.searchParams.get('signed-in');
+    const shown = notice ?? (signedIn ? { kind: 'ok' as const, text: `${signedIn} is signed in.` } : undefined);
+    sendPage(response, await renderOverview(sources, csrf, shown));
+  }
+
+  private async messagesPage(url: URL): Promise<string> {
+    const filters = Object.fromEntries([...url.searchParams].filter(([name]) => ['id', 'user', 'from', 'to', 'status', 'since', 'account'].includes(name)).map(([name, value]) => [name, value.slice(0, 200)]));
+    const query = queryFromForm(filters, (text) => parseSince(text), isStatus);
+    if (typeof query === 'string') return renderMessages({ messages: [], replicas: [] }, filters, query);
+    return renderMessages(await this.options.sources.searchTrace(query), filters);
+  }
+
+  private async messagePage(id: string, csrf: string, notice?: Notice): Promise<string> {
+    const { sources } = this.options;
+    const result = await sources.searchTrace({ id });
+    const spooled = await sources.openSpooled(id);
+    const summary = spooled && { message: spooled.message, summary: await summarizeMessage(spooled.open()).catch((error: Error) => error) };
+    return renderMessage(id, result.messages[0], result, summary, csrf, notice);
+  }
+
+  /** POST: an action, answered with the page it was taken from and what happened. */
+  private async act(path: string, form: URLSearchParams, session: string, host: string, response: ServerResponse): Promise<void> {
+    const { sources, logger } = this.options;
+    const [, section, name, action] = path.split('/');
+    const back = (page: string, notice: Notice) => this.show(new URL(page, 'http://relay'), session, response, notice);
+    if (path === '/test-message') return this.sendTestMessage(form, session, response);
+    if (section === 'accounts' && action === 'sign-in') return this.beginSignIn(decodeURIComponent(name), host, response);
+    if (section === 'accounts' && action === 'retry-all') {
+      const account = decodeURIComponent(name);
+      if (!sources.accounts.has(account)) return back('/queue', { kind: 'error', text: `No account "${account}".` });
+      const count = sources.retryAccount(account);
+      logger.info({ account, messages: count }, 'retry all requested on the console');
+      return back('/queue', { kind: 'ok', text: `${count} message(s) of ${account} scheduled for delivery now.` });
+    }
+    if (section === 'queue' && action === 'retry') {
+      const count = sources.retryNow(name);
+      logger.info({ id: name }, 'retry requested on the console');
+      return back('/queue', count ? { kind: 'ok', text: `${name} scheduled for delivery now.` } : { kind: 'error', text: `${name} is not waiting in the queue (delivered, failed, being delivered, or unknown).` });
+    }
+    if (section === 'queue' && action === 'delete') {
+      const outcome = await sources.deleteMessage(name);
+      logger.info({ id: name, outcome }, 'delete requested on the console');
+      const notice: Notice = outcome === 'deleted' ? { kind: 'ok', text: `${name} deleted.` } : outcome === 'in_flight' ? { kind: 'error', text: `${name} is being delivered right now; try again in a moment.` } : { kind: 'error', text: `${name} is not in the spool.` };
+      return back('/queue', notice);
+    }
+    // POST /devices/unlock
+    const scope = form.get('scope');
+    const key = form.get('key') ?? '';
+    const lifted = (scope === 'ip' || scope === 'user') && sources.unlock(scope, key);
+    return back('/devices', lifted ? { kind: 'ok', text: `${key} unlocked.` } : { kind: 'error', text: `${key} was not locked out.` });
   }
 
   /** The Host header, when it names this relay (publicUrl's host or a loopback name). */
@@ -147,10 +213,7 @@ export class AdminPage {
     const token = Buffer.from(form.get('csrf') ?? '');
     const expected = Buffer.from(this.csrfToken(session));
     const originOk = !origin || (origin !== 'null' && URL.canParse(origin) && new URL(origin).host === request.headers.host);
-    if (originOk && token.length === expected.length && timingSafeEqual(token, expected)) {
-      (request as IncomingMessage & { form?: URLSearchParams }).form = form;
-      return true;
-    }
+    if (originOk && token.length === expected.length && timingSafeEqual(token, expected)) return true;
     sendText(response, 403, 'This form is stale or came from another site; reload the admin page and try again.');
     return false;
   }
@@ -159,25 +222,9 @@ export class AdminPage {
     return createHmac('sha256', this.csrfSecret).update(`csrf\0${session}`).digest('base64url');
   }
 
-  private async showPage(response: ServerResponse, url: URL, session: string, notice?: Notice): Promise<void> {
-    const signedIn = url.searchParams.get('signed-in');
-    const views: AccountView[] = [...this.options.accounts.values()].map(({ account, tokens }) => ({
-      name: account.name,
-      mailbox: account.mailbox,
-      provider: account.provider,
-      canSignIn: account.flow === 'refresh_token' && !!account.authorizeUrl,
-      token: tokens.status(),
-      delivery: this.options.health(account.name),
-      queue: account.delivery === 'queue' ? this.options.queueState(account.name) : undefined,
-    }));
-    const shown = notice ?? (signedIn ? { kind: 'ok' as const, text: `${signedIn} is signed in.` } : undefined);
-    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http:" });
-    response.end(renderPage(views, this.csrfToken(session), shown));
-  }
-
   /** @param host the request's Host, already checked against the allowed names. */
   private beginSignIn(name: string, host: string, response: ServerResponse): void {
-    const entry = this.options.accounts.get(name);
+    const entry = this.options.sources.accounts.get(name);
     if (!entry?.account.authorizeUrl) return sendText(response, 404, `No account "${name}" that can sign in here.`);
     const base = this.options.publicUrl ?? `http://${host}`;
     const authorization = startAuthorization(entry.account, `${base.replace(/\/$/, '')}/oauth/callback`);
@@ -192,13 +239,13 @@ export class AdminPage {
     const pending = this.pending.get(state);
     this.pending.delete(state);
     if (!pending || Date.now() - pending.at > PENDING_MS) {
-      return this.showPage(response, url, session, { kind: 'error', text: 'This sign-in was not started here or took too long; press Sign in again.' });
+      return this.show(new URL('/', url), session, response, { kind: 'error', text: 'This sign-in was not started here or took too long; press Sign in again.' });
     }
-    const { account, tokens } = this.options.accounts.get(pending.account)!;
+    const { account, tokens } = this.options.sources.accounts.get(pending.account)!;
     const error = url.searchParams.get('error');
     if (error) {
       this.options.logger.warn({ account: account.name, error }, 'sign-in declined at the provider');
-      return this.showPage(response, url, session, { kind: 'error', text: `Sign-in for ${account.name} failed: ${error} ${url.searchParams.get('error_description') ?? ''}` });
+      return this.show(new URL('/', url), session, response, { kind: 'error', text: `Sign-in for ${account.name} failed: ${error} ${url.searchParams.get('error_description') ?? ''}` });
     }
     try {
       const refreshToken = await redeemAuthorizationCode(account, pending.authorization, url.searchParams.get('code') ?? '');
@@ -207,24 +254,23 @@ export class AdminPage {
       this.options.logger.info({ account: account.name }, 'account signed in from the admin page');
       response.writeHead(303, { location: `/?signed-in=${encodeURIComponent(account.name)}` }).end();
     } catch (signInError) {
-      return this.showPage(response, url, session, { kind: 'error', text: `Sign-in for ${account.name} failed: ${(signInError as Error).message}` });
+      return this.show(new URL('/', url), session, response, { kind: 'error', text: `Sign-in for ${account.name} failed: ${(signInError as Error).message}` });
     }
   }
 
-  private async sendTestMessage(request: IncomingMessage, session: string, response: ServerResponse): Promise<void> {
-    const form = (request as IncomingMessage & { form?: URLSearchParams }).form!;
-    const entry = this.options.accounts.get(form.get('account') ?? '');
+  private async sendTestMessage(form: URLSearchParams, session: string, response: ServerResponse): Promise<void> {
+    const entry = this.options.sources.accounts.get(form.get('account') ?? '');
     const to = (form.get('to') ?? '').trim();
     const url = new URL('http://relay/');
-    if (!entry || !/^[^\s@<>]+@[^\s@<>]+$/.test(to)) return this.showPage(response, url, session, { kind: 'error', text: 'Choose an account and give one recipient address.' });
+    if (!entry || !/^[^\s@<>]+@[^\s@<>]+$/.test(to)) return this.show(url, session, response, { kind: 'error', text: 'Choose an account and give one recipient address.' });
     const { account, upstream } = entry;
     const message = testMessage(account.mailbox, to);
     try {
       const receipt = await upstream.send({ from: account.mailbox, to: [to], size: message.length }, () => Readable.from([message]));
-      return this.showPage(response, url, session, { kind: 'ok', text: `Test message sent from ${account.mailbox} to ${to}: ${receipt.response}` });
+      return this.show(url, session, response, { kind: 'ok', text: `Test message sent from ${account.mailbox} to ${to}: ${receipt.response}` });
     } catch (error) {
       const text = error instanceof SmtpError ? `${error.reply.code} ${error.message}` : (error as Error).message;
-      return this.showPage(response, url, session, { kind: 'error', text: `Test message not sent: ${text}` });
+      return this.show(url, session, response, { kind: 'error', text: `Test message not sent: ${text}` });
     }
   }
 }
@@ -247,6 +293,12 @@ function testMessage(from: string, to: string): Buffer {
   );
 }
 
+
+/** Every console page: no caching, no framing, nothing loaded from anywhere, forms only to here (and the provider's sign-in). */
+function sendPage(response: ServerResponse, html: string): void {
+  response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'referrer-policy': 'same-origin', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http:; frame-ancestors 'none'; base-uri 'none'" });
+  response.end(html);
+}
 
 function sendText(response: ServerResponse, status: number, text: string): void {
   response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' }).end(`${text}\n`);

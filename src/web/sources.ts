@@ -1,0 +1,48 @@
+import type { Readable } from 'node:stream';
+import type { ResolvedAccount, UserConfig } from '../config/index.js';
+import type { ReplicaInfo } from '../cluster/index.js';
+import type { DeliveryHealth } from '../health.js';
+import type { ActiveLockout } from '../listener/index.js';
+import type { TokenManager } from '../oauth/index.js';
+import type { AccountQueueState, QueueRecord, SpoolArea } from '../spool/index.js';
+import type { Activity, TraceQuery, TraceSearchResult } from '../trace/index.js';
+import type { Upstream } from '../upstream/index.js';
+
+export interface AdminAccount {
+  account: ResolvedAccount;
+  tokens: TokenManager;
+  upstream: Upstream;
+}
+
+/** A message waiting in the queue, being delivered, or kept after failing. */
+export interface SpooledMessage {
+  record: QueueRecord;
+  area: SpoolArea;
+  inFlight: boolean;
+  held: boolean;
+}
+
+/**
+ * What the console reads and asks of the running relay. Every action goes through the daemon's
+ * own parts (the delivery agent, the listener): the console never edits a file behind their back.
+ */
+export interface ConsoleSources {
+  accounts: Map<string, AdminAccount>;
+  queueState(account: string): AccountQueueState;
+  health(account: string): DeliveryHealth;
+  activity: Activity;
+  /** Waiting and in-flight messages, then the failed area. */
+  spooled(): Promise<SpooledMessage[]>;
+  /** A spooled message's record and content, if it is still in the spool. */
+  openSpooled(id: string): Promise<{ message: SpooledMessage; open: () => Readable } | undefined>;
+  retryNow(id: string): number;
+  retryAccount(account: string): number;
+  deleteMessage(id: string): Promise<'deleted' | 'in_flight' | 'not_found'>;
+  searchTrace(query: TraceQuery): Promise<TraceSearchResult>;
+  /** The configured device users (as of the last reload). */
+  users(): UserConfig[];
+  lockouts(): ActiveLockout[];
+  unlock(scope: ActiveLockout['scope'], key: string): boolean;
+  /** The cluster's replicas; undefined without `cluster:`. */
+  replicas(): Promise<ReplicaInfo[] | undefined>;
+}

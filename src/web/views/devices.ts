@@ -1,0 +1,32 @@
+import { actionForm, escape, layout, span, table, when, type Notice } from '../html.js';
+import type { ConsoleSources } from '../sources.js';
+
+export function renderDevices(sources: ConsoleSources, csrf: string, notice?: Notice): string {
+  const now = Date.now();
+  const lockouts = sources.lockouts();
+  const rows = sources.users().map((user) => {
+    const seen = sources.activity.device(user.username);
+    const silentFor = seen.lastMessageAt === undefined ? undefined : now - seen.lastMessageAt;
+    const expectMs = user.expectEvery === undefined ? undefined : user.expectEvery * 1000;
+    const silent = expectMs !== undefined && (silentFor === undefined || silentFor > expectMs);
+    const lockout = lockouts.find((entry) => entry.scope === 'user' && entry.key === user.username);
+    const lastMessage = seen.lastMessageAt ? `${escape(when(seen.lastMessageAt))}` : 'none seen';
+    return [
+      `<strong>${escape(user.username)}</strong>`,
+      escape(user.account),
+      escape(when(seen.lastLoginAt)),
+      escape(seen.addresses.join(', ') || '—'),
+      String(seen.messages),
+      seen.failures ? `<span class="bad">${seen.failures}</span>` : '0',
+      silent ? `<span class="bad">Silent ${silentFor === undefined ? '(no message seen yet)' : `for ${span(silentFor)}`}</span> <small>expected every ${span(expectMs!)}${silentFor === undefined ? '' : `; last ${lastMessage}`}</small>` : lastMessage,
+      lockout ? `<span class="bad">Locked out until ${escape(when(lockout.until))}</span> ${actionForm('/devices/unlock', csrf, `Unlock ${user.username}`, { scope: 'user', key: user.username })}` : 'no',
+    ];
+  });
+  const devices = table('Device users', ['User', 'Account', 'Last login', 'Addresses seen', 'Messages today', 'Failures today', 'Last message', 'Locked out'], rows);
+  const addresses = lockouts.filter((entry) => entry.scope === 'ip');
+  const addressList = addresses.length
+    ? table('Client addresses locked out after failed logins', ['Address', 'Until', 'Action'], addresses.map((entry) => [escape(entry.key), escape(when(entry.until)), actionForm('/devices/unlock', csrf, `Unlock ${entry.key}`, { scope: 'ip', key: entry.key })]))
+    : '<p>No client address is locked out.</p>';
+  const note = '<p><small>Counts since midnight UTC. Lockouts are per replica; unlock on each replica the device uses.</small></p>';
+  return layout('devices', 'Devices', `<section class="card">${devices}${note}</section><section class="card"><h2>Locked-out addresses</h2>${addressList}</section>`, notice);
+}

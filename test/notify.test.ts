@@ -1,0 +1,101 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { accountFor, message, metric, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { TokenStore } from '../src/oauth/index.js';
+import { fingerprint } from '../src/oauth/token-store.js';
+import type { Notification } from '../src/notify/index.js';
+
+/** An incoming-webhook stand-in (Slack, Teams): collects what is POSTed; answers as told. */
+async function webhookReceiver(status = 200): Promise<{ url: string; received: Notification[]; close(): Promise<void> }> {
+  const received: Notification[] = [];
+  const server = http.createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      received.push(JSON.parse(body) as Notification);
+      response.writeHead(status).end(status === 200 ? 'ok' : 'no');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/services/T000/B000/secret-part`, received, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+const QUEUE = { delivery: 'queue', queue: { retry: { initialDelay: 0.2, maxDelay: 1, maxAge: 3600 } }, oauth: { retries: 0, retryDelay: 0.05, reauthCheckInterval: 0.2 } };
+const scan = (to: string) => ({ from: 'mfp@printers.local', to: [to], raw: message(['From: mfp@printers.local', 'Subject: scan'], 'page') });
+
+describe('notify: for admins without Prometheus', () => {
+  afterEach(stopStarted);
+
+  it('posts a webhook when an account needs a sign-in and again when it is resolved, with a text field chat hooks show', async () => {
+    const hook = await webhookReceiver();
+    const provider = await startProvider();
+    const dead = 'rt-dead';
+    const relay = await startRelay(provider, { account: accountFor(provider, dead), top: { ...QUEUE, notify: { webhook: hook.url, checkInterval: 0.2 } } });
+    try {
+      await sendRaw(relay.port, scan('alice@example.com'));
+      await until(() => hook.received.some((notification) => notification.status === 'firing'));
+      const firing = hook.received.find((notification) => notification.key === 'account:office')!;
+      expect(firing).toMatchObject({ status: 'firing', severity: 'critical', account: 'office', title: 'Account office needs a sign-in' });
+      expect(firing.text).toMatch(/^\[smtp-oauth-relay \S+\] CRITICAL: Account office needs a sign-in\. The provider said: .*invalid_grant.*What to do: .*sign in/i);
+      // Still a problem a few checks later: told once.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      expect(hook.received.filter((notification) => notification.key === 'account:office')).toHaveLength(1);
+
+      await new TokenStore(path.join(relay.dataDir, 'tokens')).write('office', { refreshToken: provider.issueRefreshToken(), seed: fingerprint(dead), updatedAt: new Date().toISOString() });
+      await until(() => hook.received.some((notification) => notification.key === 'account:office' && notification.status === 'resolved'));
+      expect(provider.received).toHaveLength(1);
+      expect(relay.logs.join('')).not.toContain('secret-part'); // the hook's URL is a secret
+      expect(await metric(relay.httpPort, 'smtp_relay_notifications_total', { channel: 'webhook', result: 'sent' })).toBe(2);
+    } finally {
+      await hook.close();
+    }
+  });
+
+  it('tells of permanent failures once per minInterval, however many; e-mails the postmaster through the account', async () => {
+    const hook = await webhookReceiver();
+    const provider = await startProvider();
+    provider.unknownRecipients.add('nobody@example.com');
+    const relay = await startRelay(provider, { top: { ...QUEUE, bounces: { postmaster: 'it@contoso.test', notifySender: false }, notify: { webhook: hook.url, email: true, checkInterval: 0.2, minInterval: '1h' } } });
+    try {
+      for (let n = 0; n < 3; n++) await sendRaw(relay.port, scan('nobody@example.com'));
+      await until(() => hook.received.length >= 1);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const failures = hook.received.filter((notification) => notification.key === 'failed:office');
+      expect(failures).toHaveLength(1);
+      expect(failures[0]).toMatchObject({ status: 'event', title: 'A message for office failed for good (failed)' });
+      expect(failures[0].details).toMatch(/smtp-oauth-relay trace --id \w+/);
+      // The e-mail: to the postmaster, from the account's mailbox, through the provider.
+      await until(() => provider.received.some((received) => /Subject: \[smtp-oauth-relay\] Event: A message for office failed/.test(received.raw.toString())));
+      const mail = provider.received.find((received) => /Subject: \[smtp-oauth-relay\] Event/.test(received.raw.toString()))!;
+      expect(mail.envelope).toEqual({ from: 'scanner@contoso.test', to: ['it@contoso.test'] });
+      expect(mail.raw.toString()).toMatch(/Auto-Submitted: auto-generated/);
+    } finally {
+      await hook.close();
+    }
+  });
+
+  it('keeps to notify.maxPerHour (counting what it holds back), and survives a webhook that fails', async () => {
+    const hook = await webhookReceiver(500);
+    const provider = await startProvider();
+    provider.unknownRecipients.add('nobody@example.com');
+    const relay = await startRelay(provider, {
+      account: { ...accountFor(provider), credentialExpiresAt: new Date(Date.now() + 3 * 86_400_000).toISOString().slice(0, 10) },
+      top: { ...QUEUE, notify: { webhook: hook.url, checkInterval: 0.2, maxPerHour: 1 } },
+    });
+    await until(() => hook.received.length === 1);
+    expect(hook.received[0].title).toMatch(/^The client secret of account office stops working on \d{4}-\d{2}-\d{2}$/);
+    await sendRaw(relay.port, scan('nobody@example.com'));
+    await until(async () => (await metric(relay.httpPort, 'smtp_relay_notifications_total', { channel: 'all', result: 'suppressed' })) === 1);
+    expect(hook.received).toHaveLength(1);
+    expect(await metric(relay.httpPort, 'smtp_relay_notifications_total', { channel: 'webhook', result: 'failed' })).toBe(1);
+    expect(relay.logs.join('')).toMatch(/webhook at 127\.0\.0\.1:\d+ answered HTTP 500.*notification not sent/);
+    await hook.close();
+  });
+
+  it('refuses notify.email without bounces.postmaster, naming the key and the fix', async () => {
+    const provider = await startProvider();
+    await expect(startRelay(provider, { top: { notify: { email: true } } })).rejects.toThrow(/notify\.email.*bounces\.postmaster/);
+  });
+});

@@ -12,6 +12,7 @@ import { accessTokenFor, buildMessage, deviceSender, load, startRelay, upstreamS
 import { record, rows } from './report.js';
 import { versusPostfix } from './versus-postfix.js';
 import { clusterCost } from './cluster.js';
+import { traceCost } from './trace-cost.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { packageRoot } from '../src/util/package-root.js';
 
@@ -131,6 +132,7 @@ async function main(): Promise<void> {
     ['connections', () => idleConnections(provider)],
     ['postfix', () => versusPostfix(provider, token)],
     ['cluster', () => clusterCost(provider)],
+    ['trace', () => traceCost(provider)],
   ];
   for (const [name, run] of sections) if (!only || only.includes(name)) await run();
   await provider.stop();

@@ -181,7 +181,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   metrics.spoolLimitBytes.set(config.queue.maxSize);
   let notifier: Notifier | undefined;
   const { traceLog, activity, trace } = await startTrace(loaded, logger, metrics, (event) => {
-    if (event.event === 'final' && (event.status === 'failed' || event.status === 'expired')) {
+    // A report or notification that failed is not told again: that could go round in circles.
+    if (event.event === 'final' && !event.relayWrote && (event.status === 'failed' || event.status === 'expired')) {
       notifier?.event({ key: `failed:${event.account}`, severity: 'warning', account: event.account, title: `A message for ${event.account} failed for good (${event.status})`, details: `Message ${event.id}: see the console (Messages) or run: smtp-oauth-relay trace --id ${event.id}` });
     }
   });

@@ -4,7 +4,7 @@ import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { DEVICE, message, sendRaw, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
+import { DEVICE, mime, sendRaw, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
 /*
@@ -24,28 +24,6 @@ const WIDTHS = [
 const PAGES = ['/', '/messages', '/queue', '/devices', '/setup'];
 const LOCKED = { username: 'printer-3f', password: 'the right one' };
 const SILENT = { username: 'alarm-panel', password: 'another right one' };
-
-function mime(subject: string, attachment?: { name: string; type: string; bytes: number }): string {
-  const parts = [`From: Scanner <mfp@printers.local>`, `Subject: ${subject}`, 'MIME-Version: 1.0'];
-  if (!attachment) return message(parts, 'page');
-  return [
-    ...parts,
-    'Content-Type: multipart/mixed; boundary="b1"',
-    '',
-    '--b1',
-    'Content-Type: text/plain',
-    '',
-    'Scanned document attached.',
-    '--b1',
-    `Content-Type: ${attachment.type}; name="${attachment.name}"`,
-    `Content-Disposition: attachment; filename="${attachment.name}"`,
-    'Content-Transfer-Encoding: base64',
-    '',
-    Buffer.alloc(attachment.bytes, 7).toString('base64').replace(/.{76}/g, '$&\r\n'),
-    '--b1--',
-    '',
-  ].join('\r\n');
-}
 
 async function seriousViolations(page: Page): Promise<string[]> {
   await page.evaluate(AXE); // DevTools evaluation: the page's own CSP (no scripts) stays in force
@@ -76,10 +54,12 @@ describe('the operator console in a real browser', () => {
     base = `http://127.0.0.1:${relay.httpPort}`;
     await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: mime('Invoice 2026-117', { name: 'invoice.pdf', type: 'application/pdf', bytes: 30_000 }) });
     await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['nobody@example.com'], raw: mime('Contract') });
+    // A hostile device: markup in the Subject and the attachment's name.
+    await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: mime('<img src=x onerror=alert(1)>', { name: '"><svg onload=alert(2)>.pdf', type: 'application/pdf', bytes: 10 }) });
     const waiting = await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['busy@example.com'], raw: mime('Site plan', { name: 'plan.tiff', type: 'image/tiff', bytes: 12_345 }) });
     waitingId = /queued as (\w+)/.exec(waiting.response)![1];
     for (let n = 0; n < 2; n++) await sendRaw(relay.port, { from: 'x@printers.local', to: ['alice@example.com'], raw: mime('x') }, { ...LOCKED, password: 'wrong' }).catch(() => undefined);
-    await until(() => provider.received.length >= 2); // the invoice and the failure report to its sender
+    await until(() => provider.received.length >= 3); // the invoice, the hostile one and the failure report to its sender
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
     await mkdir(ARTIFACTS, { recursive: true });
   }, 60_000);
@@ -122,12 +102,12 @@ describe('the operator console in a real browser', () => {
     const page = await browser.newPage();
     await page.goto(`${base}/`);
     const card = page.locator('#account-office');
-    // 2 sent: the invoice and the failure report about the contract
-    expect(await card.textContent()).toMatch(/Today: 3 message\(s\), 1 failure\(s\) · 1 in queue/);
+    // 3 sent: the invoice, the hostile one and the failure report about the contract
+    expect(await card.textContent()).toMatch(/Today: 4 message\(s\), 1 failure\(s\) · 1 in queue/);
     expect(await card.textContent()).toMatch(/\(Authenticated\) · access token until/);
     const chart = card.getByRole('img', { name: 'Messages per hour for office' });
     expect(await chart.getAttribute('aria-labelledby')).toBeTruthy();
-    expect(await card.locator('desc').textContent()).toMatch(/^Last 24 hours: 2 sent, 1 deferred, 1 failed; busiest hour/);
+    expect(await card.locator('desc').textContent()).toMatch(/^Last 24 hours: 3 sent, 1 deferred, 1 failed; busiest hour/);
     await page.close();
   });
 
@@ -185,13 +165,21 @@ describe('the operator console in a real browser', () => {
     const page = await browser.newPage();
     await page.goto(`${base}/devices`);
     const row = (user: string) => page.locator('tbody tr', { hasText: user });
-    expect(await row(DEVICE.username).textContent()).toMatch(/127\.0\.0\.1\s*3\s*1/); // addresses, messages, failures today
+    expect(await row(DEVICE.username).textContent()).toMatch(/127\.0\.0\.1\s*4\s*1/); // addresses, messages, failures today
     expect(await row(SILENT.username).textContent()).toMatch(/Silent \(no message seen yet\)\s*expected every 60 min/);
     expect(await row(LOCKED.username).textContent()).toMatch(/Locked out until/);
     await expect(sendRaw(relay.port, { from: 'x@printers.local', to: ['alice@example.com'], raw: mime('y') }, LOCKED)).rejects.toThrow(/421|Too many failed logins/);
     await page.getByRole('button', { name: `Unlock ${LOCKED.username}` }).click();
     expect(await page.getByRole('status').textContent()).toBe(`${LOCKED.username} unlocked.`);
     await sendRaw(relay.port, { from: 'x@printers.local', to: ['alice@example.com'], raw: mime('after unlock') }, LOCKED);
+    await page.close();
+  });
+
+  it('shows what a hostile device sent as text, never as markup', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${base}/messages`);
+    expect(await page.locator('main').textContent()).toContain('<img src=x onerror=alert(1)>');
+    expect(await page.locator('main img, main svg[onload]').count()).toBe(0);
     await page.close();
   });
 

@@ -141,6 +141,29 @@ export function headerValues(header: string, name: string): string[] {
 
 export const message = (headers: string[], body: string) => [...headers, '', body].join('\r\n');
 
+/** A scan as a multifunction printer sends it: a short text part and, if given, one base64 attachment. */
+export function mime(subject: string, attachment?: { name: string; type: string; bytes: number }): string {
+  const parts = [`From: Scanner <mfp@printers.local>`, `Subject: ${subject}`, 'MIME-Version: 1.0'];
+  if (!attachment) return message(parts, 'page');
+  return [
+    ...parts,
+    'Content-Type: multipart/mixed; boundary="b1"',
+    '',
+    '--b1',
+    'Content-Type: text/plain',
+    '',
+    'Scanned document attached.',
+    '--b1',
+    `Content-Type: ${attachment.type}; name="${attachment.name}"`,
+    `Content-Disposition: attachment; filename="${attachment.name}"`,
+    'Content-Transfer-Encoding: base64',
+    '',
+    Buffer.alloc(attachment.bytes, 7).toString('base64').replace(/.{76}/g, '$&\r\n'),
+    '--b1--',
+    '',
+  ].join('\r\n');
+}
+
 /** Polls until the condition holds (for what happens asynchronously: deliveries, state changes). */
 export async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

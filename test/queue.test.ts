@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MAILBOX, accountFor, message, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type RelayOptions, type TestRelay, until, stopStarted } from './helpers.js';
+import { MAILBOX, accountFor, message, mime, metric, readyz, sendRaw, sendRawExpectingError, startProvider, startRelay, type RelayOptions, type TestRelay, until, stopStarted } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { TokenStore } from '../src/oauth/index.js';
 import { fingerprint } from '../src/oauth/token-store.js';
@@ -167,13 +167,16 @@ describe('queue mode (store and forward)', () => {
     provider = await startProvider();
     provider.dataScript.push({ code: 432, message: '4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded' });
     const { port, dataDir } = await setUp({ top: { ...QUEUE, queue: { retry: { initialDelay: 3600, maxDelay: 3600, maxAge: 86400 } } } });
-    await sendRaw(port, scan(1));
+    await sendRaw(port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: mime('Scan 2026-11-23 10:05', { name: 'scan0001.pdf', type: 'application/pdf', bytes: 4096 }) });
     await until(async () => (await queueCommand(dataDir, ['list'], false)).output.includes('432'));
     const listing = (await queueCommand(dataDir, ['list'], false)).output;
     expect(listing).toMatch(/^ID\s+ACCOUNT\s+AGE\s+ATTEMPTS\s+NEXT TRY\s+RCPTS\s+LAST REPLY/);
     expect(listing).toMatch(/office\s+\d+s\s+1\s+in \d+m\s+1\s+432 4\.3\.2 STOREDRV\.ClientSubmit; sender thread limit exceeded/);
     const id = /^([0-9A-Z]+) /m.exec(listing.split('\n')[1])![1];
-    expect((await queueCommand(dataDir, ['show', id], false)).output).toContain('"attempts": 1');
+    const shown = (await queueCommand(dataDir, ['show', id], false)).output;
+    expect(shown).toContain('"attempts": 1');
+    // First what a person recognises (parsed with mailparser), then the record and the header.
+    expect(shown).toMatch(/^Subject: {5}Scan 2026-11-23 10:05\nFrom: {8}"Scanner" <scanner@contoso\.test>\n[\s\S]*Attachments: \n {2}scan0001\.pdf {2}application\/pdf {2}4096 bytes\n/);
     expect((await queueCommand(dataDir, ['retry', id], false)).code).toBe(0);
     await until(() => provider.received.length === 1); // the daemon noticed the retry
     await until(async () => (await queueCommand(dataDir, ['list'], false)).output === 'Queue is empty.\n');

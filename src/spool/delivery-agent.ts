@@ -228,7 +228,7 @@ export class DeliveryAgent {
   }
 
   private traceFinal(record: QueueRecord, status: FinalStatus): void {
-    this.options.trace.record({ at: new Date().toISOString(), event: 'final', id: record.id, account: record.account, status });
+    this.options.trace.record({ at: new Date().toISOString(), event: 'final', id: record.id, account: record.account, status, relayWrote: record.isReport || undefined });
   }
 
   /** A newly committed message. */

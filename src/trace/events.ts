@@ -34,7 +34,8 @@ export type TraceEvent =
   | (EventBase & { event: 'report'; reportId: string; to: string; kind: 'failed' | 'delayed' })
   | (EventBase & { event: 'handed-over'; peer: string })
   | (EventBase & { event: 'adopted' })
-  | (EventBase & { event: 'final'; status: FinalStatus });
+  /** relayWrote: a delivery report or notification the relay wrote itself (its failure is not told again). */
+  | (EventBase & { event: 'final'; status: FinalStatus; relayWrote?: true });
 
 /** Where events go. The embedded default is a file per day (FileTraceLog). */
 export interface TraceSink {

@@ -1,15 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { ARTIFACTS, launchChromium } from './browser.js';
 import { MAILBOX, accountFor, readyz, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import { hashPassword } from '../src/listener/index.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = path.resolve('test-artifacts');
 
 describe('the admin page in a real browser', () => {
   let provider: FakeProvider;
@@ -17,16 +14,11 @@ describe('the admin page in a real browser', () => {
   let browser: Browser;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`);
     provider = await startProvider();
     const { refreshToken: _none, ...account } = accountFor(provider);
     relay = await startRelay(provider, { keepAlive: true, account: { ...account, authorizeUrl: provider.authorizeUrl } });
     await until(async () => (await readyz(relay.httpPort)).body.accounts.office.state === 'needs_reauth');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    await mkdir(ARTIFACTS, { recursive: true });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();

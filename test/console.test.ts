@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { ARTIFACTS, launchChromium } from './browser.js';
 import { DEVICE, mime, sendRaw, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
@@ -14,8 +14,6 @@ import type { FakeProvider } from '../src/demo/fake-provider.js';
  * test-artifacts/.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = path.resolve('test-artifacts');
 const AXE = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 const WIDTHS = [
   { name: 'phone', viewport: { width: 390, height: 844 } },
@@ -39,7 +37,6 @@ describe('the operator console in a real browser', () => {
   let waitingId: string;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`);
     provider = await startProvider();
     provider.unknownRecipients.add('nobody@example.com');
     provider.deferredRecipients.set('busy@example.com', 1000);
@@ -60,8 +57,7 @@ describe('the operator console in a real browser', () => {
     waitingId = /queued as (\w+)/.exec(waiting.response)![1];
     for (let n = 0; n < 2; n++) await sendRaw(relay.port, { from: 'x@printers.local', to: ['alice@example.com'], raw: mime('x') }, { ...LOCKED, password: 'wrong' }).catch(() => undefined);
     await until(() => provider.received.length >= 3); // the invoice, the hostile one and the failure report to its sender
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
-    await mkdir(ARTIFACTS, { recursive: true });
+    browser = await launchChromium();
   }, 60_000);
   afterAll(async () => {
     await browser?.close();

@@ -84,6 +84,14 @@ describe('deploy/kubernetes', () => {
     }
   });
 
+  it('names the scrape job as the SmtpRelayDown alert expects it', async () => {
+    const monitor = byKind(manifests, 'ServiceMonitor') as unknown as { spec: { endpoints: { relabelings?: { targetLabel: string; replacement: string }[] }[] } };
+    const job = monitor.spec.endpoints[0].relabelings?.find((relabel) => relabel.targetLabel === 'job')?.replacement;
+    const rule = byKind(manifests, 'PrometheusRule') as unknown as { spec: { groups: { rules: { alert?: string; expr: string }[] }[] } };
+    const down = rule.spec.groups.flatMap((group) => group.rules).find((entry) => entry.alert === 'SmtpRelayDown')!;
+    expect(down.expr).toContain(`up{job="${job}"}`);
+  });
+
   it('ships a handoff Job that validates and runs the queue handoff command', async () => {
     const [job] = docs(await readFile(path.join(DIR, 'handoff-job.example.yaml'), 'utf8'));
     const Model = await modelOf(job);

@@ -72,8 +72,9 @@ function bounceSettings({ bounces }: LoadedConfig['config']): BounceSettings {
   return { postmaster: bounces.postmaster, notifySender: bounces.notifySender, maxPerHour: bounces.maxPerHour, delayWarningMs: bounces.delayWarning * 1000 };
 }
 
-/** How far back the console's counts reach after a restart (the log replayed at start). */
-const ACTIVITY_REPLAY_MS = 7 * 86_400_000;
+const DAY_MS = 86_400_000;
+/** How far back the console's counts reach after a restart, at most (the log replayed at start). */
+const ACTIVITY_REPLAY_MS = 7 * DAY_MS;
 
 /**
  * The delivery log and the console's counts beside it: every event goes to both. The counts start
@@ -84,7 +85,9 @@ async function startTrace({ config }: LoadedConfig, logger: Logger, metrics: Ret
   const traceLog = config.trace.enabled ? new FileTraceLog(path.join(config.dataDir, 'trace'), config.trace.retention * 1000, logger, (events) => metrics.traceDropped.inc(events)) : new NoTraceLog();
   if (traceLog instanceof FileTraceLog) {
     await traceLog.start();
-    for (const event of await traceLog.events({ since: Date.now() - ACTIVITY_REPLAY_MS })) activity.record(event);
+    // The counts need a day; a silent device is flagged against its expectEvery (up to a week).
+    const longestExpected = Math.max(0, ...config.users.map((user) => (user.expectEvery ?? 0) * 1000));
+    await traceLog.replay({ since: Date.now() - Math.min(ACTIVITY_REPLAY_MS, Math.max(DAY_MS, longestExpected)) }, (event) => activity.record(event));
   }
   const trace = {
     record(event: TraceEvent) {

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { DEVICE, cli, message, sendRaw, sendRawExpectingError, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
@@ -89,7 +90,7 @@ describe('the delivery log (message trace)', () => {
 
   it('deletes days past trace.retention at start, and reads its files when no relay runs', async () => {
     provider = await startProvider();
-    const dataDir = path.join(await import('node:os').then((os) => os.tmpdir()), `relay-trace-${process.pid}-${Date.now()}`);
+    const dataDir = path.join(os.tmpdir(), `relay-trace-${process.pid}-${Date.now()}`);
     await mkdir(path.join(dataDir, 'trace'), { recursive: true });
     const old = { at: '2020-01-01T10:00:00.000Z', event: 'final', id: 'OLD0000001', account: 'office', status: 'delivered' };
     await writeFile(path.join(dataDir, 'trace', '2020-01-01.jsonl'), `${JSON.stringify(old)}\n`);
@@ -102,5 +103,22 @@ describe('the delivery log (message trace)', () => {
     const offline = await trace(relay);
     expect(offline.stdout).toContain('RECENT0001');
     expect(offline.stdout).toMatch(/2 message\(s\)/);
+  });
+});
+
+describe('a delivery-log search that would not fit in memory', () => {
+  it('keeps the newest whole days up to its cap and says it was cut', async () => {
+    const { FileTraceLog } = await import('../src/trace/index.js');
+    const { createLogger } = await import('../src/log.js');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'relay-trace-cap-'));
+    for (const day of ['2026-11-20', '2026-11-21', '2026-11-22']) {
+      const lines = [1, 2].map((n) => JSON.stringify({ at: `${day}T10:00:0${n}.000Z`, event: 'final', id: `ID${day.replaceAll('-', '')}${n}`, account: 'office', status: 'delivered' }));
+      await writeFile(path.join(dir, `${day}.jsonl`), `${lines.join('\n')}\n`);
+    }
+    const log = new FileTraceLog(dir, Infinity, createLogger('silent'));
+    const cut = await log.events({}, 3);
+    expect(cut.truncated).toBe(true);
+    expect(cut.events.map((event) => event.at.slice(0, 10))).toEqual(['2026-11-22', '2026-11-22', '2026-11-21', '2026-11-21']);
+    expect((await log.events({}, 10)).truncated).toBe(false);
   });
 });

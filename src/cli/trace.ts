@@ -27,8 +27,8 @@ export async function traceCommand(dataDir: string, options: TraceOptions): Prom
   if (byDaemon && byDaemon.code === 0) result = JSON.parse(byDaemon.output) as TraceSearchResult;
   else if (byDaemon) return byDaemon;
   else {
-    const log = new FileTraceLog(path.join(dataDir, 'trace'), Infinity, createLogger('silent'));
-    result = { messages: selectMessages(await log.events(query), query), replicas: [{ name: 'this data folder (no relay running)', answered: true }] };
+    const found = await new FileTraceLog(path.join(dataDir, 'trace'), Infinity, createLogger('silent')).events(query);
+    result = { messages: selectMessages(found.events, query), replicas: [{ name: 'this data folder (no relay running)', answered: true }], truncated: found.truncated || undefined };
   }
   return { code: 0, output: options.json ? `${JSON.stringify(result, null, 2)}\n` : formatTimeline(result) };
 }

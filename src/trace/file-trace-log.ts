@@ -6,12 +6,23 @@ import type { Logger } from '../log.js';
 import type { TraceEvent, TraceSink } from './events.js';
 import { eventMayMatch, type TraceQuery } from './query.js';
 
+/** Events read back for a search; `truncated` when the cap was reached (the newest days are kept). */
+export interface FoundEvents {
+  events: TraceEvent[];
+  truncated: boolean;
+}
+
 /** The delivery log as this process keeps it: write events, read them back. */
 export interface TraceLog extends TraceSink {
-  /** Events that may match (all of a matching message's events within the query's time). */
-  events(query: TraceQuery): Promise<TraceEvent[]>;
+  /** Events that may match (all of a matching message's events within the query's time), newest days first. */
+  events(query: TraceQuery): Promise<FoundEvents>;
+  /** Calls visit for every event that may match, oldest first, without holding them (the console's replay at start). */
+  replay(query: TraceQuery, visit: (event: TraceEvent) => void): Promise<void>;
   close(): Promise<void>;
 }
+
+/** A search holds at most about this many events (plus one day's): narrow it with --since or filters. */
+export const MAX_SEARCH_EVENTS = 200_000;
 
 const FLUSH_MS = 1000;
 const FLUSH_BYTES = 256 * 1024;
@@ -79,22 +90,55 @@ export class FileTraceLog implements TraceLog {
     return this.writing;
   }
 
-  async events(query: TraceQuery): Promise<TraceEvent[]> {
-    await this.flush();
-    const files = (await readdir(this.dir).catch(() => [] as string[])).filter((name) => FILE.test(name)).sort();
-    const firstDay = query.since === undefined ? '' : new Date(query.since).toISOString().slice(0, 10);
+  async events(query: TraceQuery, cap = MAX_SEARCH_EVENTS): Promise<FoundEvents> {
+    const days = (await this.days(query)).reverse();
+    const candidates = await this.candidates(days, query);
     const found: TraceEvent[] = [];
-    // A search by id knows the text its lines contain: the rest are skipped unparsed.
-    const needle = query.id === undefined ? undefined : `"id":${JSON.stringify(query.id)}`;
-    for (const name of files.filter((file) => file.slice(0, 10) >= firstDay)) {
-      const lines = createInterface({ input: createReadStream(path.join(this.dir, name)), crlfDelay: Infinity });
-      for await (const line of lines) {
-        if (needle && !line.includes(needle)) continue;
-        const event = parseEvent(line);
-        if (event && eventMayMatch(event, query)) found.push(event);
+    // Newest day first, whole days at a time: when the cap is reached, what is kept is the most recent.
+    for (const file of days) {
+      if (found.length >= cap) return { events: found, truncated: true };
+      await this.readDay(file, query, (event) => (!candidates || candidates.has(event.id)) && found.push(event));
+    }
+    return { events: found, truncated: false };
+  }
+
+  /**
+   * With a user, sender or recipient to look for, a first pass collects the ids of the messages
+   * whose lines mention it (cheap text search), so the cap counts candidates, not the whole log.
+   */
+  private async candidates(days: string[], query: TraceQuery): Promise<Set<string> | undefined> {
+    const needles = [query.user && `"user":${JSON.stringify(query.user)}`, query.from, query.to].filter((needle): needle is string => !!needle).map((needle) => needle.toLowerCase());
+    if (needles.length === 0) return undefined;
+    const ids = new Set<string>();
+    for (const file of days) {
+      for await (const line of createInterface({ input: createReadStream(path.join(this.dir, file)), crlfDelay: Infinity })) {
+        const lower = line.toLowerCase();
+        if (needles.some((needle) => lower.includes(needle))) ids.add(parseEvent(line)?.id ?? '');
       }
     }
-    return found;
+    return ids;
+  }
+
+  async replay(query: TraceQuery, visit: (event: TraceEvent) => void): Promise<void> {
+    for (const file of await this.days(query)) await this.readDay(file, query, visit);
+  }
+
+  /** The day files a query reaches, oldest first (everything written so far is in them). */
+  private async days(query: TraceQuery): Promise<string[]> {
+    await this.flush();
+    const firstDay = query.since === undefined ? '' : new Date(query.since).toISOString().slice(0, 10);
+    return (await readdir(this.dir).catch(() => [] as string[])).filter((name) => FILE.test(name) && name.slice(0, 10) >= firstDay).sort();
+  }
+
+  private async readDay(name: string, query: TraceQuery, visit: (event: TraceEvent) => void): Promise<void> {
+    // A search by id knows the text its lines contain: the rest are skipped unparsed.
+    const needle = query.id === undefined ? undefined : `"id":${JSON.stringify(query.id)}`;
+    const lines = createInterface({ input: createReadStream(path.join(this.dir, name)), crlfDelay: Infinity });
+    for await (const line of lines) {
+      if (needle && !line.includes(needle)) continue;
+      const event = parseEvent(line);
+      if (event && eventMayMatch(event, query)) visit(event);
+    }
   }
 
   async close(): Promise<void> {
@@ -126,8 +170,9 @@ function parseEvent(line: string): TraceEvent | undefined {
 /** The delivery log switched off (trace.enabled: false). */
 export class NoTraceLog implements TraceLog {
   record(): void {}
-  async events(): Promise<TraceEvent[]> {
-    return [];
+  async events(): Promise<FoundEvents> {
+    return { events: [], truncated: false };
   }
+  async replay(): Promise<void> {}
   async close(): Promise<void> {}
 }

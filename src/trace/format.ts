@@ -41,7 +41,8 @@ function formatMessage(message: MessageTrace, showReplica: boolean): string {
 /** What `smtp-oauth-relay trace` prints: each match with its timeline, and who did not answer. */
 export function formatTimeline(result: TraceSearchResult): string {
   const missing = result.replicas.filter((replica) => !replica.answered);
-  const warning = missing.map((replica) => `warning: replica ${replica.name} did not answer (${replica.error}); its part of the log is missing\n`).join('');
+  const cut = result.truncated ? 'warning: the search reached its size cap; older matches may be missing: narrow it with --since or a filter\n' : '';
+  const warning = cut + missing.map((replica) => `warning: replica ${replica.name} did not answer (${replica.error}); its part of the log is missing\n`).join('');
   if (result.messages.length === 0) return `${warning}No message in the delivery log matches.\n`;
   return `${warning}${result.messages.map((message) => formatMessage(message, result.replicas.length > 1)).join('\n\n')}\n\n${result.messages.length} message(s)\n`;
 }

@@ -2,16 +2,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import { internalSignature, validInternalSignature } from '../cluster/index.js';
 import type { MessageTrace, TraceEvent } from './events.js';
-import type { TraceLog } from './file-trace-log.js';
+import type { FoundEvents, TraceLog } from './file-trace-log.js';
 import { selectMessages, type TraceQuery } from './query.js';
 
 export const TRACE_PATH = '/internal/trace';
 const MAX_QUERY_BYTES = 16 * 1024;
-/** Per peer: the cap on events it may send back (a search is for people, not a bulk export). */
-const MAX_PEER_EVENTS = 50_000;
 
 export interface TraceSearchResult {
   messages: MessageTrace[];
+  /** Set when a replica's part was cut at its cap: older matches may be missing (narrow the search). */
+  truncated?: boolean;
   /** Replicas asked: this one first; `error` says why one did not answer. */
   replicas: { name: string; answered: boolean; error?: string }[];
 }
@@ -40,7 +40,8 @@ export class TraceSearch {
     const { log, self, key } = this.options;
     const peers = key ? await this.options.peers().catch(() => []) : [];
     const [local, ...remote] = await Promise.all([log.events(query), ...peers.map((peer) => this.ask(peer.http, query))]);
-    const events: (TraceEvent & { replica?: string })[] = local.map((event) => ({ ...event, replica: self }));
+    const events: (TraceEvent & { replica?: string })[] = local.events.map((event) => ({ ...event, replica: self }));
+    let truncated = local.truncated;
     const replicas: TraceSearchResult['replicas'] = [{ name: self, answered: true }];
     remote.forEach((answer, index) => {
       const name = peers[index].name;
@@ -49,9 +50,10 @@ export class TraceSearch {
         return;
       }
       replicas.push({ name, answered: true });
+      truncated ||= answer.truncated;
       for (const event of answer.events) events.push({ ...event, replica: name });
     });
-    return { messages: selectMessages(events, query), replicas };
+    return { messages: selectMessages(events, query), replicas, truncated: truncated || undefined };
   }
 
   /** POST /internal/trace from a peer: this replica's events for the query. False for other paths. */
@@ -71,12 +73,11 @@ export class TraceSearch {
       answer(403, { error: 'bad signature' });
       return true;
     }
-    const events = await this.options.log.events(JSON.parse(body) as TraceQuery);
-    answer(200, { events: events.slice(-MAX_PEER_EVENTS) });
+    answer(200, await this.options.log.events(JSON.parse(body) as TraceQuery));
     return true;
   }
 
-  private async ask(http: string, query: TraceQuery): Promise<{ events: TraceEvent[] } | { error: string }> {
+  private async ask(http: string, query: TraceQuery): Promise<FoundEvents | { error: string }> {
     const body = JSON.stringify(query);
     const time = String(Date.now());
     try {
@@ -87,7 +88,7 @@ export class TraceSearch {
         signal: AbortSignal.timeout(this.options.timeoutMs),
       });
       if (response.status !== 200) return { error: `answered HTTP ${response.status}` };
-      return (await response.json()) as { events: TraceEvent[] };
+      return (await response.json()) as FoundEvents;
     } catch (error) {
       const name = (error as Error).name;
       return { error: name === 'TimeoutError' ? `no answer within ${this.options.timeoutMs / 1000} s` : (error as Error).message };

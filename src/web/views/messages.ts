@@ -18,7 +18,8 @@ ${input('to', 'To', 'alice@ or example.com')}${input('from', 'From', 'scanner@')
 }
 
 function missingReplicas(result: TraceSearchResult): string {
-  return result.replicas
+  const cut = result.truncated ? '<p class="warn" role="alert">The search reached its size cap: older matches may be missing. Narrow it (Since, To, Device user).</p>' : '';
+  return cut + result.replicas
     .filter((replica) => !replica.answered)
     .map((replica) => `<p class="bad" role="alert">Replica ${escape(replica.name)} did not answer (${escape(replica.error ?? '')}): its part of the log is missing.</p>`)
     .join('');

@@ -3,7 +3,7 @@ import { appendFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { message, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { cli, message, metric, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
 
 /** A small tmpfs of our own: a real full disk (ENOSPC), not a simulated one. Needs mount rights (root). */
 function mountSmallDisk(dir: string, size: string): string | undefined {
@@ -57,11 +57,16 @@ describe.skipIf(cannotMount !== undefined)('a full disk', () => {
       for (;;) await appendFile(filler, Buffer.alloc(4096));
     })().catch(() => undefined);
     await until(() => relay.logs.some((line) => line.includes('cannot write the delivery result')));
+    // The delivery log is a log: its events are dropped (and counted), the mail is not.
+    await until(async () => (await metric(relay.httpPort, 'smtp_relay_trace_events_dropped_total')) > 0);
     await rm(filler);
     provider.refuseConnections = false;
     await until(() => provider.received.length === accepted.length, 20_000);
     const subjects = provider.received.map((received) => /Subject: full (\d+)/.exec(received.raw.toString())![1]).map(Number).sort((a, b) => a - b);
     expect(subjects).toEqual(accepted);
+    // With room again, the log records the outcome of every message.
+    const delivered = async () => (JSON.parse((await cli(['trace', '--data-dir', dataDir, '--status', 'delivered', '--json'])).stdout) as { messages: unknown[] }).messages.length;
+    await until(async () => (await delivered()) === accepted.length);
     expect(relay.logs.join('\n')).not.toMatch(/"reply":"5\d\d/);
   });
 });

@@ -127,6 +127,7 @@ function startNotifier(parts: { config: LoadedConfig['config']; routes: Map<stri
 }
 
 interface ConsoleParts {
+  cluster: ClusterState;
   routes: Map<string, Route & { tokens: TokenManager }>;
   agent: DeliveryAgent;
   spool: Spool;
@@ -139,7 +140,7 @@ interface ConsoleParts {
 }
 
 /** What the console reads and does, each through the part of the daemon that owns it. */
-function consoleSources({ routes, agent, spool, health, activity, listener, traceSearch, users, replicas }: ConsoleParts): ConsoleSources {
+function consoleSources({ cluster, routes, agent, spool, health, activity, listener, traceSearch, users, replicas }: ConsoleParts): ConsoleSources {
   const spooled = async (): Promise<SpooledMessage[]> => [
     ...agent.pending().map(({ record, inFlight, held }) => ({ record, inFlight, held, area: 'queue' as const })),
     ...(await spool.list('failed')).map((record) => ({ record, inFlight: false, held: false, area: 'failed' as const })),
@@ -160,7 +161,10 @@ function consoleSources({ routes, agent, spool, health, activity, listener, trac
     searchTrace: (query) => traceSearch.search(query),
     users,
     lockouts: () => listener.lockouts(),
-    unlock: (scope, key) => listener.unlock(scope, key),
+    unlock: (scope, key) => {
+      cluster.announceUnlock(scope, key); // every replica counted the same failures
+      return listener.unlock(scope, key);
+    },
     replicas,
   };
 }
@@ -259,6 +263,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     onLogin: (username, ip) => activity.login(username, ip),
   });
   cluster.onAuthFailure((ip, username) => listener.noteFailureElsewhere(ip, username));
+  cluster.onUnlock((scope, key) => listener.unlock(scope, key));
   notifier = startNotifier({ config, routes, agent, spool, health, listener, cluster, logger, metrics });
   cluster.onHeld(({ account, reason, reply, hint }) => agent.holdFromElsewhere(account, reason, reply, hint));
 
@@ -300,7 +305,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   });
   let users = config.users;
   const admin = new AdminPage({
-    sources: consoleSources({ routes, agent, spool, health, activity, listener, traceSearch, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
+    sources: consoleSources({ cluster, routes, agent, spool, health, activity, listener, traceSearch, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
     store,
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,

@@ -135,6 +135,22 @@ describe('replicas share tokens through Redis', () => {
       });
     }
     await sendRaw(replicas[0].port, scan(500)); // the devices are not locked out
+
+    // An administrator unlocks it on one replica's console: every replica lets it in again.
+    const console = `http://127.0.0.1:${replicas[0].httpPort}`;
+    const page = await fetch(`${console}/devices`);
+    expect(await page.clone().text()).toContain(`Unlock ${attacker}`);
+    const cookie = String(page.headers.get('set-cookie')).split(';')[0];
+    const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
+    const unlocked = await fetch(`${console}/devices/unlock`, { method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, scope: 'ip', key: attacker }) });
+    expect(await unlocked.text()).toContain(`${attacker} unlocked.`);
+    for (const relay of replicas) {
+      await until(async () => {
+        const { client, greeting } = await RawSmtp.connect(relay.port, { localAddress: attacker });
+        client.close();
+        return /^220 /.test(greeting);
+      });
+    }
   }, 30_000);
 
   it('takes handed-over mail only with a valid signature, and only under a safe id', async () => {

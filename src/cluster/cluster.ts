@@ -96,6 +96,10 @@ export interface ClusterState {
   announceAuthFailure(ip: string, username: string): void;
   /** Calls back for each failed device login another replica announces. */
   onAuthFailure(listener: (ip: string, username: string) => void): void;
+  /** Tells the other replicas that an administrator lifted a lockout here (they counted the same failures). */
+  announceUnlock(scope: 'ip' | 'user', key: string): void;
+  /** Calls back when another replica announces a lifted lockout. */
+  onUnlock(listener: (scope: 'ip' | 'user', key: string) => void): void;
   /** Tells the other replicas that an account was just signed in here (its refresh token is shared). */
   announceSignIn(account: string): Promise<void>;
   /** Calls back when another replica announces a sign-in. */
@@ -163,6 +167,10 @@ export class LocalCluster implements ClusterState {
   announceAuthFailure(): void {}
 
   onAuthFailure(): void {}
+
+  announceUnlock(): void {}
+
+  onUnlock(): void {}
 
   async close(): Promise<void> {}
 }

@@ -101,10 +101,12 @@ export class RedisCluster implements ClusterState {
   private readonly signInListeners: ((account: string) => void)[] = [];
   private readonly authFailureListeners: ((ip: string, username: string) => void)[] = [];
   private readonly heldListeners: ((event: HeldAccount) => void)[] = [];
+  private readonly unlockListeners: ((scope: 'ip' | 'user', key: string) => void)[] = [];
   /** Where replicas announce sign-ins and failed logins (the client's keyPrefix does not apply to channels). */
   private readonly signInChannel: string;
   private readonly authFailureChannel: string;
   private readonly heldChannel: string;
+  private readonly unlockChannel: string;
   private readonly key?: Buffer;
   private readonly log: Logger;
   private wasUp?: boolean;
@@ -131,7 +133,8 @@ export class RedisCluster implements ClusterState {
     this.signInChannel = `${options.keyPrefix}sign-in`;
     this.authFailureChannel = `${options.keyPrefix}auth-failures`;
     this.heldChannel = `${options.keyPrefix}account-held`;
-    this.subscriber.subscribe(this.signInChannel, this.authFailureChannel, this.heldChannel).catch(() => undefined);
+    this.unlockChannel = `${options.keyPrefix}unlocks`;
+    this.subscriber.subscribe(this.signInChannel, this.authFailureChannel, this.heldChannel, this.unlockChannel).catch(() => undefined);
     this.subscriber.on('message', (channel: string, text: string) => this.heard(channel, text));
   }
 
@@ -244,6 +247,14 @@ export class RedisCluster implements ClusterState {
     this.authFailureListeners.push(listener);
   }
 
+  announceUnlock(scope: 'ip' | 'user', key: string): void {
+    void this.quietly(() => this.redis.publish(this.unlockChannel, JSON.stringify({ scope, key, from: this.name })));
+  }
+
+  onUnlock(listener: (scope: 'ip' | 'user', key: string) => void): void {
+    this.unlockListeners.push(listener);
+  }
+
   async close(): Promise<void> {
     clearInterval(this.heartbeat);
     await this.quietly(() => this.redis.hdel('replicas', this.name)); // stopped on purpose: not stale, gone
@@ -253,7 +264,7 @@ export class RedisCluster implements ClusterState {
 
   private heard(channel: string, text: string): void {
     try {
-      const event = JSON.parse(text) as { from: string; account?: string; ip?: string; username?: string; reason?: string; reply?: string; hint?: string };
+      const event = JSON.parse(text) as { from: string; account?: string; ip?: string; username?: string; reason?: string; reply?: string; hint?: string; scope?: string; key?: string };
       if (event.from === this.name) return;
       if (channel === this.signInChannel && typeof event.account === 'string') {
         this.log.info({ account: event.account, from: event.from }, 'account signed in on another replica');
@@ -264,6 +275,9 @@ export class RedisCluster implements ClusterState {
         for (const listener of this.heldListeners) listener(held);
       } else if (channel === this.authFailureChannel && typeof event.ip === 'string' && typeof event.username === 'string') {
         for (const listener of this.authFailureListeners) listener(event.ip, event.username);
+      } else if (channel === this.unlockChannel && (event.scope === 'ip' || event.scope === 'user') && typeof event.key === 'string') {
+        this.log.info({ scope: event.scope, key: event.key, from: event.from }, 'lockout lifted on another replica; lifted here too');
+        for (const listener of this.unlockListeners) listener(event.scope, event.key);
       }
     } catch {
       this.log.warn({ channel }, 'unreadable announcement on a cluster channel');

@@ -27,6 +27,6 @@ export function renderDevices(sources: ConsoleSources, csrf: string, notice?: No
   const addressList = addresses.length
     ? table('Client addresses locked out after failed logins', ['Address', 'Until', 'Action'], addresses.map((entry) => [escape(entry.key), escape(when(entry.until)), actionForm('/devices/unlock', csrf, `Unlock ${entry.key}`, { scope: 'ip', key: entry.key })]))
     : '<p>No client address is locked out.</p>';
-  const note = '<p><small>Counts since midnight UTC. Lockouts are per replica; unlock on each replica the device uses.</small></p>';
+  const note = '<p><small>Counts since midnight UTC, of the messages this replica took. Unlock applies to every replica of a cluster.</small></p>';
   return layout('devices', 'Devices', `<section class="card">${devices}${note}</section><section class="card"><h2>Locked-out addresses</h2>${addressList}</section>`, notice);
 }

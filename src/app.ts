@@ -7,7 +7,7 @@ import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
 import { handOffQueue, handoffKey, livePeerReplicas, livePeers, receiveHandoff, startCluster } from './cluster/index.js';
-import { Activity, FileTraceLog, NoTraceLog, TraceSearch, type TraceEvent, type TraceLog, type TraceSink } from './trace/index.js';
+import { Activity, ClusterLog, FileTraceLog, NoTraceLog, type TraceEvent, type TraceLog, type TraceSink } from './trace/index.js';
 import { EmailChannel, Notifier, WebhookChannel, type Channel, type RelaySnapshot } from './notify/index.js';
 import { packageVersion } from './util/package-root.js';
 import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
@@ -132,15 +132,14 @@ interface ConsoleParts {
   agent: DeliveryAgent;
   spool: Spool;
   health: HealthBoard;
-  activity: Activity;
   listener: Listener;
-  traceSearch: TraceSearch;
+  clusterLog: ClusterLog;
   users: () => UserConfig[];
   replicas: () => Promise<ReplicaInfo[] | undefined>;
 }
 
 /** What the console reads and does, each through the part of the daemon that owns it. */
-function consoleSources({ cluster, routes, agent, spool, health, activity, listener, traceSearch, users, replicas }: ConsoleParts): ConsoleSources {
+function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, users, replicas }: ConsoleParts): ConsoleSources {
   const spooled = async (): Promise<SpooledMessage[]> => [
     ...agent.pending().map(({ record, inFlight, held }) => ({ record, inFlight, held, area: 'queue' as const })),
     ...(await spool.list('failed')).map((record) => ({ record, inFlight: false, held: false, area: 'failed' as const })),
@@ -149,7 +148,7 @@ function consoleSources({ cluster, routes, agent, spool, health, activity, liste
     accounts: routes,
     queueState: (name) => agent.state(name),
     health: (name) => health.get(name),
-    activity,
+    activity: () => clusterLog.activity([...routes.keys()], users().map((user) => user.username)),
     spooled,
     async openSpooled(id) {
       const message = (await spooled()).find((candidate) => candidate.record.id === id);
@@ -158,7 +157,7 @@ function consoleSources({ cluster, routes, agent, spool, health, activity, liste
     retryNow: (id) => agent.retryNow(id),
     retryAccount: (name) => agent.retryAccount(name),
     deleteMessage: (id) => agent.delete(id),
-    searchTrace: (query) => traceSearch.search(query),
+    searchTrace: (query) => clusterLog.search(query),
     users,
     lockouts: () => listener.lockouts(),
     unlock: (scope, key) => {
@@ -295,8 +294,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     },
     logger,
   };
-  const traceSearch = new TraceSearch({
+  const clusterLog = new ClusterLog({
     log: traceLog,
+    activity,
     self: cluster.name,
     peers: () => livePeerReplicas(cluster),
     key: handoffSecret,
@@ -305,7 +305,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   });
   let users = config.users;
   const admin = new AdminPage({
-    sources: consoleSources({ cluster, routes, agent, spool, health, activity, listener, traceSearch, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
+    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
     store,
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,
@@ -319,11 +319,11 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     registry: metrics.registry,
     readiness,
     logger,
-    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || (await traceSearch.handle(request, response)) || admin.handle(request, response),
+    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || (await clusterLog.handle(request, response)) || admin.handle(request, response),
   });
 
   let pendingRestart: string[] = [];
-  const control = new ControlServer(config.dataDir, daemonCommands({ agent, store, logger, pendingRestart: () => pendingRestart, traceSearch }), logger);
+  const control = new ControlServer(config.dataDir, daemonCommands({ agent, store, logger, pendingRestart: () => pendingRestart, clusterLog }), logger);
   await control.listen();
   const [smtpAddress, ...implicitTls] = await listener.listen().catch(async (error: Error) => {
     await control.close();

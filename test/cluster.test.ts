@@ -252,7 +252,7 @@ describe('scale-down hands the queue over', () => {
     expect((await cli(['trace', '--config', a.configFile, '--id', id])).stdout).toMatch(/taken over from a stopping replica[\s\S]*delivered/);
   }, 60_000);
 
-  it('searches the delivery log of every replica from any one, and names a replica that did not answer', async () => {
+  it('searches the delivery log and adds up the console counts of every replica from any one, naming a replica that did not answer', async () => {
     const [a, , c] = replicas;
     for (const [index, replica] of replicas.entries()) for (let n = 0; n < 2; n++) await sendRaw(replica.relay.port, scan(3000 + index * 10 + n));
     const search = async () => JSON.parse((await cli(['trace', '--json', '--config', a.configFile])).stdout) as TraceSearchResult;
@@ -260,9 +260,16 @@ describe('scale-down hands the queue over', () => {
     const everywhere = await search();
     expect(everywhere.replicas.map((replica) => [replica.name, replica.answered])).toEqual([['replica-a', true], ['replica-b', true], ['replica-c', true]]);
     expect(new Set(everywhere.messages.map((found) => found.events[0].replica))).toEqual(new Set(['replica-a', 'replica-b', 'replica-c']));
+    // The console's counts on one replica add up every replica's.
+    const page = async (path: string) => (await fetch(`http://127.0.0.1:${a.relay.httpPort}${path}`)).text();
+    expect(await page('/')).toMatch(/Today: <strong>6<\/strong> message\(s\)/);
+    expect(await page('/devices')).toMatch(/<strong>printer-2f<\/strong><\/td><td>office<\/td><td>[^<]+<\/td><td>127\.0\.0\.1<\/td><td>6<\/td>/);
 
     c.relay.child!.kill('SIGSTOP'); // alive in the registry, but answering nothing
     try {
+      const overview = await page('/');
+      expect(overview).toContain('Replica replica-c did not answer');
+      expect(overview).toMatch(/Today: <strong>4<\/strong> message\(s\)/);
       const started = Date.now();
       const { stdout } = await cli(['trace', '--config', a.configFile]);
       expect(Date.now() - started).toBeLessThan(8000);

@@ -18,6 +18,7 @@ export function startCluster(config: Config, logger: Logger, metrics: Metrics): 
   return new RedisCluster({ url: redis, password: redisPassword, name, keyPrefix, tokenKey: config.tokenKey, logger, metrics });
 }
 
+export { askPeers, signedQuestion, type PeerAnswer } from './peers.js';
 export { HANDOFF_PATH, handOffQueue, handoffKey, internalSignature, receiveHandoff, validInternalSignature } from './handoff.js';
 
 /** The other replicas with a recent heartbeat. */

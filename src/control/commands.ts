@@ -2,7 +2,7 @@ import type { Logger } from '../log.js';
 import type { DeliveryAgent } from '../spool/index.js';
 import type { TokenStore } from '../oauth/index.js';
 import type { ControlReply, ControlRequest } from './protocol.js';
-import type { TraceSearch } from '../trace/index.js';
+import type { ClusterLog } from '../trace/index.js';
 
 export interface DaemonParts {
   agent: DeliveryAgent;
@@ -10,11 +10,11 @@ export interface DaemonParts {
   logger: Logger;
   /** The changed config keys the last SIGHUP could not apply. */
   pendingRestart: () => string[];
-  traceSearch: TraceSearch;
+  clusterLog: ClusterLog;
 }
 
 /** What the running daemon does for each CLI request: the daemon changes its own records. */
-export function daemonCommands({ agent, store, logger, pendingRestart, traceSearch }: DaemonParts): (request: ControlRequest) => Promise<ControlReply> {
+export function daemonCommands({ agent, store, logger, pendingRestart, clusterLog }: DaemonParts): (request: ControlRequest) => Promise<ControlReply> {
   return async (request) => {
     switch (request.op) {
       case 'queue-retry': {
@@ -35,7 +35,7 @@ export function daemonCommands({ agent, store, logger, pendingRestart, traceSear
       }
       case 'trace-search':
         // The output is the search result as JSON: the CLI formats it (or prints it with --json).
-        return { code: 0, output: JSON.stringify(await traceSearch.search(request.query)) };
+        return { code: 0, output: JSON.stringify(await clusterLog.search(request.query)) };
       case 'pending-restart':
         return { code: 0, output: pendingRestart().join('\n') };
       default:

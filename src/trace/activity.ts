@@ -25,12 +25,25 @@ export interface DeviceSeen extends Tally {
   addresses: string[];
 }
 
+/** What the console's pages read: one replica's counts, or a cluster's added up. */
+export interface ActivityView {
+  accountToday(account: string): Tally;
+  lastDay(account: string): HourCounts[];
+  device(user: string): DeviceSeen;
+}
+
+/** One replica's counts for these accounts and users, as it sends them to a peer. */
+export interface ActivitySnapshot {
+  accounts: Record<string, { today: Tally; hours: HourCounts[] }>;
+  devices: Record<string, DeviceSeen>;
+}
+
 /**
  * What the console's overview and device pages count, kept in memory from the delivery-log events
  * as they happen (and replayed from the log at start): the last 24 hours per account by hour,
  * today per account and per device user, and each device's logins and addresses.
  */
-export class Activity implements TraceSink {
+export class Activity implements TraceSink, ActivityView {
   private readonly hours = new Map<string, HourCounts[]>();
   private readonly today = new Map<string, Tally>();
   private readonly devices = new Map<string, DeviceSeen>();
@@ -108,6 +121,13 @@ export class Activity implements TraceSink {
     return device;
   }
 
+  snapshot(accounts: string[], users: string[]): ActivitySnapshot {
+    return {
+      accounts: Object.fromEntries(accounts.map((account) => [account, { today: this.accountToday(account), hours: this.lastDay(account) }])),
+      devices: Object.fromEntries(users.map((user) => [user, { ...this.device(user), addresses: [...this.device(user).addresses] }])),
+    };
+  }
+
   private tally(key: string): Tally {
     let tally = this.today.get(key);
     if (!tally) this.today.set(key, (tally = { messages: 0, failures: 0 }));
@@ -140,4 +160,36 @@ function remember(addresses: string[], address: string): void {
   if (index >= 0) addresses.splice(index, 1);
   addresses.unshift(address);
   addresses.length = Math.min(addresses.length, MAX_ADDRESSES);
+}
+
+const later = (a?: number, b?: number) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
+
+/** Several replicas' counts as one: tallies and hours added, the latest login and message, every address. */
+export function mergeActivity(snapshots: ActivitySnapshot[]): ActivityView {
+  const empty: Tally = { messages: 0, failures: 0 };
+  return {
+    accountToday: (account) =>
+      snapshots.reduce((sum, snapshot) => {
+        const today = snapshot.accounts[account]?.today ?? empty;
+        return { messages: sum.messages + today.messages, failures: sum.failures + today.failures };
+      }, empty),
+    lastDay: (account) => {
+      const byHour = new Map<number, HourCounts>();
+      for (const hour of snapshots.flatMap((snapshot) => snapshot.accounts[account]?.hours ?? [])) {
+        const sum = byHour.get(hour.hour) ?? { hour: hour.hour, sent: 0, deferred: 0, failed: 0 };
+        byHour.set(hour.hour, { hour: hour.hour, sent: sum.sent + hour.sent, deferred: sum.deferred + hour.deferred, failed: sum.failed + hour.failed });
+      }
+      return [...byHour.values()].sort((a, b) => a.hour - b.hour).slice(-HOURS);
+    },
+    device: (user) =>
+      snapshots.reduce<DeviceSeen>(
+        (sum, snapshot) => {
+          const seen = snapshot.devices[user];
+          if (!seen) return sum;
+          const addresses = [...new Set([...sum.addresses, ...seen.addresses])].slice(0, MAX_ADDRESSES);
+          return { messages: sum.messages + seen.messages, failures: sum.failures + seen.failures, lastLoginAt: later(sum.lastLoginAt, seen.lastLoginAt), lastMessageAt: later(sum.lastMessageAt, seen.lastMessageAt), addresses };
+        },
+        { messages: 0, failures: 0, addresses: [] },
+      ),
+  };
 }

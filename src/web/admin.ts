@@ -93,7 +93,7 @@ export class AdminPage {
     if (path === '/messages') return sendPage(response, await this.messagesPage(url));
     if (path.startsWith('/messages/')) return sendPage(response, await this.messagePage(decodeURIComponent(path.slice('/messages/'.length)), csrf, notice));
     if (path === '/queue') return sendPage(response, await renderQueue(sources, csrf, notice));
-    if (path === '/devices') return sendPage(response, renderDevices(sources, csrf, notice));
+    if (path === '/devices') return sendPage(response, await renderDevices(sources, csrf, notice));
     if (path === '/setup') return sendPage(response, renderSetup(sources, csrf, this.options.publicUrl, notice));
     const signedIn = url.searchParams.get('signed-in');
     const shown = notice ?? (signedIn ? { kind: 'ok' as const, text: `${signedIn} is signed in.` } : undefined);

@@ -5,7 +5,7 @@ import type { DeliveryHealth } from '../health.js';
 import type { ActiveLockout } from '../listener/index.js';
 import type { TokenManager } from '../oauth/index.js';
 import type { AccountQueueState, QueueRecord, SpoolArea } from '../spool/index.js';
-import type { Activity, TraceQuery, TraceSearchResult } from '../trace/index.js';
+import type { ActivityView, ReplicaAnswers, TraceQuery, TraceSearchResult } from '../trace/index.js';
 import type { Upstream } from '../upstream/index.js';
 
 export interface AdminAccount {
@@ -30,7 +30,8 @@ export interface ConsoleSources {
   accounts: Map<string, AdminAccount>;
   queueState(account: string): AccountQueueState;
   health(account: string): DeliveryHealth;
-  activity: Activity;
+  /** Today's counts, the 24-hour chart and the devices: of every replica that answered, added up. */
+  activity(): Promise<{ view: ActivityView; replicas: ReplicaAnswers }>;
   /** Waiting and in-flight messages, then the failed area. */
   spooled(): Promise<SpooledMessage[]>;
   /** A spooled message's record and content, if it is still in the spool. */

@@ -1,11 +1,13 @@
 import { actionForm, escape, layout, span, table, when, type Notice } from '../html.js';
 import type { ConsoleSources } from '../sources.js';
+import { missingReplicas } from './messages.js';
 
-export function renderDevices(sources: ConsoleSources, csrf: string, notice?: Notice): string {
+export async function renderDevices(sources: ConsoleSources, csrf: string, notice?: Notice): Promise<string> {
   const now = Date.now();
+  const { view, replicas } = await sources.activity();
   const lockouts = sources.lockouts();
   const rows = sources.users().map((user) => {
-    const seen = sources.activity.device(user.username);
+    const seen = view.device(user.username);
     const silentFor = seen.lastMessageAt === undefined ? undefined : now - seen.lastMessageAt;
     const expectMs = user.expectEvery === undefined ? undefined : user.expectEvery * 1000;
     const silent = expectMs !== undefined && (silentFor === undefined || silentFor > expectMs);
@@ -27,6 +29,6 @@ export function renderDevices(sources: ConsoleSources, csrf: string, notice?: No
   const addressList = addresses.length
     ? table('Client addresses locked out after failed logins', ['Address', 'Until', 'Action'], addresses.map((entry) => [escape(entry.key), escape(when(entry.until)), actionForm('/devices/unlock', csrf, `Unlock ${entry.key}`, { scope: 'ip', key: entry.key })]))
     : '<p>No client address is locked out.</p>';
-  const note = '<p><small>Counts since midnight UTC, of the messages this replica took. Unlock applies to every replica of a cluster.</small></p>';
-  return layout('devices', 'Devices', `<section class="card">${devices}${note}</section><section class="card"><h2>Locked-out addresses</h2>${addressList}</section>`, notice);
+  const note = `<p><small>Counts since midnight UTC${replicas.length > 1 ? `, over ${replicas.filter((replica) => replica.answered).length} replicas` : ''}. Unlock applies to every replica of a cluster.</small></p>`;
+  return layout('devices', 'Devices', `${missingReplicas(replicas)}<section class="card">${devices}${note}</section><section class="card"><h2>Locked-out addresses</h2>${addressList}</section>`, notice);
 }

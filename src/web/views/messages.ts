@@ -1,5 +1,5 @@
 import type { MessageSummary } from '../../spool/index.js';
-import { describeEvent, MESSAGE_STATUSES, type MessageTrace, type TraceQuery, type TraceSearchResult } from '../../trace/index.js';
+import { describeEvent, MESSAGE_STATUSES, type MessageTrace, type ReplicaAnswers, type TraceQuery, type TraceSearchResult } from '../../trace/index.js';
 import { actionForm, bytes, escape, layout, table, when, type Notice } from '../html.js';
 import type { SpooledMessage } from '../sources.js';
 
@@ -17,9 +17,9 @@ ${input('to', 'To', 'alice@ or example.com')}${input('from', 'From', 'scanner@')
 </div><button>Search</button></form>`;
 }
 
-function missingReplicas(result: TraceSearchResult): string {
-  const cut = result.truncated ? '<p class="warn" role="alert">The search reached its size cap: older matches may be missing. Narrow it (Since, To, Device user).</p>' : '';
-  return cut + result.replicas
+/** A warning for each replica whose part is missing (a search, the counts). */
+export function missingReplicas(replicas: ReplicaAnswers): string {
+  return replicas
     .filter((replica) => !replica.answered)
     .map((replica) => `<p class="bad" role="alert">Replica ${escape(replica.name)} did not answer (${escape(replica.error ?? '')}): its part of the log is missing.</p>`)
     .join('');
@@ -41,7 +41,12 @@ export function renderMessages(result: TraceSearchResult, filters: Record<string
   });
   const list = rows.length ? table(`${rows.length} message(s), newest first`, ['Received', 'Id', 'Status', 'Device', 'From', 'To', 'Subject'], rows) : '<p>No message in the delivery log matches.</p>';
   const notice: Notice | undefined = problem ? { kind: 'error', text: problem } : undefined;
-  return layout('messages', 'Messages', `${filterForm(filters)}${missingReplicas(result)}<section class="card">${list}</section>`, notice);
+  return layout('messages', 'Messages', `${filterForm(filters)}${searchWarnings(result)}<section class="card">${list}</section>`, notice);
+}
+
+function searchWarnings(result: TraceSearchResult): string {
+  const cut = result.truncated ? '<p class="warn" role="alert">The search reached its size cap: older matches may be missing. Narrow it (Since, To, Device user).</p>' : '';
+  return cut + missingReplicas(result.replicas);
 }
 
 function summaryBlock(spooled: SpooledMessage, summary: MessageSummary | Error, csrf: string): string {
@@ -70,7 +75,7 @@ export function renderMessage(id: string, trace: MessageTrace | undefined, resul
     : '<p>Not in the delivery log (older than trace.retention, or the log is off).</p>';
   const head = trace ? `<p>Status: ${status(trace.status)} · account ${escape(trace.account)}</p>` : '';
   const spool = spooled ? summaryBlock(spooled.message, spooled.summary, csrf) : '';
-  return layout('messages', `Message ${id}`, `${missingReplicas(result)}<section class="card"><h2>Timeline</h2>${head}${timeline}</section>${spool}<p><a href="/messages">Back to messages</a></p>`, notice);
+  return layout('messages', `Message ${id}`, `${searchWarnings(result)}<section class="card"><h2>Timeline</h2>${head}${timeline}</section>${spool}<p><a href="/messages">Back to messages</a></p>`, notice);
 }
 
 /** The query a filter form asks for; a problem when a field cannot be read. */

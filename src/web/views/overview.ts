@@ -3,6 +3,8 @@ import type { AccountTokenStatus } from '../../oauth/index.js';
 import { hourlyChart } from '../chart.js';
 import { escape, layout, span, table, when, type Notice } from '../html.js';
 import type { AdminAccount, ConsoleSources } from '../sources.js';
+import type { ActivityView } from '../../trace/index.js';
+import { missingReplicas } from './messages.js';
 import { testMessageForm } from './setup.js';
 
 const DAY_MS = 86_400_000;
@@ -37,11 +39,11 @@ function lifetimes({ account, tokens }: AdminAccount, token: AccountTokenStatus,
   return `<dl>${items}</dl>`;
 }
 
-function accountCard(entry: AdminAccount, sources: ConsoleSources, csrf: string, now: number): string {
+function accountCard(entry: AdminAccount, sources: ConsoleSources, activity: ActivityView, csrf: string, now: number): string {
   const { account, tokens } = entry;
   const token = tokens.status();
   const delivery = sources.health(account.name);
-  const today = sources.activity.accountToday(account.name);
+  const today = activity.accountToday(account.name);
   const queue = account.delivery === 'queue' ? sources.queueState(account.name) : undefined;
   const depth = queue ? queue.queued + queue.deferred + queue.active : 0;
   const queueText = queue
@@ -64,7 +66,7 @@ function accountCard(entry: AdminAccount, sources: ConsoleSources, csrf: string,
   ${testing}${problem}${fix}
   <p>Today: <strong>${today.messages}</strong> message(s), <strong${today.failures ? ' class="bad"' : ''}>${today.failures}</strong> failure(s) · ${queueText} · last delivery ${escape(when(delivery.lastRelayedAt))}</p>
   ${lifetimes(entry, token, now)}
-  ${hourlyChart(account.name, sources.activity.lastDay(account.name))}
+  ${hourlyChart(account.name, activity.lastDay(account.name))}
   ${signIn} <a href="/messages?account=${encodeURIComponent(account.name)}">Messages</a> · <a href="/setup#setup-${encodeURIComponent(account.name)}">Set up</a>
 </section>`;
 }
@@ -85,6 +87,7 @@ async function replicaSection(sources: ConsoleSources, now: number): Promise<str
 
 export async function renderOverview(sources: ConsoleSources, csrf: string, notice?: Notice): Promise<string> {
   const now = Date.now();
-  const cards = [...sources.accounts.values()].map((entry) => accountCard(entry, sources, csrf, now)).join('\n');
-  return layout('overview', 'Overview', `${cards}\n${await replicaSection(sources, now)}\n${testMessageForm(sources, csrf)}`, notice);
+  const { view, replicas } = await sources.activity();
+  const cards = [...sources.accounts.values()].map((entry) => accountCard(entry, sources, view, csrf, now)).join('\n');
+  return layout('overview', 'Overview', `${missingReplicas(replicas)}${cards}\n${await replicaSection(sources, now)}\n${testMessageForm(sources, csrf)}`, notice);
 }

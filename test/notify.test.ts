@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { accountFor, message, metric, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { DEVICE, accountFor, message, metric, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
 import { TokenStore } from '../src/oauth/index.js';
 import { fingerprint } from '../src/oauth/token-store.js';
 import type { Notification } from '../src/notify/index.js';
@@ -92,6 +92,24 @@ describe('notify: for admins without Prometheus', () => {
     expect(await metric(relay.httpPort, 'smtp_relay_notifications_total', { channel: 'webhook', result: 'failed' })).toBe(1);
     expect(relay.logs.join('')).toMatch(/webhook at 127\.0\.0\.1:\d+ answered HTTP 500.*notification not sent/);
     await hook.close();
+  });
+
+  it('tells of a lockout after wrong passwords, and of its end', async () => {
+    const hook = await webhookReceiver();
+    const provider = await startProvider();
+    const kiosk = { username: 'kiosk', password: 'right' };
+    const relay = await startRelay(provider, {
+      users: [{ ...DEVICE, account: 'office' }, { ...kiosk, account: 'office' }],
+      top: { smtp: { host: '127.0.0.1', port: 0, authFailures: { maxPerIp: 100, maxPerUser: 2, lockout: 1 } }, notify: { webhook: hook.url, checkInterval: 0.2 } },
+    });
+    try {
+      for (let n = 0; n < 2; n++) await sendRaw(relay.port, scan('alice@example.com'), { ...kiosk, password: 'wrong' }).catch(() => undefined);
+      await until(() => hook.received.some((notification) => notification.key === 'lockout:user:kiosk'));
+      expect(hook.received[0]).toMatchObject({ status: 'firing', title: 'Logins from device user kiosk are locked out after wrong passwords' });
+      await until(() => hook.received.some((notification) => notification.key === 'lockout:user:kiosk' && notification.status === 'resolved'));
+    } finally {
+      await hook.close();
+    }
   });
 
   it('refuses notify.email without bounces.postmaster, naming the key and the fix', async () => {

@@ -47,7 +47,8 @@ export function actionForm(action: string, csrf: string, label: string, fields: 
 /** A table that scrolls sideways on a phone; focusable so a keyboard can scroll it too. */
 export function table(caption: string, headings: string[], rows: string[][]): string {
   const head = headings.map((heading) => `<th scope="col">${heading}</th>`).join('');
-  const body = rows.map((cells) => `<tr>${cells.map((cell) => `<td>${cell}</td>`).join('')}</tr>`).join('\n');
+  const labels = headings.map((heading) => escape(heading.replace(/<[^>]*>/g, '')));
+  const body = rows.map((cells) => `<tr>${cells.map((cell, column) => `<td data-label="${labels[column]}">${cell}</td>`).join('')}</tr>`).join('\n');
   return `<div class="scroll" role="region" aria-label="${escape(caption)}" tabindex="0"><table><caption>${escape(caption)}</caption><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
 }
 
@@ -85,6 +86,13 @@ const STYLE = `
  code{padding:.05rem .25rem} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
  svg.chart{width:100%;height:auto;max-width:36rem;display:block}
  .legend span{margin-right:1rem;white-space:nowrap} .swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle;border-radius:.15rem}
+ @media (max-width:40rem){
+  .scroll table,.scroll caption,.scroll tbody,.scroll tr,.scroll td{display:block;width:100%}
+  .scroll thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+  .scroll tr{border-bottom:2px solid #d0d4da;padding:.4rem 0}
+  .scroll td{border:0;padding:.1rem 0}
+  .scroll td::before{content:attr(data-label) ": ";font-weight:600;color:#4a4a4a}
+ }
  footer{max-width:64rem;margin:0 auto;padding:0 1rem 2rem;color:#4a4a4a;font-size:.9rem} footer a{color:#14365d}
  a{color:#14365d}
 `;

@@ -184,5 +184,12 @@ describe('the operator console in a real browser', () => {
     expect(forged.status).toBe(403);
     const unknown = await fetch(`${base}/queue/..%2F..%2Fetc/delete`, { method: 'POST' });
     expect(unknown.status).toBe(405); // no console route: only the status endpoints' GETs
+    // A malformed escape is not a server error, and names no account.
+    const page = await fetch(`${base}/queue`);
+    const cookie = String(page.headers.get('set-cookie')).split(';')[0];
+    const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
+    const malformed = await fetch(`${base}/accounts/%E0%A4%A/retry-all`, { method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf }) });
+    expect(malformed.status).toBe(200);
+    expect(await malformed.text()).toContain('No account &#34;%E0%A4%A&#34;.');
   });
 });

@@ -91,7 +91,7 @@ export class AdminPage {
     const { sources } = this.options;
     const path = url.pathname;
     if (path === '/messages') return sendPage(response, await this.messagesPage(url));
-    if (path.startsWith('/messages/')) return sendPage(response, await this.messagePage(decodeURIComponent(path.slice('/messages/'.length)), csrf, notice));
+    if (path.startsWith('/messages/')) return sendPage(response, await this.messagePage(path.slice('/messages/'.length), csrf, notice));
     if (path === '/queue') return sendPage(response, await renderQueue(sources, csrf, notice));
     if (path === '/devices') return sendPage(response, await renderDevices(sources, csrf, notice));
     if (path === '/setup') return sendPage(response, renderSetup(sources, csrf, this.options.publicUrl, notice));
@@ -118,16 +118,16 @@ export class AdminPage {
   /** POST: an action, answered with the page it was taken from and what happened. */
   private async act(path: string, form: URLSearchParams, session: string, host: string, response: ServerResponse): Promise<void> {
     const { sources, logger } = this.options;
-    const [, section, name, action] = path.split('/');
+    const [, section, encoded, action] = path.split('/');
+    const name = decoded(encoded);
     const back = (page: string, notice: Notice) => this.show(new URL(page, 'http://relay'), session, response, notice);
     if (path === '/test-message') return this.sendTestMessage(form, session, response);
-    if (section === 'accounts' && action === 'sign-in') return this.beginSignIn(decodeURIComponent(name), host, response);
+    if (section === 'accounts' && action === 'sign-in') return this.beginSignIn(name, host, response);
     if (section === 'accounts' && action === 'retry-all') {
-      const account = decodeURIComponent(name);
-      if (!sources.accounts.has(account)) return back('/queue', { kind: 'error', text: `No account "${account}".` });
-      const count = sources.retryAccount(account);
-      logger.info({ account, messages: count }, 'retry all requested on the console');
-      return back('/queue', { kind: 'ok', text: `${count} message(s) of ${account} scheduled for delivery now.` });
+      if (!sources.accounts.has(name)) return back('/queue', { kind: 'error', text: `No account "${name}".` });
+      const count = sources.retryAccount(name);
+      logger.info({ account: name, messages: count }, 'retry all requested on the console');
+      return back('/queue', { kind: 'ok', text: `${count} message(s) of ${name} scheduled for delivery now.` });
     }
     if (section === 'queue' && action === 'retry') {
       const count = sources.retryNow(name);
@@ -293,6 +293,15 @@ function testMessage(from: string, to: string): Buffer {
   );
 }
 
+
+/** A path segment decoded; a malformed escape (%E0%A4%A) is kept as it came, to match nothing. */
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
 
 /** Every console page: no caching, no framing, nothing loaded from anywhere, forms only to here (and the provider's sign-in). */
 function sendPage(response: ServerResponse, html: string): void {

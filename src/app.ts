@@ -100,8 +100,8 @@ async function startTrace({ config }: LoadedConfig, logger: Logger, metrics: Ret
 }
 
 /** notify: a webhook and/or e-mail about the problems the alert rules watch (undefined without it). */
-function startNotifier(parts: { config: LoadedConfig['config']; routes: Map<string, Route & { tokens: TokenManager }>; agent: DeliveryAgent; spool: Spool; health: HealthBoard; listener: Listener; cluster: ClusterState; logger: Logger; metrics: ReturnType<typeof createMetrics> }): Notifier | undefined {
-  const { config, routes, agent, spool, health, listener, cluster, logger, metrics } = parts;
+function startNotifier(parts: { traceLog: TraceLog; config: LoadedConfig['config']; routes: Map<string, Route & { tokens: TokenManager }>; agent: DeliveryAgent; spool: Spool; health: HealthBoard; listener: Listener; cluster: ClusterState; logger: Logger; metrics: ReturnType<typeof createMetrics> }): Notifier | undefined {
+  const { traceLog, config, routes, agent, spool, health, listener, cluster, logger, metrics } = parts;
   const notify = config.notify;
   if (!notify) return undefined;
   const channels: Channel[] = [];
@@ -120,6 +120,7 @@ function startNotifier(parts: { config: LoadedConfig['config']; routes: Map<stri
     spool: { bytes: spool.bytes, limit: config.queue.maxSize },
     clusterUp: config.cluster ? cluster.up : undefined,
     lockouts: listener.lockouts(),
+    logDroppedAt: traceLog.lastDropAt,
   });
   const notifier = new Notifier({ snapshot, channels, cluster, relay: cluster.name, minIntervalMs: notify.minInterval * 1000, maxPerHour: notify.maxPerHour, checkIntervalMs: notify.checkInterval * 1000, logger, metrics });
   notifier.start();
@@ -263,7 +264,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   });
   cluster.onAuthFailure((ip, username) => listener.noteFailureElsewhere(ip, username));
   cluster.onUnlock((scope, key) => listener.unlock(scope, key));
-  notifier = startNotifier({ config, routes, agent, spool, health, listener, cluster, logger, metrics });
+  notifier = startNotifier({ traceLog, config, routes, agent, spool, health, listener, cluster, logger, metrics });
   cluster.onHeld(({ account, reason, reply, hint }) => agent.holdFromElsewhere(account, reason, reply, hint));
 
   let draining = false;

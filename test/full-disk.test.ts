@@ -3,7 +3,7 @@ import { appendFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cli, message, metric, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { cli, message, metric, webhookReceiver, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
 
 /** A small tmpfs of our own: a real full disk (ENOSPC), not a simulated one. Needs mount rights (root). */
 function mountSmallDisk(dir: string, size: string): string | undefined {
@@ -29,10 +29,11 @@ describe.skipIf(cannotMount !== undefined)('a full disk', () => {
   it('answers 4xx (never 5xx) when the disk fills, keeps what it accepted, and delivers it all once there is room', async () => {
     const provider = await startProvider();
     provider.refuseConnections = true;
+    const hook = await webhookReceiver();
     const dataDir = path.join(mountPoint, 'data');
     const relay = await startRelay(provider, {
       dataDir,
-      top: { delivery: 'queue', queue: { minFreeDisk: 1, retry: { initialDelay: 0.2, maxDelay: 0.4, maxAge: 3600 } }, oauth: { retries: 0, retryDelay: 0.05 } },
+      top: { delivery: 'queue', queue: { minFreeDisk: 1, retry: { initialDelay: 0.2, maxDelay: 0.4, maxAge: 3600 } }, oauth: { retries: 0, retryDelay: 0.05 }, notify: { webhook: hook.url, checkInterval: 0.2 } },
     });
     const scan = (n: number) => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: full ${n}`], 'x'.repeat(400_000)) });
     const accepted: number[] = [];
@@ -59,6 +60,8 @@ describe.skipIf(cannotMount !== undefined)('a full disk', () => {
     await until(() => relay.logs.some((line) => line.includes('cannot write the delivery result')));
     // The delivery log is a log: its events are dropped (and counted), the mail is not.
     await until(async () => (await metric(relay.httpPort, 'smtp_relay_trace_events_dropped_total')) > 0);
+    await until(() => hook.received.some((notification) => notification.key === 'delivery-log' && notification.status === 'firing'));
+    await hook.close();
     await rm(filler);
     provider.refuseConnections = false;
     await until(() => provider.received.length === accepted.length, 20_000);

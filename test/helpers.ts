@@ -1,4 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Notification } from '../src/notify/index.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -162,6 +165,21 @@ export function mime(subject: string, attachment?: { name: string; type: string;
     '--b1--',
     '',
   ].join('\r\n');
+}
+
+/** An incoming-webhook stand-in (Slack, Teams): collects what is POSTed; answers as told. */
+export async function webhookReceiver(status = 200): Promise<{ url: string; received: Notification[]; close(): Promise<void> }> {
+  const received: Notification[] = [];
+  const server = http.createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      received.push(JSON.parse(body) as Notification);
+      response.writeHead(status).end(status === 200 ? 'ok' : 'no');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/services/T000/B000/secret-part`, received, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
 /** Polls until the condition holds (for what happens asynchronously: deliveries, state changes). */

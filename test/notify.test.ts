@@ -1,26 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { DEVICE, accountFor, message, metric, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { DEVICE, accountFor, message, webhookReceiver, metric, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
 import { TokenStore } from '../src/oauth/index.js';
 import { fingerprint } from '../src/oauth/token-store.js';
-import type { Notification } from '../src/notify/index.js';
-
-/** An incoming-webhook stand-in (Slack, Teams): collects what is POSTed; answers as told. */
-async function webhookReceiver(status = 200): Promise<{ url: string; received: Notification[]; close(): Promise<void> }> {
-  const received: Notification[] = [];
-  const server = http.createServer((request, response) => {
-    let body = '';
-    request.on('data', (chunk) => (body += chunk));
-    request.on('end', () => {
-      received.push(JSON.parse(body) as Notification);
-      response.writeHead(status).end(status === 200 ? 'ok' : 'no');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/services/T000/B000/secret-part`, received, close: () => new Promise((resolve) => server.close(() => resolve())) };
-}
 
 const QUEUE = { delivery: 'queue', queue: { retry: { initialDelay: 0.2, maxDelay: 1, maxAge: 3600 } }, oauth: { retries: 0, retryDelay: 0.05, reauthCheckInterval: 0.2 } };
 const scan = (to: string) => ({ from: 'mfp@printers.local', to: [to], raw: message(['From: mfp@printers.local', 'Subject: scan'], 'page') });

@@ -27,6 +27,8 @@ export interface RelaySnapshot {
   /** Undefined without `cluster:`. */
   clusterUp?: boolean;
   lockouts: ActiveLockout[];
+  /** When the delivery log last failed to write, if ever. */
+  logDroppedAt?: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -34,6 +36,7 @@ const DAY_MS = 86_400_000;
 const EXPIRY_WARNING_MS = 14 * DAY_MS;
 const OLD_QUEUE_MS = 30 * 60_000;
 const SPOOL_SHARE = 0.8;
+const LOG_DROP_WINDOW_MS = 15 * 60_000;
 
 const day = (at: number) => new Date(at).toISOString().slice(0, 10);
 
@@ -71,6 +74,9 @@ export function findProblems(snapshot: RelaySnapshot, now = Date.now()): Problem
   }
   if (snapshot.clusterUp === false) {
     problems.push({ key: 'cluster-store', severity: 'warning', title: 'The cluster store (Redis/Valkey) is unreachable', details: 'Mail still flows; each replica applies the limits on its own until the store is back.' });
+  }
+  if (snapshot.logDroppedAt !== undefined && now - snapshot.logDroppedAt < LOG_DROP_WINDOW_MS) {
+    problems.push({ key: 'delivery-log', severity: 'warning', title: 'The delivery log cannot be written', details: 'The disk under dataDir is full or read-only. Mail is not affected, but trace and the console miss events: free space.' });
   }
   for (const lockout of snapshot.lockouts) {
     const who = lockout.scope === 'ip' ? `client address ${lockout.key}` : `device user ${lockout.key}`;

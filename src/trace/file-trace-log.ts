@@ -18,6 +18,8 @@ export interface TraceLog extends TraceSink {
   events(query: TraceQuery): Promise<FoundEvents>;
   /** Calls visit for every event that may match, oldest first, without holding them (the console's replay at start). */
   replay(query: TraceQuery, visit: (event: TraceEvent) => void): Promise<void>;
+  /** When events last could not be written (full or read-only disk), if ever. */
+  readonly lastDropAt?: number;
   close(): Promise<void>;
 }
 
@@ -42,6 +44,7 @@ export class FileTraceLog implements TraceLog {
   private pruneTimer?: NodeJS.Timeout;
   private writing: Promise<void> = Promise.resolve();
   private warned = false;
+  lastDropAt?: number;
 
   constructor(
     private readonly dir: string,
@@ -81,6 +84,7 @@ export class FileTraceLog implements TraceLog {
           this.warned = false;
         },
         (error: Error) => {
+          this.lastDropAt = Date.now();
           this.onDropped(lines.length);
           if (!this.warned) this.logger.warn({ err: error.message, events: lines.length }, 'cannot write the delivery log (trace); its events are lost, mail is not');
           this.warned = true;

@@ -42,10 +42,15 @@ describe('command line', () => {
   it('check prints listeners, accounts, users and token state for a good config', async () => {
     const file = await writeConfig('good.yaml', {
       accounts: { office: { provider: 'microsoft', tenant: 'contoso.onmicrosoft.com', mailbox: 'scanner@contoso.com', clientId: 'x', refreshToken: '${RT:-none}' } },
-      users: [{ username: 'printer', passwordHash: 'scrypt$32768$8$1$c2FsdA==$aGFzaA==', account: 'office' }],
+      users: [{ username: 'printer', passwordHash: 'scrypt$32768$8$1$c2FsdA==$aGFzaA==', account: 'office', expectEvery: '1d' }],
+      notify: { webhook: 'https://hooks.example.com/services/T0/B0/secret-part' },
     });
     const result = await cli(['check', '--config', file]);
     expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/Log {4}delivery log in \S+trace, kept 30 days/);
+    expect(result.stdout).toContain('Notify webhook at hooks.example.com; the same problem at most every 60 min, 20 an hour');
+    expect(result.stdout).not.toContain('secret-part');
+    expect(result.stdout).toContain('flagged when silent over 24 h');
     expect(result.stdout).toContain('SMTP   0.0.0.0:2525');
     expect(result.stdout).toContain('office: scanner@contoso.com (microsoft, refresh_token)');
     expect(result.stdout).toContain('https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token');

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
-import { formatByteSize, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
+import { formatByteSize, formatDuration, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
 import { TokenStore, credentialExpiries, expiryWarning } from '../oauth/index.js';
 import { fingerprint, type TokenStoreError } from '../oauth/token-store.js';
 import { unusedExpiry } from '../oauth/inactivity.js';
@@ -16,8 +16,14 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, STARTTLS ${tls ? `on, min ${tls.minVersion}` : 'off'})`);
   if (tls?.implicitPort !== undefined) lines.push(`  SMTPS  ${config.smtp.host}:${tls.implicitPort}  (TLS from the first byte, min ${tls.minVersion})`);
   if (tls?.legacyDevices?.length) lines.push(`  Legacy TLS (1.0/1.1, old ciphers) for devices in ${tls.legacyDevices.join(', ')} only`);
-  lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (/metrics /healthz /readyz /readyz/accounts)`);
+  lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (console, /metrics /healthz /readyz /readyz/accounts)`);
   lines.push(`  Data   ${config.dataDir}`);
+  const { trace, notify } = config;
+  lines.push(`  Log    ${trace.enabled ? `delivery log in ${path.join(config.dataDir, 'trace')}, kept ${formatDuration(trace.retention * 1000)}${trace.subjects ? '' : ', no Subjects'}` : 'delivery log off (trace.enabled: false)'}`);
+  if (notify) {
+    const to = [notify.webhook && `webhook at ${new URL(notify.webhook).host}`, notify.email && `e-mail to ${config.bounces.postmaster}`].filter(Boolean);
+    lines.push(`  Notify ${to.join(' and ') || 'nowhere (give notify.webhook or notify.email)'}; the same problem at most every ${formatDuration(notify.minInterval * 1000)}, ${notify.maxPerHour} an hour`);
+  }
   if (config.cluster) lines.push(`  Cluster ${redactedUrl(config.cluster.redis)} as ${config.cluster.name ?? os.hostname()} (keys ${config.cluster.keyPrefix}*)`);
   lines.push('');
   lines.push('Accounts:');
@@ -35,7 +41,8 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   }
   lines.push('', 'Users:');
   for (const user of config.users) {
-    lines.push(`  ${user.username} → ${user.account} (${user.passwordHash ? 'scrypt hash' : 'plain password from config'})`);
+    const silence = user.expectEvery ? `, flagged when silent over ${formatDuration(user.expectEvery * 1000)}` : '';
+    lines.push(`  ${user.username} → ${user.account} (${user.passwordHash ? 'scrypt hash' : 'plain password from config'}${silence})`);
   }
   if (loaded.warnings.length) lines.push('', 'Warnings:', ...loaded.warnings.map((warning) => `  - ${warning}`));
   lines.push('', `Running relay: ${await runningState(config.dataDir)}`);

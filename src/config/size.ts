@@ -16,6 +16,15 @@ export function formatByteSize(bytes: number): string {
 
 const SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
 
+/** A span of time as a person says it: "40 s", "3 min", "5 h", "2 days" (rounded; the sign is dropped). */
+export function formatDuration(ms: number): string {
+  const minutes = Math.round(Math.abs(ms) / 60_000);
+  if (minutes < 1) return `${Math.round(Math.abs(ms) / 1000)} s`;
+  if (minutes < 120) return `${minutes} min`;
+  const hours = Math.round(minutes / 60);
+  return hours < 48 ? `${hours} h` : `${Math.round(hours / 24)} days`;
+}
+
 /** "90s" → 90, "5m" → 300, "1h" → 3600, "5d" → 432000; a bare number is seconds. */
 export function parseDuration(text: string): number | undefined {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$/i.exec(text);

@@ -1,4 +1,5 @@
 /** HTML building blocks of the console: escaping, dates, the page frame. Server-rendered, no script. */
+import { formatDuration } from '../config/index.js';
 
 export const escape = (text: string) => text.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
 
@@ -8,13 +9,7 @@ export function when(at: string | number | undefined): string {
 }
 
 /** "3 min", "5 h", "2 days": how long ago or how far ahead. */
-export function span(ms: number): string {
-  const minutes = Math.round(Math.abs(ms) / 60_000);
-  if (minutes < 1) return `${Math.round(Math.abs(ms) / 1000)} s`;
-  if (minutes < 120) return `${minutes} min`;
-  const hours = Math.round(minutes / 60);
-  return hours < 48 ? `${hours} h` : `${Math.round(hours / 24)} days`;
-}
+export const span = formatDuration;
 
 export function bytes(size: number): string {
   if (size < 1024) return `${size} B`;

@@ -16,8 +16,8 @@ import { DeliveryAgent, Spool, type BounceSettings, type QueueRecord } from './s
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
 import { ControlServer, daemonCommands } from './control/index.js';
-import { AdminPage, type ConsoleSources, type SpooledMessage } from './web/index.js';
-import type { ClusterState, ReplicaInfo } from './cluster/index.js';
+import { AdminPage, type ConsoleSources } from './web/index.js';
+import { ClusterQueue, type ClusterState, type LocalQueue, type ReplicaInfo } from './cluster/index.js';
 import type { UserConfig } from './config/index.js';
 
 export interface AppOptions {
@@ -46,6 +46,9 @@ async function watchTokenStore(dir: string, changed: (account: string) => void):
     if (name?.endsWith('.json') && !name.startsWith('.')) changed(name.slice(0, -'.json'.length));
   });
 }
+
+/** Queue ids (and report ids): what an action from a console may name. */
+const SAFE_ID = /^[0-9A-Za-z]{8,64}$/;
 
 /** How long a stopping relay lets device sessions in progress finish before it stops delivering. */
 const SESSION_DRAIN_MS = 10_000;
@@ -135,29 +138,39 @@ interface ConsoleParts {
   health: HealthBoard;
   listener: Listener;
   clusterLog: ClusterLog;
+  clusterQueue: ClusterQueue;
   users: () => UserConfig[];
   replicas: () => Promise<ReplicaInfo[] | undefined>;
 }
 
 /** What the console reads and does, each through the part of the daemon that owns it. */
-function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, users, replicas }: ConsoleParts): ConsoleSources {
-  const spooled = async (): Promise<SpooledMessage[]> => [
-    ...agent.pending().map(({ record, inFlight, held }) => ({ record, inFlight, held, area: 'queue' as const })),
-    ...(await spool.list('failed')).map((record) => ({ record, inFlight: false, held: false, area: 'failed' as const })),
-  ];
+/** This replica's queue as the console and the other replicas' consoles see and change it. */
+function localQueue(agent: DeliveryAgent, spool: Spool): LocalQueue {
+  return {
+    list: async () => [
+      ...agent.pending().map(({ record, inFlight, held }) => ({ record, inFlight, held, area: 'queue' as const })),
+      ...(await spool.list('failed')).map((record) => ({ record, inFlight: false, held: false, area: 'failed' as const })),
+    ],
+    async act(action) {
+      if (action.action === 'retry-all') return { count: agent.retryAccount(action.account) };
+      if (!SAFE_ID.test(action.id)) return { outcome: 'not_found' };
+      return action.action === 'retry' ? { count: agent.retryNow(action.id) } : { outcome: await agent.delete(action.id) };
+    },
+  };
+}
+
+function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, clusterQueue, users, replicas }: ConsoleParts): ConsoleSources {
   return {
     accounts: routes,
     queueState: (name) => agent.state(name),
     health: (name) => health.get(name),
     activity: () => clusterLog.activity([...routes.keys()], users().map((user) => user.username)),
-    spooled,
+    queue: () => clusterQueue.list(),
     async openSpooled(id) {
-      const message = (await spooled()).find((candidate) => candidate.record.id === id);
+      const message = (await localQueue(agent, spool).list()).find((candidate) => candidate.record.id === id);
       return message && { message, open: () => spool.openMessage(message.record, message.area) };
     },
-    retryNow: (id) => agent.retryNow(id),
-    retryAccount: (name) => agent.retryAccount(name),
-    deleteMessage: (id) => agent.delete(id),
+    queueAction: (replica, action) => clusterQueue.act(replica, action),
     searchTrace: (query) => clusterLog.search(query),
     users,
     lockouts: () => listener.lockouts(),
@@ -304,9 +317,10 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     timeoutMs: config.trace.clusterTimeout * 1000,
     logger,
   });
+  const clusterQueue = new ClusterQueue({ local: localQueue(agent, spool), self: cluster.name, peers: () => livePeerReplicas(cluster), key: handoffSecret, timeoutMs: config.trace.clusterTimeout * 1000, logger });
   let users = config.users;
   const admin = new AdminPage({
-    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
+    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
     store,
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,
@@ -320,7 +334,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     registry: metrics.registry,
     readiness,
     logger,
-    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || (await clusterLog.handle(request, response)) || admin.handle(request, response),
+    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || (await clusterLog.handle(request, response)) || (await clusterQueue.handle(request, response)) || admin.handle(request, response),
   });
 
   let pendingRestart: string[] = [];

@@ -53,6 +53,15 @@ async function withCluster(count: number, extra: Record<string, unknown> | ((pro
   }
 }
 
+/** A console form posted as a browser on the replica's machine would: with its session cookie and CSRF token. */
+async function consolePost(httpPort: number, path: string, fields: Record<string, string>): Promise<string> {
+  const page = await fetch(`http://127.0.0.1:${httpPort}/`);
+  const cookie = String(page.headers.get('set-cookie')).split(';')[0];
+  const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
+  const response = await fetch(`http://127.0.0.1:${httpPort}${path}`, { method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, ...fields }) });
+  return response.text();
+}
+
 /** Stops the replicas still running (a test may have killed or stopped some). */
 async function stopReplicas(replicas: Replica[]): Promise<void> {
   await Promise.all(replicas.map(({ relay }) => (relay.child?.exitCode === null && relay.child.signalCode === null ? relay.stop('SIGTERM') : undefined)));
@@ -137,13 +146,8 @@ describe('replicas share tokens through Redis', () => {
     await sendRaw(replicas[0].port, scan(500)); // the devices are not locked out
 
     // An administrator unlocks it on one replica's console: every replica lets it in again.
-    const console = `http://127.0.0.1:${replicas[0].httpPort}`;
-    const page = await fetch(`${console}/devices`);
-    expect(await page.clone().text()).toContain(`Unlock ${attacker}`);
-    const cookie = String(page.headers.get('set-cookie')).split(';')[0];
-    const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
-    const unlocked = await fetch(`${console}/devices/unlock`, { method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, scope: 'ip', key: attacker }) });
-    expect(await unlocked.text()).toContain(`${attacker} unlocked.`);
+    expect(await (await fetch(`http://127.0.0.1:${replicas[0].httpPort}/devices`)).text()).toContain(`Unlock ${attacker}`);
+    expect(await consolePost(replicas[0].httpPort, '/devices/unlock', { scope: 'ip', key: attacker })).toContain(`${attacker} unlocked.`);
     for (const relay of replicas) {
       await until(async () => {
         const { client, greeting } = await RawSmtp.connect(relay.port, { localAddress: attacker });
@@ -252,7 +256,7 @@ describe('scale-down hands the queue over', () => {
     expect((await cli(['trace', '--config', a.configFile, '--id', id])).stdout).toMatch(/taken over from a stopping replica[\s\S]*delivered/);
   }, 60_000);
 
-  it('searches the delivery log and adds up the console counts of every replica from any one, naming a replica that did not answer', async () => {
+  it('shows every replica\'s log, counts and queue on any one console (an action on a message is done by its replica), naming a replica that did not answer', async () => {
     const [a, , c] = replicas;
     for (const [index, replica] of replicas.entries()) for (let n = 0; n < 2; n++) await sendRaw(replica.relay.port, scan(3000 + index * 10 + n));
     const search = async () => JSON.parse((await cli(['trace', '--json', '--config', a.configFile])).stdout) as TraceSearchResult;
@@ -263,6 +267,13 @@ describe('scale-down hands the queue over', () => {
     // The console's counts on one replica add up every replica's.
     const page = async (path: string) => (await fetch(`http://127.0.0.1:${a.relay.httpPort}${path}`)).text();
     expect(await page('/')).toMatch(/Today: <strong>6<\/strong> message\(s\)/);
+    // The queue of every replica on A's console; an action on C's message is carried out by C.
+    const queuePage = await page('/queue');
+    expect(queuePage.match(/<td data-label="Replica">replica-c<\/td>/g)).toHaveLength(2);
+    const onC = everywhere.messages.find((found) => found.events[0].replica === 'replica-c')!.id;
+    expect(await consolePost(a.relay.httpPort, `/queue/${onC}/delete`, { replica: 'replica-c' })).toContain(`${onC} deleted.`);
+    expect(await queued(c.dataDir)).toBe(1);
+    expect(await consolePost(a.relay.httpPort, '/accounts/office/retry-all', {})).toContain('5 message(s) of office scheduled for delivery now.');
     expect(await page('/devices')).toMatch(/<strong>printer-2f<\/strong><\/td><td[^>]*>office<\/td><td[^>]*>[^<]+<\/td><td[^>]*>127\.0\.0\.1<\/td><td data-label="Messages today">6<\/td>/);
 
     c.relay.child!.kill('SIGSTOP'); // alive in the registry, but answering nothing

@@ -3,6 +3,9 @@ import { internalSignature, validInternalSignature } from './handoff.js';
 
 const MAX_BODY_BYTES = 16 * 1024;
 
+/** Which replicas were asked: this one first; `error` says why one did not answer. */
+export type ReplicaAnswers = { name: string; answered: boolean; error?: string }[];
+
 export interface PeerAnswer<T> {
   name: string;
   answer?: T;

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
-import { askPeers, signedQuestion } from '../cluster/index.js';
+import { askPeers, signedQuestion, type ReplicaAnswers } from '../cluster/index.js';
 import type { MessageTrace, TraceEvent } from './events.js';
 import type { FoundEvents, TraceLog } from './file-trace-log.js';
 import { selectMessages, type TraceQuery } from './query.js';
@@ -9,8 +9,7 @@ import { mergeActivity, type Activity, type ActivitySnapshot, type ActivityView 
 export const TRACE_PATH = '/internal/trace';
 export const ACTIVITY_PATH = '/internal/activity';
 
-/** Which replicas were asked: this one first; `error` says why one did not answer. */
-export type ReplicaAnswers = { name: string; answered: boolean; error?: string }[];
+export type { ReplicaAnswers };
 
 export interface TraceSearchResult {
   messages: MessageTrace[];

@@ -110,9 +110,12 @@ export class AdminPage {
   private async messagePage(id: string, csrf: string, notice?: Notice): Promise<string> {
     const { sources } = this.options;
     const result = await sources.searchTrace({ id });
-    const spooled = await sources.openSpooled(id);
-    const summary = spooled && { message: spooled.message, summary: await summarizeMessage(spooled.open()).catch((error: Error) => error) };
-    return renderMessage(id, result.messages[0], result, summary, csrf, notice);
+    const local = await sources.openSpooled(id);
+    // Parsed here when this replica holds it; on another replica, its record and actions only.
+    const spooled = local
+      ? { message: local.message, summary: await summarizeMessage(local.open()).catch((error: Error) => error) }
+      : (await sources.queue()).entries.filter((entry) => entry.record.id === id).map((message) => ({ message }))[0];
+    return renderMessage(id, result.messages[0], result, spooled, csrf, notice);
   }
 
   /** POST: an action, answered with the page it was taken from and what happened. */
@@ -125,19 +128,22 @@ export class AdminPage {
     if (section === 'accounts' && action === 'sign-in') return this.beginSignIn(name, host, response);
     if (section === 'accounts' && action === 'retry-all') {
       if (!sources.accounts.has(name)) return back('/queue', { kind: 'error', text: `No account "${name}".` });
-      const count = sources.retryAccount(name);
-      logger.info({ account: name, messages: count }, 'retry all requested on the console');
-      return back('/queue', { kind: 'ok', text: `${count} message(s) of ${name} scheduled for delivery now.` });
+      const result = await sources.queueAction(undefined, { action: 'retry-all', account: name });
+      logger.info({ account: name, result }, 'retry all requested on the console');
+      return back('/queue', 'count' in result ? { kind: 'ok', text: `${result.count} message(s) of ${name} scheduled for delivery now.` } : { kind: 'error', text: errorOf(result) });
     }
+    const replica = form.get('replica') ?? undefined;
     if (section === 'queue' && action === 'retry') {
-      const count = sources.retryNow(name);
-      logger.info({ id: name }, 'retry requested on the console');
-      return back('/queue', count ? { kind: 'ok', text: `${name} scheduled for delivery now.` } : { kind: 'error', text: `${name} is not waiting in the queue (delivered, failed, being delivered, or unknown).` });
+      const result = await sources.queueAction(replica, { action: 'retry', id: name });
+      logger.info({ id: name, replica, result }, 'retry requested on the console');
+      const retried = 'count' in result && result.count > 0;
+      return back('/queue', retried ? { kind: 'ok', text: `${name} scheduled for delivery now.` } : { kind: 'error', text: 'error' in result ? result.error : `${name} is not waiting in the queue (delivered, failed, being delivered, or unknown).` });
     }
     if (section === 'queue' && action === 'delete') {
-      const outcome = await sources.deleteMessage(name);
-      logger.info({ id: name, outcome }, 'delete requested on the console');
-      const notice: Notice = outcome === 'deleted' ? { kind: 'ok', text: `${name} deleted.` } : outcome === 'in_flight' ? { kind: 'error', text: `${name} is being delivered right now; try again in a moment.` } : { kind: 'error', text: `${name} is not in the spool.` };
+      const result = await sources.queueAction(replica, { action: 'delete', id: name });
+      logger.info({ id: name, replica, result }, 'delete requested on the console');
+      const outcome = 'outcome' in result ? result.outcome : undefined;
+      const notice: Notice = outcome === 'deleted' ? { kind: 'ok', text: `${name} deleted.` } : outcome === 'in_flight' ? { kind: 'error', text: `${name} is being delivered right now; try again in a moment.` } : { kind: 'error', text: 'error' in result ? result.error : `${name} is not in the spool.` };
       return back('/queue', notice);
     }
     // POST /devices/unlock
@@ -293,6 +299,10 @@ function testMessage(from: string, to: string): Buffer {
   );
 }
 
+
+function errorOf(result: object): string {
+  return 'error' in result ? String(result.error) : 'not done';
+}
 
 /** A path segment decoded; a malformed escape (%E0%A4%A) is kept as it came, to match nothing. */
 function decoded(segment: string): string {

@@ -1,10 +1,10 @@
 import type { Readable } from 'node:stream';
 import type { ResolvedAccount, UserConfig } from '../config/index.js';
-import type { ReplicaInfo } from '../cluster/index.js';
+import type { QueueAction, QueueActionResult, QueueEntry, ReplicaInfo } from '../cluster/index.js';
 import type { DeliveryHealth } from '../health.js';
 import type { ActiveLockout } from '../listener/index.js';
 import type { TokenManager } from '../oauth/index.js';
-import type { AccountQueueState, QueueRecord, SpoolArea } from '../spool/index.js';
+import type { AccountQueueState } from '../spool/index.js';
 import type { ActivityView, ReplicaAnswers, TraceQuery, TraceSearchResult } from '../trace/index.js';
 import type { Upstream } from '../upstream/index.js';
 
@@ -14,13 +14,8 @@ export interface AdminAccount {
   upstream: Upstream;
 }
 
-/** A message waiting in the queue, being delivered, or kept after failing. */
-export interface SpooledMessage {
-  record: QueueRecord;
-  area: SpoolArea;
-  inFlight: boolean;
-  held: boolean;
-}
+/** A message waiting in the queue, being delivered, or kept after failing (on `replica`, in a cluster). */
+export type SpooledMessage = QueueEntry;
 
 /**
  * What the console reads and asks of the running relay. Every action goes through the daemon's
@@ -32,13 +27,12 @@ export interface ConsoleSources {
   health(account: string): DeliveryHealth;
   /** Today's counts, the 24-hour chart and the devices: of every replica that answered, added up. */
   activity(): Promise<{ view: ActivityView; replicas: ReplicaAnswers }>;
-  /** Waiting and in-flight messages, then the failed area. */
-  spooled(): Promise<SpooledMessage[]>;
-  /** A spooled message's record and content, if it is still in the spool. */
+  /** Waiting and in-flight messages, then the failed area: of every replica that answered. */
+  queue(): Promise<{ entries: SpooledMessage[]; replicas: ReplicaAnswers }>;
+  /** A message in this replica's spool: its record and content. */
   openSpooled(id: string): Promise<{ message: SpooledMessage; open: () => Readable } | undefined>;
-  retryNow(id: string): number;
-  retryAccount(account: string): number;
-  deleteMessage(id: string): Promise<'deleted' | 'in_flight' | 'not_found'>;
+  /** Retry, delete (by the replica that holds the message) or retry all (everywhere). */
+  queueAction(replica: string | undefined, action: QueueAction): Promise<QueueActionResult | { error: string }>;
   searchTrace(query: TraceQuery): Promise<TraceSearchResult>;
   /** The configured device users (as of the last reload). */
   users(): UserConfig[];

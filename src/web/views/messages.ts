@@ -49,9 +49,11 @@ function searchWarnings(result: TraceSearchResult): string {
   return cut + missingReplicas(result.replicas);
 }
 
-function summaryBlock(spooled: SpooledMessage, summary: MessageSummary | Error, csrf: string): string {
+function summaryBlock(spooled: SpooledMessage, summary: MessageSummary | Error | undefined, csrf: string): string {
   const { record, area, inFlight } = spooled;
-  const facts = summary instanceof Error
+  const facts = summary === undefined
+    ? `<p>Kept on replica ${escape(spooled.replica ?? '')}: open its console for the subject and attachments.</p>`
+    : summary instanceof Error
     ? `<p class="bad">The stored message cannot be parsed: ${escape(summary.message)}</p>`
     : `<dl><dt>Subject</dt><dd>${escape(summary.subject ?? '(none)')}</dd><dt>From</dt><dd>${escape(summary.from ?? '(none)')}</dd><dt>To</dt><dd>${escape(summary.to ?? '(none)')}</dd><dt>Date</dt><dd>${escape(summary.date ? when(summary.date) : '(none)')}</dd><dt>Size</dt><dd>${bytes(record.size)}</dd></dl>${
         summary.attachments.length
@@ -59,16 +61,21 @@ function summaryBlock(spooled: SpooledMessage, summary: MessageSummary | Error, 
           : '<p>No attachments.</p>'
       }${summary.incomplete ? `<p class="warn">Incomplete: ${escape(summary.incomplete)}</p>` : ''}`;
   const where = area === 'failed' ? 'kept in the failed area' : inFlight ? 'being delivered right now' : `waiting; next attempt ${escape(when(record.nextAttemptAt))}`;
-  const actions = inFlight ? '' : `${area === 'queue' ? actionForm(`/queue/${record.id}/retry`, csrf, 'Retry now') : ''}${deleteForm(record.id, csrf)}`;
-  return `<section class="card"><h2>In the spool <small>${where}</small></h2>${facts}${actions}</section>`;
+  return `<section class="card"><h2>In the spool <small>${where}</small></h2>${facts}${messageActions(spooled, csrf)}</section>`;
 }
 
-/** Delete asks twice: the button is behind a disclosure, so one stray press cannot lose a message. */
-export function deleteForm(id: string, csrf: string): string {
-  return `<details class="inline"><summary>Delete…</summary>${actionForm(`/queue/${id}/delete`, csrf, `Delete ${id} for good`, {}, 'danger')}</details>`;
+/**
+ * Retry now (a waiting message) and Delete, sent to the replica that holds the message. Delete asks
+ * twice: its button is behind a disclosure, so one stray press cannot lose a message.
+ */
+export function messageActions({ record, area, inFlight, replica }: SpooledMessage, csrf: string): string {
+  if (inFlight) return '';
+  const where: Record<string, string> = replica ? { replica } : {};
+  const retry = area === 'queue' ? actionForm(`/queue/${record.id}/retry`, csrf, 'Retry now', where) : '';
+  return `${retry}<details class="inline"><summary>Delete…</summary>${actionForm(`/queue/${record.id}/delete`, csrf, `Delete ${record.id} for good`, where, 'danger')}</details>`;
 }
 
-export function renderMessage(id: string, trace: MessageTrace | undefined, result: TraceSearchResult, spooled: { message: SpooledMessage; summary: MessageSummary | Error } | undefined, csrf: string, notice?: Notice): string {
+export function renderMessage(id: string, trace: MessageTrace | undefined, result: TraceSearchResult, spooled: { message: SpooledMessage; summary?: MessageSummary | Error } | undefined, csrf: string, notice?: Notice): string {
   const showReplica = result.replicas.length > 1;
   const timeline = trace
     ? `<ol class="timeline">${trace.events.map((event) => `<li><time datetime="${escape(event.at)}">${escape(when(event.at))}</time>${showReplica && event.replica ? ` <small>[${escape(event.replica)}]</small>` : ''} — ${escape(describeEvent(event))}</li>`).join('')}</ol>`

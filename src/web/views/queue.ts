@@ -1,14 +1,15 @@
 import { pendingRecipients } from '../../spool/index.js';
 import { actionForm, escape, layout, span, table, when, type Notice } from '../html.js';
 import type { ConsoleSources, SpooledMessage } from '../sources.js';
-import { deleteForm } from './messages.js';
+import { messageActions, missingReplicas } from './messages.js';
 
-function row(message: SpooledMessage, csrf: string, now: number): string[] {
-  const { record, area, inFlight, held } = message;
+function row(message: SpooledMessage, csrf: string, now: number, showReplica: boolean): string[] {
+  const { record, area, inFlight, held, replica } = message;
   const state = area === 'failed' ? '<span class="bad">failed</span>' : inFlight ? 'sending now' : held ? '<span class="warn">held</span>' : Date.parse(record.nextAttemptAt) <= now ? 'due' : `deferred, next try in ${span(Date.parse(record.nextAttemptAt) - now)}`;
   const recipients = area === 'failed' ? record.failedRecipients.map((failure) => failure.address) : pendingRecipients(record);
-  const actions = inFlight ? '' : `${area === 'queue' ? actionForm(`/queue/${record.id}/retry`, csrf, 'Retry now') : ''}${deleteForm(record.id, csrf)}`;
+  const actions = messageActions(message, csrf);
   return [
+    ...(showReplica ? [escape(replica ?? '')] : []),
     `<a href="/messages/${encodeURIComponent(record.id)}">${escape(record.id)}</a>`,
     state,
     `${escape(when(record.receivedAt))} <small>(${span(now - Date.parse(record.receivedAt))} ago)</small>`,
@@ -21,19 +22,21 @@ function row(message: SpooledMessage, csrf: string, now: number): string[] {
 }
 
 const HEADINGS = ['Id', 'State', 'Received', 'Device', 'Recipients', 'Attempts', 'Last reply', 'Actions'];
+const headings = (showReplica: boolean) => (showReplica ? ['Replica', ...HEADINGS] : HEADINGS);
 
 export async function renderQueue(sources: ConsoleSources, csrf: string, notice?: Notice): Promise<string> {
   const now = Date.now();
-  const spooled = await sources.spooled();
+  const { entries: spooled, replicas } = await sources.queue();
+  const showReplica = replicas.length > 1;
   const sections = [...sources.accounts.values()].map(({ account }) => {
     const mine = spooled.filter((message) => message.record.account === account.name && message.area === 'queue');
     const state = sources.queueState(account.name);
     const held = state.held ? `<p class="bad">Held${state.heldFor ? ` (${escape(state.heldFor)})` : ''}: nothing is sent until the account works again; see the Overview for what to do.</p>` : '';
     const retryAll = mine.length ? actionForm(`/accounts/${encodeURIComponent(account.name)}/retry-all`, csrf, `Retry all for ${account.name}`) : '';
-    const list = mine.length ? table(`Waiting for ${account.name}`, HEADINGS, mine.map((message) => row(message, csrf, now))) : `<p>Nothing waiting${account.delivery === 'direct' ? ' (direct mode)' : ''}.</p>`;
+    const list = mine.length ? table(`Waiting for ${account.name}`, headings(showReplica), mine.map((message) => row(message, csrf, now, showReplica))) : `<p>Nothing waiting${account.delivery === 'direct' ? ' (direct mode)' : ''}.</p>`;
     return `<section class="card"><h2>${escape(account.name)} <small>${escape(account.mailbox)}</small></h2>${held}${list}${retryAll}</section>`;
   });
   const failed = spooled.filter((message) => message.area === 'failed');
-  const failedList = failed.length ? table('Failed for good, kept for the failed retention', HEADINGS, failed.map((message) => row(message, csrf, now))) : '<p>No failed messages.</p>';
-  return layout('queue', 'Queue', `${sections.join('\n')}<section class="card"><h2>Failed</h2>${failedList}</section>`, notice);
+  const failedList = failed.length ? table('Failed for good, kept for the failed retention', headings(showReplica), failed.map((message) => row(message, csrf, now, showReplica))) : '<p>No failed messages.</p>';
+  return layout('queue', 'Queue', `${missingReplicas(replicas)}${sections.join('\n')}<section class="card"><h2>Failed</h2>${failedList}</section>`, notice);
 }

@@ -171,6 +171,20 @@ describe('replicas share tokens through Redis', () => {
     expect((await post({ 'x-relay-time': stale, 'x-relay-record': record, 'x-relay-sha256': digest, 'x-relay-signature': staleSigned })).status).toBe(403);
   });
 
+  it('answers the other internal endpoints (log, counts, queue, queue actions) only to a signed peer', async () => {
+    const base = `http://127.0.0.1:${replicas[0].httpPort}`;
+    const body = JSON.stringify({ action: 'retry-all', account: 'office' });
+    for (const path of ['/internal/trace', '/internal/activity', '/internal/queue', '/internal/queue-action']) {
+      const time = String(Date.now());
+      const forged = await fetch(`${base}${path}`, { method: 'POST', headers: { 'x-relay-time': time, 'x-relay-signature': createHmac('sha256', 'wrong key').update(`${time}\n${path}\n${body}`).digest('hex') }, body });
+      expect(forged.status, path).toBe(403);
+      const signed = createHmac('sha256', handoffKey(TOKEN_KEY)).update(`${time}\n${path}\n${body}`).digest('hex');
+      const replayedElsewhere = await fetch(`${base}${path === '/internal/queue' ? '/internal/queue-action' : '/internal/queue'}`, { method: 'POST', headers: { 'x-relay-time': time, 'x-relay-signature': signed }, body });
+      expect(replayedElsewhere.status, `${path} signature on another path`).toBe(403);
+      expect((await fetch(`${base}${path}`, { method: 'POST', headers: { 'x-relay-time': time, 'x-relay-signature': signed }, body })).status, path).toBe(200);
+    }
+  });
+
   it('never has more than upstream.maxConnections sessions open for the mailbox across the cluster', async () => {
     provider.tokenLifetime = 3600;
     provider.dataDelayMs = 20; // each send lasts a while, so a burst piles up

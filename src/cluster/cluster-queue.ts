@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from '../log.js';
 import type { QueueRecord, SpoolArea } from '../spool/index.js';
-import { askPeers, signedQuestion, type ReplicaAnswers } from './peers.js';
+import { fromPeers, serveSigned, type PeerLinks, type ReplicaAnswers } from './peers.js';
 
 export const QUEUE_PATH = '/internal/queue';
 export const QUEUE_ACTION_PATH = '/internal/queue-action';
@@ -25,14 +24,8 @@ export interface LocalQueue {
   act(action: QueueAction): Promise<QueueActionResult>;
 }
 
-export interface ClusterQueueOptions {
-  local: LocalQueue;
-  self: string;
-  peers: () => Promise<{ name: string; http: string }[]>;
-  key?: Buffer;
-  timeoutMs: number;
-  logger: Logger;
-}
+const isAction = (value: Partial<QueueAction>): value is QueueAction =>
+  ((value.action === 'retry' || value.action === 'delete') && typeof value.id === 'string') || (value.action === 'retry-all' && typeof value.account === 'string');
 
 /**
  * Every replica's queue from one console: the lists are gathered over a signed internal endpoint,
@@ -40,65 +33,39 @@ export interface ClusterQueueOptions {
  * ever changes its records, as with the CLI and the control socket).
  */
 export class ClusterQueue {
-  constructor(private readonly options: ClusterQueueOptions) {}
+  constructor(private readonly options: PeerLinks & { local: LocalQueue }) {}
 
   async list(): Promise<{ entries: QueueEntry[]; replicas: ReplicaAnswers }> {
     const { local, self } = this.options;
     const mine = (await local.list()).map((entry) => ({ ...entry, replica: self }));
-    const asked = await this.ask<QueueEntry[]>(await this.peers(), QUEUE_PATH, {});
-    const entries = [...mine, ...asked.flatMap(({ name, answer }) => (answer ?? []).map((entry) => ({ ...entry, replica: name })))];
-    return { entries, replicas: [{ name: self, answered: true }, ...asked.map(({ name, error }) => ({ name, answered: !error, error }))] };
+    const { answers, replicas } = await fromPeers<QueueEntry[]>(this.options, QUEUE_PATH, {});
+    return { entries: [...mine, ...answers.flatMap(({ name, answer }) => answer.map((entry) => ({ ...entry, replica: name })))], replicas };
   }
 
   /** An action on one message, by the replica that holds it; Retry all, by every replica. */
   async act(replica: string | undefined, action: QueueAction): Promise<QueueActionResult | { error: string }> {
     const { local, self } = this.options;
     if (action.action === 'retry-all') {
-      const counts = [(await local.act(action)) as { count: number }, ...(await this.ask<{ count: number }>(await this.peers(), QUEUE_ACTION_PATH, action)).map(({ answer }) => answer ?? { count: 0 })];
-      return { count: counts.reduce((sum, answer) => sum + answer.count, 0) };
+      const { answers } = await fromPeers<{ count: number }>(this.options, QUEUE_ACTION_PATH, action);
+      const here = (await local.act(action)) as { count: number };
+      return { count: answers.reduce((sum, { answer }) => sum + answer.count, here.count) };
     }
     if (!replica || replica === self) return local.act(action);
-    const peer = (await this.peers()).find((candidate) => candidate.name === replica);
-    if (!peer) return { error: `replica ${replica} is not running (or not heard from): its messages can be changed when it is back` };
-    const [answer] = await this.ask<QueueActionResult>([peer], QUEUE_ACTION_PATH, action);
-    return answer.answer ?? { error: `replica ${replica} did not answer (${answer.error})` };
+    const { answers, replicas } = await fromPeers<QueueActionResult>(this.options, QUEUE_ACTION_PATH, action, replica);
+    const asked = replicas.find((entry) => entry.name === replica);
+    if (!asked) return { error: `replica ${replica} is not running (or not heard from): its messages can be changed when it is back` };
+    return answers[0]?.answer ?? { error: `replica ${replica} did not answer (${asked.error})` };
   }
 
   /** POST /internal/queue and /internal/queue-action from a peer; false for other paths. */
-  async handle(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
-    const path = (request.url ?? '').split('?')[0];
-    if (path !== QUEUE_PATH && path !== QUEUE_ACTION_PATH) return false;
-    const answer = (status: number, body: unknown) => response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-    const { key, local } = this.options;
-    if (request.method !== 'POST' || !key) {
-      request.resume();
-      answer(404, { error: 'answers between replicas need cluster: and tokenKey' });
-      return true;
-    }
-    const question = await signedQuestion(request, path, key);
-    if (question === undefined) {
-      this.options.logger.warn({ clientIp: request.socket.remoteAddress, path }, 'internal request refused: bad or stale signature');
-      answer(403, { error: 'bad signature' });
-      return true;
-    }
-    if (path === QUEUE_PATH) answer(200, await local.list());
-    else {
+  handle(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
+    const { local, logger } = this.options;
+    return serveSigned(request, response, this.options, [QUEUE_PATH, QUEUE_ACTION_PATH], async (path, question) => {
+      if (path === QUEUE_PATH) return { body: await local.list() };
+      if (!isAction(question as Partial<QueueAction>)) return { status: 400, body: { error: 'not a queue action' } };
       const action = question as QueueAction;
-      const valid = (action.action === 'retry' || action.action === 'delete') ? typeof action.id === 'string' : action.action === 'retry-all' && typeof action.account === 'string';
-      if (!valid) answer(400, { error: 'not a queue action' });
-      else {
-        this.options.logger.info({ action: action.action, from: request.socket.remoteAddress }, 'queue action asked by another replica\'s console');
-        answer(200, await local.act(action));
-      }
-    }
-    return true;
-  }
-
-  private async peers(): Promise<{ name: string; http: string }[]> {
-    return this.options.key ? this.options.peers().catch(() => []) : [];
-  }
-
-  private ask<T>(peers: { name: string; http: string }[], path: string, question: unknown) {
-    return this.options.key ? askPeers<T>(peers, path, question, this.options.key, this.options.timeoutMs) : Promise.resolve([]);
+      logger.info({ action: action.action, from: request.socket.remoteAddress }, "queue action asked by another replica's console");
+      return { body: await local.act(action) };
+    });
   }
 }

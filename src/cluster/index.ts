@@ -18,7 +18,7 @@ export function startCluster(config: Config, logger: Logger, metrics: Metrics): 
   return new RedisCluster({ url: redis, password: redisPassword, name, keyPrefix, tokenKey: config.tokenKey, logger, metrics });
 }
 
-export { askPeers, signedQuestion, type PeerAnswer, type ReplicaAnswers } from './peers.js';
+export { fromPeers, serveSigned, type PeerLinks, type ReplicaAnswers } from './peers.js';
 export { ClusterQueue, type LocalQueue, type QueueAction, type QueueActionResult, type QueueEntry } from './cluster-queue.js';
 export { HANDOFF_PATH, handOffQueue, handoffKey, internalSignature, receiveHandoff, validInternalSignature } from './handoff.js';
 

@@ -1,4 +1,5 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from '../log.js';
 import { internalSignature, validInternalSignature } from './handoff.js';
 
 const MAX_BODY_BYTES = 16 * 1024;
@@ -52,4 +53,50 @@ export async function signedQuestion(request: IncomingMessage, path: string, key
   } catch {
     return undefined;
   }
+}
+
+/** How one replica reaches the others: its name, the live peers, the shared key, the time limit. */
+export interface PeerLinks {
+  self: string;
+  /** The other live replicas (name, http host:port); none without a cluster. */
+  peers: () => Promise<{ name: string; http: string }[]>;
+  /** Signs requests between replicas (from tokenKey); without it, everything stays local. */
+  key?: Buffer;
+  timeoutMs: number;
+  logger: Logger;
+}
+
+/** Asks the live peers (or those named), and lists who was asked, this replica first. */
+export async function fromPeers<T>(links: PeerLinks, path: string, question: unknown, only?: string): Promise<{ answers: { name: string; answer: T }[]; replicas: ReplicaAnswers }> {
+  const peers = links.key ? (await links.peers().catch(() => [])).filter((peer) => only === undefined || peer.name === only) : [];
+  const asked = links.key ? await askPeers<T>(peers, path, question, links.key, links.timeoutMs) : [];
+  return {
+    answers: asked.filter((entry): entry is { name: string; answer: T } => entry.answer !== undefined),
+    replicas: [{ name: links.self, answered: true }, ...asked.map(({ name, error }) => ({ name, answered: error === undefined, error }))],
+  };
+}
+
+/**
+ * Serves signed internal POSTs at these paths with what `answer` gives for the question; false for
+ * any other path. Without a key (no cluster) there is nothing to serve; a bad or stale signature
+ * is refused.
+ */
+export async function serveSigned(request: IncomingMessage, response: ServerResponse, links: PeerLinks, paths: string[], answer: (path: string, question: unknown) => Promise<{ status?: number; body: unknown }>): Promise<boolean> {
+  const path = (request.url ?? '').split('?')[0];
+  if (!paths.includes(path)) return false;
+  const send = (status: number, body: unknown) => response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  if (request.method !== 'POST' || !links.key) {
+    request.resume();
+    send(404, { error: 'answers between replicas need cluster: and tokenKey' });
+    return true;
+  }
+  const question = await signedQuestion(request, path, links.key);
+  if (question === undefined) {
+    links.logger.warn({ clientIp: request.socket.remoteAddress, path }, 'internal request refused: bad or stale signature');
+    send(403, { error: 'bad signature' });
+    return true;
+  }
+  const { status = 200, body } = await answer(path, question);
+  send(status, body);
+  return true;
 }

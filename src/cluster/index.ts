@@ -20,7 +20,7 @@ export function startCluster(config: Config, logger: Logger, metrics: Metrics): 
 
 export { fromPeers, serveSigned, type PeerLinks, type ReplicaAnswers } from './peers.js';
 export { ClusterQueue, type LocalQueue, type QueueAction, type QueueActionResult, type QueueEntry } from './cluster-queue.js';
-export { HANDOFF_PATH, handOffQueue, handoffKey, internalSignature, receiveHandoff, validInternalSignature } from './handoff.js';
+export { HANDOFF_PATH, handOffQueue, handoffKey, receiveHandoff } from './handoff.js';
 
 /** The other replicas with a recent heartbeat. */
 export async function livePeerReplicas(cluster: ClusterState): Promise<ReplicaInfo[]> {

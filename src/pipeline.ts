@@ -69,21 +69,23 @@ export class Pipeline {
     );
     const live = this.liveSend(route, transaction, rewriter);
     let staged: StagedMessage | undefined;
+    let receivedAt: string | undefined;
     try {
       // The device's stream is piped, not part of the pipeline: a failure here must not destroy
       // it, or the rest of DATA would be read as commands. A hang-up aborts the pipeline instead.
       staged = await spool.stage(id, stream.pipe(guard), live ? [lineEndings, rewriter, live.tee] : [lineEndings, rewriter], signal);
+      receivedAt = new Date().toISOString();
       if (lineEndings.repairs > 0) log.info({ repairs: lineEndings.repairs }, 'bare CR/LF or NUL in the message normalised to CRLF');
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);
       if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(this.options.maxMessageSize)}`);
-      const context = { log, route, transaction, staged, decision: rewriter.decision, traced: this.receivedEvent(id, route, transaction, rewriter, guard.bytes) };
+      const context = { log, route, transaction, staged, decision: rewriter.decision, traced: this.receivedEvent(id, route, transaction, rewriter, guard.bytes, receivedAt) };
       return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context, live);
     } catch (error) {
       live?.abandon(error);
       const refusal = this.fail(log, account, signal.aborted ? signal.reason : error, guard.bytes);
       // A message the device finished sending is in the log with the answer it got; a hang-up is not a message.
-      if (!signal.aborted) this.traceRefusal(this.receivedEvent(id, route, transaction, rewriter, guard.bytes), refusal);
+      if (!signal.aborted) this.traceRefusal(this.receivedEvent(id, route, transaction, rewriter, guard.bytes, receivedAt), refusal);
       throw refusal;
     } finally {
       if (staged) await spool.discard(staged); // gone already once committed to the queue
@@ -120,10 +122,10 @@ export class Pipeline {
   }
 
   /** The delivery log's first word on a message: who sent it, as whom, to whom. */
-  private receivedEvent(id: string, route: Route, transaction: Transaction, rewriter: SenderRewriter, size: number): ReceivedEvent {
+  private receivedEvent(id: string, route: Route, transaction: Transaction, rewriter: SenderRewriter, size: number, receivedAt = new Date().toISOString()): ReceivedEvent {
     const decision = rewriter.hasDecision ? rewriter.decision : undefined;
     return {
-      at: new Date().toISOString(),
+      at: receivedAt,
       event: 'received',
       id,
       account: route.account.name,
@@ -171,7 +173,10 @@ export class Pipeline {
     const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo) };
     const started = performance.now();
     const open = () => spool.openStaged(staged);
-    const receipt = live ? await live.finish(open) : await route.upstream.send(envelope, open);
+    const receipt = await (live ? live.finish(open) : route.upstream.send(envelope, open)).catch((error: unknown) => {
+      this.traceFailedAttempt(staged.id, account, transaction.rcptTo, error, started);
+      throw error;
+    });
     metrics.messagesRelayed.inc({ account });
     health.relayed(account);
     const durationMs = Math.round(performance.now() - started);
@@ -193,6 +198,14 @@ export class Pipeline {
       'message relayed',
     );
     return `Ok: relayed as ${staged.id}`;
+  }
+
+  /** Direct mode: the upstream's answer to a send that did not go through, in the provider's own words. */
+  private traceFailedAttempt(id: string, account: string, to: string[], error: unknown, started: number): void {
+    const failure = asSmtpError(error);
+    const reply = (failure.cause as { response?: string } | undefined)?.response?.split(/\r?\n/)[0] ?? `${failure.reply.code} ${failure.message}`;
+    const result = failure.holdsAccount ? 'held' : failure.isTemporary ? 'deferred' : 'failed';
+    this.options.trace.record({ at: new Date().toISOString(), event: 'attempt', id, account, result, reply, recipients: to.map((address) => ({ address, reply })), durationMs: Math.round(performance.now() - started) });
   }
 
   private fail(log: Logger, account: string, error: unknown, size: number): SmtpError {

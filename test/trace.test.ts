@@ -88,6 +88,18 @@ describe('the delivery log (message trace)', () => {
     expect(result.messages.every((found) => found.received?.subject === undefined)).toBe(true);
   });
 
+  it('in direct mode, records the upstream attempt in the provider’s words before what the device was told', async () => {
+    provider = await startProvider();
+    provider.unknownRecipients.add('nobody@example.com');
+    const relay = await startRelay(provider); // direct mode
+    const reply = await sendRawExpectingError(relay.port, scan('Direct', ['nobody@example.com']));
+    expect(reply).toMatch(/^550/);
+    const [message] = (await traceJson(relay)).messages;
+    expect(message.status).toBe('refused');
+    expect(message.events.map((event) => event.event)).toEqual(['received', 'attempt', 'refused']);
+    expect(message.events[1]).toMatchObject({ result: 'failed', recipients: [{ address: 'nobody@example.com', reply: expect.stringMatching(/^550 5\.1\.1 Recipient address rejected/) }] });
+  });
+
   it('deletes days past trace.retention at start, and reads its files when no relay runs', async () => {
     provider = await startProvider();
     const dataDir = path.join(os.tmpdir(), `relay-trace-${process.pid}-${Date.now()}`);

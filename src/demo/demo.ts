@@ -81,6 +81,7 @@ function demoBanner(host: string, smtpPort: number, httpPort: number, outboxDir:
     `    swaks --server ${local}:${smtpPort} --auth PLAIN --auth-user ${DEMO_USER.username} --auth-password ${DEMO_USER.password} \\`,
     '          --from printer@example.com --to you@example.com',
     '',
+    `  Console http://${local}:${httpPort}/   (every message's timeline: Messages, or smtp-oauth-relay trace)`,
     `  Metrics http://${local}:${httpPort}/metrics   Accounts http://${local}:${httpPort}/readyz/accounts`,
     ...(local === '127.0.0.1' || local === '::1' || local === 'localhost'
       ? ['  Only this machine can connect. To let a printer on the LAN try it: smtp-oauth-relay demo --host 0.0.0.0', '  (the demo password above is public: do not leave it open on a network you do not trust).']

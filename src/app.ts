@@ -94,9 +94,16 @@ async function startTrace({ config }: LoadedConfig, logger: Logger, metrics: Ret
   }
   const trace = {
     record(event: TraceEvent) {
-      traceLog.record(event);
-      activity.record(event);
-      onEvent(event);
+      // Recorded on the mail's path (after a commit, before the 250): a fault here must never turn
+      // into a reply to the device, which would then send the message again.
+      try {
+        traceLog.record(event);
+        activity.record(event);
+        onEvent(event);
+      } catch (error) {
+        logger.error({ id: event.id, err: (error as Error).message }, 'delivery log event not recorded');
+        metrics.traceDropped.inc();
+      }
     },
   };
   return { traceLog, activity, trace };

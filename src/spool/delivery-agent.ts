@@ -11,8 +11,7 @@ import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
 import { buildDeliveryReport } from './dsn.js';
 import { upstreamDsn, wantsNotice, type NoticeKind } from '../envelope.js';
 import { readHeaderFields } from './header-block.js';
-import libmime from 'libmime';
-import { messageDate, newMessageId } from '../util/rfc5322.js';
+import { plainTextMessage } from '../util/rfc5322.js';
 import type { Spool } from './spool.js';
 import type { AttemptResult, FinalStatus, TraceSink } from '../trace/index.js';
 import { recipientReplies } from '../upstream/index.js';
@@ -205,22 +204,7 @@ export class DeliveryAgent {
     const queue = queues.find((candidate) => !candidate.held && candidate.tokens.status().state === 'ready') ?? queues[0];
     if (!queue) return;
     const { mailbox, name } = queue.account;
-    const content = Buffer.from(
-      [
-        `From: smtp-oauth-relay <${mailbox}>`,
-        `To: <${to}>`,
-        `Subject: ${/^[\x20-\x7e]*$/.test(subject) ? subject : libmime.encodeWord(subject, 'Q')}`,
-        `Date: ${messageDate()}`,
-        `Message-ID: ${newMessageId(mailbox)}`,
-        'Auto-Submitted: auto-generated',
-        'MIME-Version: 1.0',
-        'Content-Type: text/plain; charset=utf-8',
-        'Content-Transfer-Encoding: 8bit',
-        '',
-        ...text.split('\n'),
-        '',
-      ].join('\r\n'),
-    );
+    const content = plainTextMessage({ from: mailbox, to, subject, lines: text.split('\n'), autoSubmitted: true });
     const record = newQueueRecord({ id: this.options.spool.newId(), account: name, envelope: { from: mailbox, to: [to] }, size: content.length, isReport: true });
     await this.options.spool.enqueue(record, content);
     this.options.trace.record({ at: new Date().toISOString(), event: 'received', id: record.id, account: name, mode: 'queue', size: content.length, sentAs: mailbox, to: [to], subject, about: 'notification' });

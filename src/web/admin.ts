@@ -9,7 +9,7 @@ import { SmtpError } from '../reply.js';
 import { AuthGuard, DeviceAuthenticator, type AuthGuardLimits } from '../listener/index.js';
 import { NetworkList } from '../config/index.js';
 import { isStatus, parseSince } from '../trace/index.js';
-import { messageDate, newMessageId } from '../util/rfc5322.js';
+import { plainTextMessage } from '../util/rfc5322.js';
 import type { Notice } from './html.js';
 import type { ConsoleSources } from './sources.js';
 import { renderOverview } from './views/overview.js';
@@ -282,21 +282,8 @@ export class AdminPage {
 }
 
 function testMessage(from: string, to: string): Buffer {
-  return Buffer.from(
-    [
-      `From: smtp-oauth-relay <${from}>`,
-      `To: ${to}`,
-      'Subject: smtp-oauth-relay test message',
-      `Date: ${messageDate()}`,
-      `Message-ID: ${newMessageId(from)}`,
-      'MIME-Version: 1.0',
-      'Content-Type: text/plain; charset=utf-8',
-      '',
-      `This test message was sent from the smtp-oauth-relay admin page through ${from}.`,
-      'If it arrived, devices using this account can send too.',
-      '',
-    ].join('\r\n'),
-  );
+  const lines = [`This test message was sent from the smtp-oauth-relay console through ${from}.`, 'If it arrived, devices using this account can send too.'];
+  return plainTextMessage({ from, to, subject: 'smtp-oauth-relay test message', lines });
 }
 
 

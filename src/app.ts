@@ -145,12 +145,12 @@ interface ConsoleParts {
   health: HealthBoard;
   listener: Listener;
   clusterLog: ClusterLog;
+  local: LocalQueue;
   clusterQueue: ClusterQueue;
   users: () => UserConfig[];
   replicas: () => Promise<ReplicaInfo[] | undefined>;
 }
 
-/** What the console reads and does, each through the part of the daemon that owns it. */
 /** This replica's queue as the console and the other replicas' consoles see and change it. */
 function localQueue(agent: DeliveryAgent, spool: Spool): LocalQueue {
   return {
@@ -166,7 +166,8 @@ function localQueue(agent: DeliveryAgent, spool: Spool): LocalQueue {
   };
 }
 
-function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, clusterQueue, users, replicas }: ConsoleParts): ConsoleSources {
+/** What the console reads and does, each through the part of the daemon that owns it. */
+function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users, replicas }: ConsoleParts): ConsoleSources {
   return {
     accounts: routes,
     queueState: (name) => agent.state(name),
@@ -174,7 +175,7 @@ function consoleSources({ cluster, routes, agent, spool, health, listener, clust
     activity: () => clusterLog.activity([...routes.keys()], users().map((user) => user.username)),
     queue: () => clusterQueue.list(),
     async openSpooled(id) {
-      const message = (await localQueue(agent, spool).list()).find((candidate) => candidate.record.id === id);
+      const message = (await local.list()).find((candidate) => candidate.record.id === id);
       return message && { message, open: () => spool.openMessage(message.record, message.area) };
     },
     queueAction: (replica, action) => clusterQueue.act(replica, action),
@@ -324,10 +325,11 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     timeoutMs: config.trace.clusterTimeout * 1000,
     logger,
   });
-  const clusterQueue = new ClusterQueue({ local: localQueue(agent, spool), self: cluster.name, peers: () => livePeerReplicas(cluster), key: handoffSecret, timeoutMs: config.trace.clusterTimeout * 1000, logger });
+  const local = localQueue(agent, spool);
+  const clusterQueue = new ClusterQueue({ local, self: cluster.name, peers: () => livePeerReplicas(cluster), key: handoffSecret, timeoutMs: config.trace.clusterTimeout * 1000, logger });
   let users = config.users;
   const admin = new AdminPage({
-    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
+    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
     store,
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,

@@ -48,7 +48,7 @@ export async function queueCommand(dataDir: string, args: string[], all: boolean
 }
 
 /** What a user would recognise: subject, sender, attachments (names, types, sizes). */
-export function formatSummary(summary: MessageSummary | Error): string {
+function formatSummary(summary: MessageSummary | Error): string {
   if (summary instanceof Error) return `Summary: the message cannot be parsed (${summary.message})\n`;
   const lines = [
     `Subject:     ${summary.subject ?? '(none)'}`,

@@ -58,7 +58,7 @@ export interface MessageTrace {
 }
 
 /** What a message's events add up to: the final word if there is one, else the latest attempt. */
-export function statusOf(events: readonly TraceEvent[]): MessageStatus {
+function statusOf(events: readonly TraceEvent[]): MessageStatus {
   let status: MessageStatus = 'queued';
   for (const event of events) {
     if (event.event === 'final') return event.status;

@@ -58,6 +58,23 @@ describe('notify: for admins without Prometheus', () => {
     }
   });
 
+  it('does not tell of a failed report or notification e-mail (which would go round in circles)', async () => {
+    const hook = await webhookReceiver();
+    const provider = await startProvider();
+    provider.unknownRecipients.add('nobody@example.com');
+    provider.unknownRecipients.add('it@contoso.test'); // the postmaster's address is wrong too
+    const relay = await startRelay(provider, { top: { ...QUEUE, bounces: { postmaster: 'it@contoso.test', notifySender: false }, notify: { webhook: hook.url, email: true, checkInterval: 0.2, minInterval: 0.01 } } });
+    try {
+      await sendRaw(relay.port, scan('nobody@example.com'));
+      await until(() => hook.received.some((notification) => notification.key === 'failed:office'));
+      await until(async () => (await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'upstream_rejected' })) >= 3); // the scan, its report, the notification
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(hook.received.filter((notification) => notification.key === 'failed:office')).toHaveLength(1);
+    } finally {
+      await hook.close();
+    }
+  });
+
   it('keeps to notify.maxPerHour (counting what it holds back), and survives a webhook that fails', async () => {
     const hook = await webhookReceiver(500);
     const provider = await startProvider();

@@ -51,7 +51,7 @@ export async function traceCost(provider: FakeProvider): Promise<void> {
 /** The log writer alone: what a queued message's three events cost it, buffered writes included. */
 async function writerCost(): Promise<number> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-trace-'));
-  const log = new FileTraceLog(dir, Infinity, createLogger('silent'));
+  const log = new FileTraceLog(dir, { retentionMs: Infinity, maxBytes: Infinity }, createLogger('silent'));
   const messages = 50_000;
   const events = (id: string): TraceEvent[] => {
     const at = new Date().toISOString();

@@ -85,7 +85,7 @@ const ACTIVITY_REPLAY_MS = 7 * DAY_MS;
  */
 async function startTrace({ config }: LoadedConfig, logger: Logger, metrics: ReturnType<typeof createMetrics>, onEvent: (event: TraceEvent) => void): Promise<{ traceLog: TraceLog; activity: Activity; trace: TraceSink }> {
   const activity = new Activity();
-  const traceLog = config.trace.enabled ? new FileTraceLog(path.join(config.dataDir, 'trace'), config.trace.retention * 1000, logger, (events) => metrics.traceDropped.inc(events)) : new NoTraceLog();
+  const traceLog = config.trace.enabled ? new FileTraceLog(path.join(config.dataDir, 'trace'), { retentionMs: config.trace.retention * 1000, maxBytes: config.trace.maxSize }, logger, (events) => metrics.traceDropped.inc(events)) : new NoTraceLog();
   if (traceLog instanceof FileTraceLog) {
     await traceLog.start();
     // The counts need a day; a silent device is flagged against its expectEvery (up to a week).

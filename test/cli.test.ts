@@ -47,7 +47,7 @@ describe('command line', () => {
     });
     const result = await cli(['check', '--config', file]);
     expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(/Log {4}delivery log in \S+trace, kept 30 days/);
+    expect(result.stdout).toMatch(/Log {4}delivery log in \S+trace, kept 30 days, at most 1024MB/);
     expect(result.stdout).toContain('Notify webhook at hooks.example.com; the same problem at most every 60 min, 20 an hour');
     expect(result.stdout).not.toContain('secret-part');
     expect(result.stdout).toContain('flagged when silent over 24 h');

@@ -118,6 +118,24 @@ describe('the delivery log (message trace)', () => {
   });
 });
 
+describe('a delivery log that would outgrow its disk', () => {
+  afterEach(stopStarted);
+
+  it('deletes its oldest days past trace.maxSize, before their retention, and says so', async () => {
+    const provider = await startProvider();
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-trace-size-'));
+    await mkdir(path.join(dataDir, 'trace'));
+    const days = [3, 2, 1].map((back) => new Date(Date.now() - back * 86_400_000).toISOString().slice(0, 10));
+    for (const day of days) {
+      const line = JSON.stringify({ at: `${day}T10:00:00.000Z`, event: 'final', id: `ID${day.replaceAll('-', '')}`, account: 'office', status: 'delivered' });
+      await writeFile(path.join(dataDir, 'trace', `${day}.jsonl`), `${line}\n`.repeat(10)); // ~1 KB a day
+    }
+    const relay = await startRelay(provider, { dataDir, top: { trace: { maxSize: 2500 } } });
+    expect((await readdir(path.join(dataDir, 'trace'))).sort()).toEqual([`${days[1]}.jsonl`, `${days[2]}.jsonl`]);
+    expect(relay.logs.join('')).toContain('delivery log over trace.maxSize: its oldest days were deleted before trace.retention');
+  });
+});
+
 describe('a delivery-log search that would not fit in memory', () => {
   it('keeps the newest whole days up to its cap and says it was cut', async () => {
     const { FileTraceLog } = await import('../src/trace/index.js');
@@ -127,7 +145,7 @@ describe('a delivery-log search that would not fit in memory', () => {
       const lines = [1, 2].map((n) => JSON.stringify({ at: `${day}T10:00:0${n}.000Z`, event: 'final', id: `ID${day.replaceAll('-', '')}${n}`, account: 'office', status: 'delivered' }));
       await writeFile(path.join(dir, `${day}.jsonl`), `${lines.join('\n')}\n`);
     }
-    const log = new FileTraceLog(dir, Infinity, createLogger('silent'));
+    const log = new FileTraceLog(dir, { retentionMs: Infinity, maxBytes: Infinity }, createLogger('silent'));
     const cut = await log.events({}, 3);
     expect(cut.truncated).toBe(true);
     expect(cut.events.map((event) => event.at.slice(0, 10))).toEqual(['2026-11-22', '2026-11-22', '2026-11-21', '2026-11-21']);

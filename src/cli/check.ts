@@ -19,7 +19,7 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (console, /metrics /healthz /readyz /readyz/accounts)`);
   lines.push(`  Data   ${config.dataDir}`);
   const { trace, notify } = config;
-  lines.push(`  Log    ${trace.enabled ? `delivery log in ${path.join(config.dataDir, 'trace')}, kept ${formatDuration(trace.retention * 1000)}${trace.subjects ? '' : ', no Subjects'}` : 'delivery log off (trace.enabled: false)'}`);
+  lines.push(`  Log    ${trace.enabled ? `delivery log in ${path.join(config.dataDir, 'trace')}, kept ${formatDuration(trace.retention * 1000)}, at most ${formatByteSize(trace.maxSize)}${trace.subjects ? '' : ', no Subjects'}` : 'delivery log off (trace.enabled: false)'}`);
   if (notify) {
     const to = [notify.webhook && `webhook at ${new URL(notify.webhook).host}`, notify.email && `e-mail to ${config.bounces.postmaster}`].filter(Boolean);
     lines.push(`  Notify ${to.join(' and ') || 'nowhere (give notify.webhook or notify.email)'}; the same problem at most every ${formatDuration(notify.minInterval * 1000)}, ${notify.maxPerHour} an hour`);

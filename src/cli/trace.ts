@@ -27,7 +27,7 @@ export async function traceCommand(dataDir: string, options: TraceOptions): Prom
   if (byDaemon && byDaemon.code === 0) result = JSON.parse(byDaemon.output) as TraceSearchResult;
   else if (byDaemon) return byDaemon;
   else {
-    const found = await new FileTraceLog(path.join(dataDir, 'trace'), Infinity, createLogger('silent')).events(query);
+    const found = await new FileTraceLog(path.join(dataDir, 'trace'), { retentionMs: Infinity, maxBytes: Infinity }, createLogger('silent')).events(query);
     result = { messages: selectMessages(found.events, query), replicas: [{ name: 'this data folder (no relay running)', answered: true }], truncated: found.truncated || undefined };
   }
   return { code: 0, output: options.json ? `${JSON.stringify(result, null, 2)}\n` : formatTimeline(result) };

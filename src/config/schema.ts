@@ -252,6 +252,8 @@ const traceSchema = z
     subjects: z.boolean().default(true),
     /** Days of log kept (one file per day). */
     retention: durationSeconds.default(30 * 86400),
+    /** The most the log may take on disk; past it the oldest days go first (a flood cannot fill the disk). */
+    maxSize: byteSize.default(1024 ** 3),
     /** How long a search waits for each other replica of a cluster. */
     clusterTimeout: durationSeconds.default(5),
   })

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { appendFile, mkdir, readdir, unlink } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.js';
@@ -46,9 +46,14 @@ export class FileTraceLog implements TraceLog {
   private warned = false;
   lastDropAt?: number;
 
+  /** Bytes appended since the last prune: past a tenth of maxBytes, the size is checked again. */
+  private writtenSincePrune = 0;
+  private pruning?: Promise<void>;
+
+  /** @param limits how long days are kept, and how large the log may grow (the oldest days go first). */
   constructor(
     private readonly dir: string,
-    private readonly retentionMs: number,
+    private readonly limits: { retentionMs: number; maxBytes: number },
     private readonly logger: Logger,
     private readonly onDropped: (events: number) => void = () => undefined,
   ) {}
@@ -76,8 +81,10 @@ export class FileTraceLog implements TraceLog {
     if (this.buffer.length === 0) return this.writing;
     const lines = this.buffer;
     const file = path.join(this.dir, `${this.bufferDay}.jsonl`);
+    this.writtenSincePrune += this.bufferedBytes;
     this.buffer = [];
     this.bufferedBytes = 0;
+    if (this.writtenSincePrune > this.limits.maxBytes / 10) void this.prune();
     this.writing = this.writing.then(() =>
       appendFile(file, lines.join(''), { mode: 0o600 }).then(
         () => {
@@ -147,17 +154,42 @@ export class FileTraceLog implements TraceLog {
 
   async close(): Promise<void> {
     clearTimeout(this.pruneTimer);
+    await this.pruning;
     await this.flush();
   }
 
-  /** Deletes the days past the retention, now and every hour. */
-  private async prune(): Promise<void> {
-    const oldestKept = new Date(Date.now() - this.retentionMs).toISOString().slice(0, 10);
-    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
-      const day = FILE.exec(name)?.[1];
-      if (day && day < oldestKept) await unlink(path.join(this.dir, name)).catch(() => undefined);
+  /**
+   * Deletes the days past the retention and, while the log is larger than maxBytes, the oldest
+   * days (never today's): a device flooding the relay cannot fill the disk through the log. Runs
+   * at start, every hour, and after each tenth of maxBytes written.
+   */
+  private prune(): Promise<void> {
+    this.pruning ??= this.pruneNow().finally(() => {
+      this.pruning = undefined;
+      clearTimeout(this.pruneTimer);
+      this.pruneTimer = setTimeout(() => void this.prune(), PRUNE_MS).unref();
+    });
+    return this.pruning;
+  }
+
+  private async pruneNow(): Promise<void> {
+    this.writtenSincePrune = 0;
+    const oldestKept = new Date(Date.now() - this.limits.retentionMs).toISOString().slice(0, 10);
+    const days = (await readdir(this.dir).catch(() => [] as string[])).filter((name) => FILE.test(name)).sort();
+    const kept: { name: string; size: number }[] = [];
+    for (const name of days) {
+      if (name.slice(0, 10) < oldestKept) await unlink(path.join(this.dir, name)).catch(() => undefined);
+      else kept.push({ name, size: (await stat(path.join(this.dir, name)).catch(() => ({ size: 0 }))).size });
     }
-    this.pruneTimer = setTimeout(() => void this.prune(), PRUNE_MS).unref();
+    let total = kept.reduce((sum, day) => sum + day.size, 0);
+    const dropped: string[] = [];
+    while (total > this.limits.maxBytes && kept.length > 1) {
+      const oldest = kept.shift()!;
+      await unlink(path.join(this.dir, oldest.name)).catch(() => undefined);
+      total -= oldest.size;
+      dropped.push(oldest.name.slice(0, 10));
+    }
+    if (dropped.length) this.logger.warn({ days: dropped, maxBytes: this.limits.maxBytes }, 'delivery log over trace.maxSize: its oldest days were deleted before trace.retention');
   }
 }
 

@@ -6,8 +6,7 @@ import libmime from 'libmime';
 
 const SUBJECT_LENGTH = 200;
 
-function subjectOf(fields: readonly HeaderField[]): string | undefined {
-  const field = fields.find((candidate) => candidate.key === 'subject');
+function decodedSubject(field: HeaderField | undefined): string | undefined {
   if (!field) return undefined;
   // Raw 8-bit subjects are usually UTF-8 (RFC 6532); encoded words are decoded.
   const raw = Buffer.from(fieldValue(field), 'latin1').toString('utf8');
@@ -28,7 +27,7 @@ function subjectOf(fields: readonly HeaderField[]): string | undefined {
 export class SenderRewriter extends Transform {
   private collector?: HeaderCollector = new HeaderCollector();
   private decisionValue?: SenderDecision;
-  private subjectValue?: string;
+  private subjectField?: HeaderField;
 
   constructor(
     private readonly rules: SenderRules,
@@ -49,7 +48,8 @@ export class SenderRewriter extends Transform {
 
   /** The Subject, decoded (RFC 2047) and cut to 200 characters, for the delivery log; set with the decision. */
   get subject(): string | undefined {
-    return this.subjectValue;
+    // Decoded only when asked (trace.subjects): the hot path keeps a reference to the field.
+    return decodedSubject(this.subjectField);
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -84,7 +84,7 @@ export class SenderRewriter extends Transform {
       return reject('header_too_large', 554, '5.6.0', 'A header line is longer than 998 octets and has no white space to fold it at (RFC 5322 2.1.1)');
     }
     this.decisionValue = decision;
-    this.subjectValue = subjectOf(section.fields);
+    this.subjectField = section.fields.find((field) => field.key === 'subject');
     this.push(buildHeader(folded as HeaderField[]));
     if (section.rest.length > 0) this.push(section.rest);
     return null;

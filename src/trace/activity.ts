@@ -138,10 +138,13 @@ export class Activity implements TraceSink, ActivityView {
   private hourOf(account: string, at: number): HourCounts | undefined {
     const hour = Math.floor(at / HOUR_MS) * HOUR_MS;
     if (hour <= this.now() - HOURS * HOUR_MS) return undefined;
-    const list = (this.hours.get(account) ?? []).filter((counts) => counts.hour > this.now() - HOURS * HOUR_MS);
+    const list = this.hours.get(account) ?? [];
     let counts = list.find((entry) => entry.hour === hour);
-    if (!counts) list.push((counts = { hour, sent: 0, deferred: 0, failed: 0 }));
-    this.hours.set(account, list);
+    if (!counts) {
+      // A new hour: the hours that fell off the chart go now, not on every event.
+      list.push((counts = { hour, sent: 0, deferred: 0, failed: 0 }));
+      this.hours.set(account, list.filter((entry) => entry.hour > this.now() - HOURS * HOUR_MS));
+    }
     return counts;
   }
 

@@ -28,6 +28,15 @@ export function accountFor(provider: FakeProvider, refreshToken = provider.issue
   };
 }
 
+/**
+ * The account block an administrator writes for the real provider the stand-in plays (the
+ * microsoft or google preset, with its pace, session and recipient limits), pointed at the stand-in.
+ */
+export function presetAccountFor(provider: FakeProvider, refreshToken = provider.issueRefreshToken()): Record<string, unknown> {
+  const preset = provider.profile.name === 'google' ? { provider: 'google' } : { provider: 'microsoft', tenant: 'contoso.test' };
+  return { ...accountFor(provider, refreshToken), ...preset };
+}
+
 /** A config file for a relay run as its own process (queue mode, ports chosen by the system). */
 export async function writeRelayConfig(provider: FakeProvider, extra: Record<string, unknown> = {}): Promise<{ configFile: string; dataDir: string }> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-process-'));

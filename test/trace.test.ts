@@ -97,7 +97,7 @@ describe('the delivery log (message trace)', () => {
     const [message] = (await traceJson(relay)).messages;
     expect(message.status).toBe('refused');
     expect(message.events.map((event) => event.event)).toEqual(['received', 'attempt', 'refused']);
-    expect(message.events[1]).toMatchObject({ result: 'failed', recipients: [{ address: 'nobody@example.com', reply: expect.stringMatching(/^550 5\.1\.1 Recipient address rejected/) }] });
+    expect(message.events[1]).toMatchObject({ result: 'failed', recipients: [{ address: 'nobody@example.com', reply: expect.stringMatching(/^550 5\.1\.10 RESOLVER\.ADR\.RecipientNotFound/) }] });
   });
 
   it('deletes days past trace.retention at start, and reads its files when no relay runs', async () => {

@@ -4,21 +4,22 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { X509Certificate, constants, createHash, randomBytes, verify } from 'node:crypto';
-import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
-import { PromptSmtpServer } from '../listener/index.js';
+import type { SMTPServer, SMTPServerAuthentication, SMTPServerSession } from 'smtp-server';
 import { packageRoot } from '../util/package-root.js';
+import { PROFILES, type ProviderProfile, type ProviderProfileName, type ScriptedReply } from './provider-profiles.js';
+import { ProviderSmtpServer, type BearerVerdict } from './provider-smtp.js';
 
 /**
  * A local stand-in for Exchange Online or Gmail: an OAuth token endpoint that issues short-lived
  * tokens and rotates refresh tokens, and a submission server that demands STARTTLS, really checks
- * the XOAUTH2 bearer token and user, and fails the way the real provider does. Used by `demo` and
- * by the tests; it listens on loopback only.
+ * the XOAUTH2 bearer token and user, and speaks and fails the way the real provider does (its
+ * profile: greeting, EHLO lists, token shape, reply texts). Used by `demo`, the tests and the
+ * benchmarks; it listens on loopback only.
  */
 
-export type ProviderStyle = 'office365' | 'gmail';
-
 export interface FakeProviderOptions {
-  style?: ProviderStyle;
+  /** Whose wire to speak: microsoft (the default), google, generic (an XOAUTH2-only server), or a variant of one. */
+  profile?: ProviderProfileName | ProviderProfile;
   /** Mailboxes the provider knows (the XOAUTH2 user must be one of them). */
   mailboxes: string[];
   clientId?: string;
@@ -29,7 +30,7 @@ export interface FakeProviderOptions {
   outboxDir?: string;
   /** When set, a From header outside the mailbox (and these) gets 550 5.7.60 SendAsDenied. */
   enforceSendAs?: string[];
-  /** SIZE advertised by the submission server. */
+  /** The largest message the mailbox may send (default: the profile's); SIZE too where the profile advertises no fixed one. */
   maxSize?: number;
   /** Only this way of sending the client secret is accepted (default: both, as RFC 6749 allows). */
   clientAuth?: 'basic' | 'body';
@@ -51,10 +52,7 @@ export interface ReceivedMessage {
   raw: Buffer;
 }
 
-export interface ScriptedReply {
-  code: number;
-  message: string;
-}
+export type { ScriptedReply };
 
 /** A scripted refusal as smtp-server sends it (its text starts with the enhanced code). */
 function scriptedError(reply: ScriptedReply | undefined): Error | null {
@@ -70,11 +68,16 @@ export const FAKE_TLS = {
 export class FakeProvider {
   readonly clientId: string;
   readonly clientSecret: string;
-  style: ProviderStyle;
+  readonly profile: ProviderProfile;
   tokenLifetime: number;
   tokenRequests = 0;
   readonly received: ReceivedMessage[] = [];
-  readonly authAttempts: { user: string; ok: boolean }[] = [];
+  /** Every login, with its mechanism: a relay must never try a basic one. */
+  readonly authAttempts: { user: string; ok: boolean; mechanism: string }[] = [];
+  /** Every AUTH line as received, continuation lines included (what the relay sent, to the byte). */
+  readonly authLines: string[] = [];
+  /** SMTP AUTH switched off for the tenant (Exchange): even a correct XOAUTH2 login gets 5.7.139. */
+  smtpAuthDisabled = false;
   /** Each token request takes the next scripted answer, if any (e.g. 500s, invalid_grant). */
   readonly tokenScript: { status: number; body: Record<string, unknown> }[] = [];
   /** Each XOAUTH2 login with a valid token fails while this is above zero (a token revoked upstream). */
@@ -112,11 +115,13 @@ export class FakeProvider {
   private readonly accessTokens = new Map<string, { mailbox: string; expiresAt: number }>();
   private readonly http: Server;
   private readonly smtp: SMTPServer;
+  private readonly messageLimit: number;
   tokenUrl = '';
   smtpPort = 0;
 
   constructor(private readonly options: FakeProviderOptions) {
-    this.style = options.style ?? 'office365';
+    this.profile = typeof options.profile === 'object' ? options.profile : PROFILES[options.profile ?? 'microsoft'];
+    this.messageLimit = options.maxSize ?? this.profile.defaultMessageLimit;
     this.clientId = options.clientId ?? 'demo-client';
     this.clientSecret = options.clientSecret ?? 'demo-secret';
     this.tokenLifetime = options.tokenLifetime ?? 3600;
@@ -145,17 +150,24 @@ export class FakeProvider {
         response.end(JSON.stringify(payload));
       });
     });
-    this.smtp = new PromptSmtpServer({
+    const wire = {
+      profile: this.profile,
+      recordAuthLine: (line: string) => void this.authLines.push(line),
+      checkBearer: (user: string, token: string, session: SMTPServerSession) => this.checkBearer(user, token, session),
+    };
+    this.smtp = new ProviderSmtpServer(wire, {
       name: 'localhost',
       key: readFileSync(FAKE_TLS.key()),
       cert: readFileSync(FAKE_TLS.cert()),
-      authMethods: ['XOAUTH2'],
+      // What smtp-server's SASL handles: XOAUTH2 is the profile's own (provider-smtp.ts), basic
+      // logins reach onAuth and are refused the provider's way. The EHLO list is the profile's.
+      authMethods: ['XOAUTH2', 'PLAIN', 'LOGIN'],
       allowInsecureAuth: false,
-      size: options.maxSize ?? 35882577,
+      size: this.profile.advertisedSize ?? this.messageLimit,
       hideENHANCEDSTATUSCODES: false,
-      hideDSN: false, // Exchange Online offers DSN (RFC 3461)
+      hideDSN: false,
       logger: false,
-      onAuth: (auth, session, callback) => this.onAuth(auth, session, callback),
+      onAuth: (auth, _session, callback) => this.onBasicAuth(auth, callback),
       onClose: (session) => {
         for (const sessions of this.openSessions.values()) sessions.delete(session.id);
       },
@@ -352,7 +364,7 @@ export class FakeProvider {
     } else {
       return oauthError(400, 'unsupported_grant_type', `grant_type ${grant} is not supported`);
     }
-    const accessToken = `at-${randomBytes(16).toString('hex')}`;
+    const accessToken = this.profile.accessToken({ mailbox, clientId: this.clientId, lifetimeSeconds: this.tokenLifetime });
     this.accessTokens.set(accessToken, { mailbox, expiresAt: Date.now() + this.tokenLifetime * 1000 });
     const payload: Record<string, unknown> = { token_type: 'Bearer', access_token: accessToken, expires_in: this.tokenLifetime, scope: form.get('scope') };
     if (refreshToken) payload.refresh_token = refreshToken;
@@ -374,7 +386,7 @@ export class FakeProvider {
     const own = this.recipientReplies.get(address);
     if (own) return callback(scriptedError(own));
     if (this.unknownRecipients.has(address)) {
-      return callback(Object.assign(new Error('5.1.1 Recipient address rejected: User unknown'), { responseCode: 550 }));
+      return callback(scriptedError(this.profile.replies.unknownRecipient));
     }
     const deferrals = this.deferredRecipients.get(address) ?? 0;
     if (deferrals > 0) {
@@ -390,42 +402,44 @@ export class FakeProvider {
     this.peakSessions.set(mailbox, Math.max(this.peakSessions.get(mailbox) ?? 0, sessions.size));
   }
 
-  private onAuth(
-    auth: SMTPServerAuthentication,
-    session: SMTPServerSession,
-    callback: (error: Error | null | undefined, response?: { user?: unknown; data?: Record<string, string> }) => void,
-  ): void {
+  /** PLAIN or LOGIN: the providers refuse passwords for SMTP (Exchange with basic auth off, Gmail without app passwords). */
+  private onBasicAuth(auth: SMTPServerAuthentication, callback: (error: Error | null | undefined) => void): void {
+    this.authAttempts.push({ user: (auth.username ?? '').toLowerCase(), ok: false, mechanism: auth.method });
+    callback(scriptedError(this.profile.replies.basicRefused));
+  }
+
+  private checkBearer(userName: string, token: string, session: SMTPServerSession): BearerVerdict {
+    const user = userName.toLowerCase();
+    const attempt = { user, ok: false, mechanism: 'XOAUTH2' };
+    this.authAttempts.push(attempt);
     const scripted = this.authScript.shift();
-    if (scripted) return callback(scriptedError(scripted));
-    const user = (auth.username ?? '').toLowerCase();
-    const grant = this.accessTokens.get(auth.accessToken ?? '');
+    if (scripted) return { refuse: scripted };
+    const grant = this.accessTokens.get(token);
     let ok = !!grant && grant.expiresAt > Date.now() && (grant.mailbox === '*' || grant.mailbox.toLowerCase() === user);
     ok &&= this.options.mailboxes.some((mailbox) => mailbox.toLowerCase() === user);
     if (ok && this.failNextLogins > 0) {
       this.failNextLogins--;
       ok = false;
     }
-    this.authAttempts.push({ user, ok });
-    if (ok) {
-      this.countSession(user, session.id);
-      return callback(null, { user });
-    }
-    if (this.style === 'gmail') {
-      // Gmail: a 334 challenge carrying base64 JSON, then 535 5.7.8 after the client's empty line.
-      return callback(null, { data: { status: '401', schemes: 'bearer', scope: 'https://mail.google.com/' } });
-    }
-    callback(Object.assign(new Error('5.7.3 Authentication unsuccessful [BN0PR04CA0012.namprd04.prod.outlook.com]'), { responseCode: 535 }));
+    if (!ok) return { refuse: this.profile.replies.tokenRefused, tokenRefused: true };
+    const disabled = this.profile.replies.smtpAuthDisabled;
+    if (this.smtpAuthDisabled && disabled) return { refuse: disabled };
+    attempt.ok = true;
+    this.countSession(user, session.id);
+    return { user };
   }
 
   private async onMessage(raw: Buffer, session: SMTPServerSession): Promise<string> {
     const scripted = this.dataScript.shift();
     if (scripted) throw scriptedError(scripted);
     const mailbox = String(session.user);
-    if (this.options.enforceSendAs) {
+    if (raw.length > this.messageLimit) throw scriptedError(this.profile.replies.tooLarge);
+    const sendAsDenied = this.profile.replies.sendAsDenied;
+    if (this.options.enforceSendAs && sendAsDenied) {
       const from = /^From:[^\r\n]*?<?([^\s<>]+@[^\s<>]+)>?\s*$/im.exec(raw.subarray(0, 64 * 1024).toString('latin1'))?.[1]?.toLowerCase();
       const allowed = [mailbox, ...this.options.enforceSendAs].map((address) => address.toLowerCase());
       if (!from || !allowed.includes(from)) {
-        throw Object.assign(new Error('5.7.60 SMTP; Client does not have permissions to send as this sender'), { responseCode: 550 });
+        throw scriptedError(sendAsDenied);
       }
     }
     const message: ReceivedMessage = {
@@ -440,7 +454,7 @@ export class FakeProvider {
       await mkdir(this.options.outboxDir, { recursive: true });
       await writeFile(path.join(this.options.outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${id}.eml`), raw);
     }
-    return `<${id}@fake-provider> [Hostname=localhost] Queued mail for delivery`;
+    return this.profile.accepted(id);
   }
 }
 

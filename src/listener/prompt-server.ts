@@ -23,7 +23,7 @@ export const SIZE_REFUSED = 'sizeRefused';
  *   Postfix accepts by default (strict_rfc821_envelopes = no), is read as if it had them;
  * - a SIZE refused at MAIL FROM is told to the server (SIZE_REFUSED), to be logged and counted.
  */
-class PromptConnection extends SMTPConnection {
+export class PromptConnection extends SMTPConnection {
   declare _server: PromptSmtpServer;
 
   override upgrade(callback: () => void, secureCallback?: () => void): void {
@@ -105,8 +105,13 @@ export class PromptSmtpServer extends SMTPServer {
     this.withContextFor(socket.remoteAddress ?? '', () => super._upgrade(socket, callback));
   }
 
+  /** The session class; the stand-in provider's sessions speak a provider's wire instead. */
+  protected createConnection(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): PromptConnection {
+    return new PromptConnection(this, socket, socketOptions);
+  }
+
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
-    const connection = new PromptConnection(this, socket, socketOptions);
+    const connection = this.createConnection(socket, socketOptions);
     this.connections.add(connection);
     connection.on('error', (error: Error) => this._onError(error));
     connection.on('connect', (data) => this._onClientConnect(data));

@@ -1,6 +1,7 @@
 import { SmtpError, defer, reject } from '../reply.js';
 import { TokenError } from '../oauth/index.js';
 import { explainReply } from './provider-replies.js';
+import { NoXOAuth2Offered } from './xoauth2-login.js';
 
 /** What nodemailer attaches to its errors; classified on these fields, never on message text. */
 export interface NodemailerError extends Error {
@@ -34,6 +35,10 @@ export function classifySendError(error: unknown, account: string): SmtpError {
     return error.kind === 'reauth'
       ? defer('needs_reauth', `Relay account ${account} needs to be signed in again; message not sent, try later`, '4.7.0', error)
       : defer('token_unavailable', `Relay account ${account} cannot reach its OAuth token service; try later`, '4.4.3', error);
+  }
+  if (error instanceof NoXOAuth2Offered) {
+    const hint = `the upstream server ${error.message} after STARTTLS; the relay logs in with XOAUTH2 only and never sends a password: set upstream.host to the provider's submission server (smtp.office365.com or smtp.gmail.com, port 587)`;
+    return defer('account_misconfigured', `Relay account ${account} cannot send now: the upstream offers no XOAUTH2 login; try later`, '4.7.0', error, hint);
   }
   const err = error as NodemailerError;
   const known = explainReply(err.response);

@@ -10,6 +10,7 @@ import { SmtpError } from '../reply.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ClusterState, SessionSlot } from '../cluster/index.js';
 import { Pacer } from './pacing.js';
+import { RELAY_LOGIN_METHOD, XOAuth2Rejected, logInWithXOAuth2, type LoginContext } from './xoauth2-login.js';
 
 export interface Envelope {
   from: string;
@@ -41,13 +42,6 @@ const PACE_WAIT_MS = 10_000;
 /** How often a send waiting for a cluster-wide session slot asks again (plus jitter). */
 const SESSION_POLL_MS = 25;
 
-/** The relay's own XOAUTH2 login failed with this upstream reply (the token was already dropped). */
-class XOAuth2Rejected extends Error {}
-
-interface AuthContext {
-  sendCommand(command: string): Promise<{ status: number; response: string }>;
-}
-
 /**
  * One account's way out: a pooled nodemailer transport that must use STARTTLS with a verified
  * certificate and logs in with AUTH XOAUTH2 using the token manager's token. Nodemailer's own
@@ -60,7 +54,7 @@ export class Upstream {
 
   constructor(
     readonly account: ResolvedAccount,
-    private readonly tokens: TokenManager,
+    tokens: TokenManager,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
     hostname: string,
@@ -87,8 +81,12 @@ export class Upstream {
       // nodemailer would re-send a message whose connection closed mid-send from the same, already
       // read stream; the retry is ours (below, and the queue), from a fresh read of the file.
       maxRequeues: 0,
-      auth: { type: 'custom', method: 'XOAUTH2', user: account.mailbox, pass: 'oauth2' },
-      customAuth: { XOAUTH2: (ctx: AuthContext) => this.authenticate(ctx) },
+      // XOAUTH2 only, whatever else the server lists, and no password at all (xoauth2-login.ts).
+      // forceAuth: a server that lists no AUTH is still "logged in to", so the handler refuses it
+      // instead of the message going out unauthenticated.
+      forceAuth: true,
+      auth: { type: 'custom', method: RELAY_LOGIN_METHOD, user: account.mailbox },
+      customAuth: { [RELAY_LOGIN_METHOD]: (ctx: LoginContext) => logInWithXOAuth2(ctx, account.mailbox, tokens, hostname) },
     } as SMTPPoolOptions & { pool: true });
   }
 
@@ -222,20 +220,6 @@ export class Upstream {
         throw new SmtpError({ code: 451, enhanced: '4.3.2', text: `All upstream sessions of ${this.account.name} are busy across the cluster; try again later` }, 'upstream_deferred');
       }
       await new Promise((resolve) => setTimeout(resolve, SESSION_POLL_MS + Math.random() * SESSION_POLL_MS));
-    }
-  }
-
-  private async authenticate(ctx: AuthContext): Promise<void> {
-    const token = await this.tokens.getToken();
-    const payload = Buffer.from(`user=${this.account.mailbox}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
-    let reply = await ctx.sendCommand(`AUTH XOAUTH2 ${payload}`);
-    if (reply.status === 334) {
-      // Gmail reports the failure as a base64 JSON challenge that must be answered with an empty line.
-      reply = await ctx.sendCommand('');
-    }
-    if (reply.status !== 235) {
-      this.tokens.invalidate(token);
-      throw new XOAuth2Rejected(`XOAUTH2 refused: ${reply.response}`);
     }
   }
 }

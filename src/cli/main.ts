@@ -40,9 +40,9 @@ Commands:
                           make a key and a self-signed certificate (Microsoft certificate credentials)
   tokens encrypt [--old-key-file FILE]
                           rewrite the token store with the configured tokenKey (encrypt, or change key)
-  demo [--host ADDR] [--port N] [--http-port N] [--data-dir DIR]
-                          run the relay against a built-in local stand-in provider
-                          (on 127.0.0.1 unless --host says otherwise)
+  demo [--host ADDR] [--port N] [--http-port N] [--data-dir DIR] [--provider microsoft|google]
+                          run the relay against a built-in local stand-in provider that speaks
+                          Exchange Online's (default) or Gmail's wire (on 127.0.0.1 unless --host says otherwise)
 
 The config file is --config FILE, else $SMTP_OAUTH_RELAY_CONFIG, else ./config.yaml.
 `;
@@ -59,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
       port: { type: 'string' },
       'http-port': { type: 'string' },
       'data-dir': { type: 'string' },
+      provider: { type: 'string' },
       all: { type: 'boolean' },
       browser: { type: 'boolean' },
       'old-key-file': { type: 'string' },
@@ -171,10 +172,16 @@ async function serve(configPath: string): Promise<number> {
   return 0;
 }
 
-async function runDemo(values: { host?: string; port?: string; 'http-port'?: string; 'data-dir'?: string }): Promise<number> {
+async function runDemo(values: { host?: string; port?: string; 'http-port'?: string; 'data-dir'?: string; provider?: string }): Promise<number> {
+  const provider = values.provider ?? 'microsoft';
+  if (provider !== 'microsoft' && provider !== 'google') {
+    process.stderr.write(`--provider ${provider}: the demo plays microsoft (Exchange Online) or google (Gmail)\n`);
+    return 2;
+  }
   // The demo's password is printed and published: it listens on this machine only unless told.
   const host = values.host ?? '127.0.0.1';
   const demo = await startDemo({
+    provider,
     dataDir: values['data-dir'] ?? './data',
     smtpHost: host,
     smtpPort: Number(values.port ?? 2525),

@@ -8,6 +8,8 @@ export const DEMO_USER = { username: 'demo', password: 'demo-password' };
 const DEMO_MAILBOX = 'scanner@demo.invalid';
 
 export interface DemoOptions {
+  /** Whose wire the stand-in speaks, and which preset the demo account uses. */
+  provider: 'microsoft' | 'google';
   dataDir: string;
   smtpHost: string;
   smtpPort: number;
@@ -27,15 +29,17 @@ export interface RunningDemo {
 /** The relay wired to a local stand-in provider: the whole path, with nothing leaving the machine. */
 export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
   const outboxDir = path.resolve(options.dataDir, 'demo-outbox');
-  const provider = await new FakeProvider({ mailboxes: [DEMO_MAILBOX], outboxDir, tokenLifetime: 3600 }).start();
+  const provider = await new FakeProvider({ profile: options.provider, mailboxes: [DEMO_MAILBOX], outboxDir, tokenLifetime: 3600 }).start();
   const configText = stringify({
     smtp: { host: options.smtpHost, port: options.smtpPort },
     http: { host: options.httpHost, port: options.httpPort },
     dataDir: path.resolve(options.dataDir),
     log: { level: options.logLevel },
     accounts: {
+      // The provider's preset (its pace, sessions and recipient limits), pointed at the stand-in.
       demo: {
-        provider: 'custom',
+        provider: options.provider,
+        ...(options.provider === 'microsoft' ? { tenant: 'demo.invalid' } : {}),
         mailbox: DEMO_MAILBOX,
         clientId: provider.clientId,
         clientSecret: provider.clientSecret,
@@ -54,7 +58,7 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
     app,
     provider,
     outboxDir,
-    banner: demoBanner(options.smtpHost, app.smtpPort, app.httpPort, outboxDir),
+    banner: demoBanner(options, app.smtpPort, app.httpPort, outboxDir),
     async stop() {
       await app.stop();
       await provider.stop();
@@ -62,13 +66,14 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
   };
 }
 
-function demoBanner(host: string, smtpPort: number, httpPort: number, outboxDir: string): string {
+function demoBanner(options: DemoOptions, smtpPort: number, httpPort: number, outboxDir: string): string {
+  const host = options.smtpHost;
   const local = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   return [
     '',
     '  smtp-oauth-relay DEMO: nothing leaves this machine.',
-    '  The relay runs against a built-in stand-in for the mail provider (an OAuth token endpoint and',
-    `  a STARTTLS + XOAUTH2 submission server on 127.0.0.1). What it "delivers" is written to`,
+    `  The relay runs against a built-in stand-in for ${options.provider === 'google' ? 'Gmail' : 'Exchange Online'} (an OAuth token endpoint and a`,
+    `  submission server on 127.0.0.1 that speaks its EHLO, XOAUTH2 and replies). What it "delivers" is written to`,
     `  ${outboxDir}`,
     '',
     '  Point a device or mail client at:',

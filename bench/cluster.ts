@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { DEVICE } from './harness.js';
 import { message10k, startRelay } from './load.js';
 import { RedisServer } from './redis-server.js';
+import { generateClusterSecret } from '../src/cluster/index.js';
 import { record } from './report.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { packageRoot } from '../src/util/package-root.js';
@@ -28,12 +29,13 @@ export async function clusterCost(provider: FakeProvider): Promise<void> {
   }
   const messageFile = path.join(await mkdtemp(path.join(os.tmpdir(), 'bench-cluster-')), 'scan.eml');
   await writeFile(messageFile, message10k);
-  const stats = new Redis(redis.url);
+  const stats = redis.client('admin');
   try {
     for (const delivery of ['queue', 'direct'] as const) {
       const common = { delivery, tokenKey: 'bench key, long enough to count', smtp: { maxConnectionsPerIp: 1000, maxClients: 500 } };
+      const secret = generateClusterSecret();
       const alone = await startRelay(provider, common);
-      const clustered = await startRelay(provider, { ...common, cluster: { redis: redis.url, name: 'bench' } });
+      const clustered = await startRelay(provider, { ...common, cluster: { ...redis.clusterConfig, secret, name: 'bench' } });
       const rates: Record<'alone' | 'clustered', number[]> = { alone: [], clustered: [] };
       let commands = 0;
       for (let repetition = 0; repetition < 3; repetition++) {

@@ -6,7 +6,7 @@ import { changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
-import { handOffQueue, handoffKey, livePeerReplicas, livePeers, receiveHandoff, startCluster } from './cluster/index.js';
+import { HandoffReceiver, clusterTrust, handOffQueue, livePeerReplicas, startCluster } from './cluster/index.js';
 import { Activity, ClusterLog, FileTraceLog, NoTraceLog, type TraceEvent, type TraceLog, type TraceSink } from './trace/index.js';
 import { EmailChannel, Notifier, WebhookChannel, type Channel, type RelaySnapshot } from './notify/index.js';
 import { packageVersion } from './util/package-root.js';
@@ -198,7 +198,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const hostname = config.smtp.hostname ?? os.hostname();
   const metrics = createMetrics([...loaded.accounts.keys()]);
   const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
-  const cluster = startCluster(config, logger, metrics);
+  const trust = clusterTrust(config);
+  const cluster = await startCluster(config, trust, logger, metrics);
   const spool = new Spool(config.dataDir, {
     maxBytes: config.queue.maxSize,
     minFreeDisk: config.queue.minFreeDisk,
@@ -304,10 +305,12 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     const replicas = config.cluster ? { name: cluster.name, storeUp: cluster.up, replicas: await cluster.replicas() } : undefined;
     return { ready: problems.length === 0, problems, accountsReady, accounts, cluster: replicas };
   };
-  const handoffSecret = config.cluster && config.tokenKey ? handoffKey(config.tokenKey) : undefined;
-  const handoffReceiver = {
+  const onUntrusted = () => metrics.clusterUntrusted.inc({ kind: 'request' });
+  const handoffReceiver = new HandoffReceiver({
     spool,
-    key: handoffSecret,
+    trust,
+    self: cluster.name,
+    onUntrusted,
     draining: () => draining,
     serves: (account: string) => routes.has(account),
     adopted: (record: QueueRecord) => {
@@ -315,18 +318,19 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       agent.add(record);
     },
     logger,
-  };
+  });
   const clusterLog = new ClusterLog({
     log: traceLog,
     activity,
     self: cluster.name,
     peers: () => livePeerReplicas(cluster),
-    key: handoffSecret,
+    trust,
+    onUntrusted,
     timeoutMs: config.trace.clusterTimeout * 1000,
     logger,
   });
   const local = localQueue(agent, spool);
-  const clusterQueue = new ClusterQueue({ local, self: cluster.name, peers: () => livePeerReplicas(cluster), key: handoffSecret, timeoutMs: config.trace.clusterTimeout * 1000, logger });
+  const clusterQueue = new ClusterQueue({ local, self: cluster.name, peers: () => livePeerReplicas(cluster), trust, onUntrusted, timeoutMs: config.trace.clusterTimeout * 1000, logger });
   let users = config.users;
   const admin = new AdminPage({
     sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
@@ -343,7 +347,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     registry: metrics.registry,
     readiness,
     logger,
-    pages: async (request, response) => (await receiveHandoff(request, response, handoffReceiver)) || (await clusterLog.handle(request, response)) || (await clusterQueue.handle(request, response)) || admin.handle(request, response),
+    pages: async (request, response) => (await handoffReceiver.handle(request, response)) || (await clusterLog.handle(request, response)) || (await clusterQueue.handle(request, response)) || admin.handle(request, response),
   });
 
   let pendingRestart: string[] = [];
@@ -359,14 +363,18 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     throw error;
   });
   await agent.start(recovered.records);
-  /** An account not ready gets going once it has a token: here, or on a replica that signed it in. */
-  const resume = (name: string, announce: boolean) => {
+  /**
+   * A sign-in here (the token store changed) or on another replica (announced): the account takes
+   * the new token, and a held queue is tried at once; also when this replica's token still looked
+   * fine (its queue may be held because another replica's was, or its refresh token was revoked).
+   */
+  const resume = (name: string, local: boolean) => {
     const manager = routes.get(name)?.tokens;
-    if (!manager || manager.status().state === 'ready') return;
-    manager.refresh().then(
-      () => {
+    if (!manager) return;
+    manager.takeSignIn(local).then(
+      (taken) => {
         agent.recheckHeld(name);
-        if (announce) void cluster.announceSignIn(name);
+        if (local && taken) void cluster.announceSignIn(name);
       },
       () => undefined,
     );
@@ -420,9 +428,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
         // New sessions get 421 while those in progress finish; what they commit is delivered or handed over.
         await listener.drain(SESSION_DRAIN_MS);
         await agent.stop(config.queue.shutdownTimeout * 1000);
-        if (handoffSecret) {
+        if (trust) {
           const onHandedOver = (record: QueueRecord, peer: string) => trace.record({ at: new Date().toISOString(), event: 'handed-over', id: record.id, account: record.account, peer });
-          await handOffQueue({ spool, key: handoffSecret, peers: () => livePeers(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS, onHandedOver });
+          await handOffQueue({ spool, trust, self: cluster.name, peers: () => livePeerReplicas(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS, onHandedOver });
         }
         await listener.close();
         for (const route of routes.values()) route.upstream.close();

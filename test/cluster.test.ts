@@ -3,8 +3,10 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { MAILBOX, accountFor, cli, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { TokenStore } from '../src/oauth/token-store.js';
-import { HANDOFF_PATH, handoffKey } from '../src/cluster/index.js';
-import { createHash, createHmac } from 'node:crypto';
+import { ClusterTrust, HANDOFF_PATH, generateClusterSecret } from '../src/cluster/index.js';
+import { signedRequestHeaders } from '../src/cluster/peers.js';
+import { decodeClusterSecret } from '../src/util/cluster-secret.js';
+import { sha256Hex } from '../src/cluster/trust.js';
 import { RedisServer } from '../bench/redis-server.js';
 import { RawSmtp } from './raw-smtp.js';
 import { RelayProcess } from '../bench/relay-process.js';
@@ -17,6 +19,9 @@ import type { TraceSearchResult } from '../src/trace/index.js';
  */
 
 const TOKEN_KEY = 'cluster test key, long enough';
+const SECRET = generateClusterSecret();
+/** A replica's view of the secret, to sign requests as a peer would (and see them refused when they are not right). */
+const peer = new ClusterTrust(decodeClusterSecret(SECRET)!, 'smtp-oauth-relay:');
 const scan = (n: number) => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: cluster ${n}`], `page ${n}`) });
 
 interface Replica {
@@ -30,7 +35,7 @@ async function startReplicas(provider: FakeProvider, redis: RedisServer, count: 
   const { cluster, ...rest } = extra as { cluster?: Record<string, unknown> };
   const replicas: Replica[] = [];
   for (const name of ['replica-a', 'replica-b', 'replica-c'].slice(0, count)) {
-    const { configFile, dataDir } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, ...rest, cluster: { redis: redis.url, name, ...cluster } });
+    const { configFile, dataDir } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, ...rest, cluster: { ...redis.clusterConfig, secret: SECRET, name, ...cluster } });
     const relay = new RelayProcess(configFile);
     await relay.start();
     replicas.push({ relay, dataDir, configFile });
@@ -157,33 +162,86 @@ describe('replicas share tokens through Redis', () => {
     }
   }, 30_000);
 
-  it('takes handed-over mail only with a valid signature, and only under a safe id', async () => {
+  it('takes handed-over mail only with a valid signature for this replica, once, and only under a safe id', async () => {
     const url = `http://127.0.0.1:${replicas[0].httpPort}${HANDOFF_PATH}`;
-    const post = (headers: Record<string, string>) => fetch(url, { method: 'POST', headers, body: 'From: x\r\n\r\nforged' });
-    expect((await post({ 'x-relay-time': String(Date.now()), 'x-relay-record': 'e30', 'x-relay-sha256': 'ab', 'x-relay-signature': 'ab' })).status).toBe(403);
-    const record = Buffer.from(JSON.stringify({ id: '../../../etc/x', account: 'office', size: 22 })).toString('base64url');
-    const time = String(Date.now());
-    const digest = createHash('sha256').update('From: x\r\n\r\nforged').digest('hex');
-    const signed = createHmac('sha256', handoffKey(TOKEN_KEY)).update(`${time}\n${record}\n${digest}`).digest('hex');
-    expect((await post({ 'x-relay-time': time, 'x-relay-record': record, 'x-relay-sha256': digest, 'x-relay-signature': signed })).status).toBe(400);
-    const stale = String(Date.now() - 3600_000);
-    const staleSigned = createHmac('sha256', handoffKey(TOKEN_KEY)).update(`${stale}\n${record}\n${digest}`).digest('hex');
-    expect((await post({ 'x-relay-time': stale, 'x-relay-record': record, 'x-relay-sha256': digest, 'x-relay-signature': staleSigned })).status).toBe(403);
+    const content = 'From: x\r\n\r\nforged';
+    const digest = sha256Hex(content);
+    const recordLine = JSON.stringify({ id: '../../../etc/x', account: 'office', size: content.length });
+    const post = (headers: Record<string, string>) => fetch(url, { method: 'POST', headers: { 'x-relay-sha256': digest, ...headers }, body: `${recordLine}\n${content}` });
+    const signedFor = (to: string) => signedRequestHeaders(peer, 'replica-b', to, HANDOFF_PATH, `${sha256Hex(recordLine)}:${digest}`);
+    expect((await post({ 'x-relay-time': String(Date.now()), 'x-relay-signature': 'ab' })).status).toBe(403);
+    const forOther = signedFor('replica-c'); // a request for another replica, forwarded here
+    expect((await post(forOther)).status).toBe(403);
+    const good = signedFor('replica-a');
+    expect((await post(good)).status).toBe(400); // signed right: the record is read, and its id refused
+    expect((await post(good)).status).toBe(403); // the same request again: a replay
   });
 
-  it('answers the other internal endpoints (log, counts, queue, queue actions) only to a signed peer', async () => {
+  it('answers the other internal endpoints (log, counts, queue, queue actions) only to a signed peer, once, at the replica it names', async () => {
     const base = `http://127.0.0.1:${replicas[0].httpPort}`;
     const body = JSON.stringify({ action: 'retry-all', account: 'office' });
+    const wrongKey = new ClusterTrust(decodeClusterSecret(generateClusterSecret())!, 'smtp-oauth-relay:');
     for (const path of ['/internal/trace', '/internal/activity', '/internal/queue', '/internal/queue-action']) {
-      const time = String(Date.now());
-      const forged = await fetch(`${base}${path}`, { method: 'POST', headers: { 'x-relay-time': time, 'x-relay-signature': createHmac('sha256', 'wrong key').update(`${time}\n${path}\n${body}`).digest('hex') }, body });
-      expect(forged.status, path).toBe(403);
-      const signed = createHmac('sha256', handoffKey(TOKEN_KEY)).update(`${time}\n${path}\n${body}`).digest('hex');
-      const replayedElsewhere = await fetch(`${base}${path === '/internal/queue' ? '/internal/queue-action' : '/internal/queue'}`, { method: 'POST', headers: { 'x-relay-time': time, 'x-relay-signature': signed }, body });
-      expect(replayedElsewhere.status, `${path} signature on another path`).toBe(403);
-      expect((await fetch(`${base}${path}`, { method: 'POST', headers: { 'x-relay-time': time, 'x-relay-signature': signed }, body })).status, path).toBe(200);
+      const ask = (headers: Record<string, string>, at = path) => fetch(`${base}${at}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+      expect((await ask(signedRequestHeaders(wrongKey, 'replica-b', 'replica-a', path, sha256Hex(body)))).status, path).toBe(403);
+      expect((await ask(signedRequestHeaders(peer, 'replica-b', 'replica-c', path, sha256Hex(body)))).status, `${path} meant for another replica`).toBe(403);
+      const otherPath = path === '/internal/queue' ? '/internal/queue-action' : '/internal/queue';
+      expect((await ask(signedRequestHeaders(peer, 'replica-b', 'replica-a', path, sha256Hex(body)), otherPath)).status, `${path} signature on another path`).toBe(403);
+      const signed = signedRequestHeaders(peer, 'replica-b', 'replica-a', path, sha256Hex(body));
+      expect((await ask(signed)).status, path).toBe(200);
+      expect((await ask(signed)).status, `${path} replayed`).toBe(403);
     }
+    expect(await metric(replicas[0].httpPort, 'smtp_relay_cluster_untrusted_total', { kind: 'request' })).toBeGreaterThanOrEqual(16);
   });
+
+  it('ignores what an attacker who can write to Redis forges or replays: replicas, lockouts, unlocks, held accounts, session slots', async () => {
+    const attacker = redis.client();
+    const listener = redis.client();
+    try {
+      // A "replica" of the attacker's, where a stopping replica would hand its queue.
+      const now = new Date().toISOString();
+      await attacker.hset('smtp-oauth-relay:replicas', 'evil', JSON.stringify({ name: 'evil', version: '0.1.0', smtp: '127.0.0.1:1', http: '127.0.0.1:1', queued: 0, lastSeen: now }));
+      await attacker.hset('smtp-oauth-relay:replicas', 'evil-2', JSON.stringify({ entry: JSON.stringify({ name: 'evil-2', http: '127.0.0.1:1', lastSeen: now }), signature: 'x' }));
+      const listed = (await (await fetch(`http://127.0.0.1:${replicas[1].httpPort}/readyz`)).json()) as { cluster: { replicas: { name: string }[] } };
+      expect(listed.cluster.replicas.map((replica) => replica.name)).toEqual(['replica-a', 'replica-b', 'replica-c']);
+      expect(await metric(replicas[1].httpPort, 'smtp_relay_cluster_untrusted_total', { kind: 'registry' })).toBe(2);
+
+      // A real announcement, captured and replayed; forged ones in the old and the new shape.
+      const heard: string[] = [];
+      await listener.subscribe('smtp-oauth-relay:auth-failures');
+      listener.on('message', (_channel: string, text: string) => heard.push(text));
+      const victim = '127.0.0.77';
+      const { client } = await RawSmtp.connect(replicas[0].port, { localAddress: victim });
+      await client.command('EHLO victim');
+      expect(await client.login('printer-2f', 'one typo')).toMatch(/^535 /);
+      client.close();
+      await until(() => heard.length === 1);
+      for (let i = 0; i < 20; i++) {
+        await attacker.publish('smtp-oauth-relay:auth-failures', heard[0]);
+        await attacker.publish('smtp-oauth-relay:auth-failures', JSON.stringify({ ip: victim, username: 'printer-2f', from: 'replica-a' }));
+        await attacker.publish('smtp-oauth-relay:auth-failures', JSON.stringify({ body: JSON.stringify({ ip: victim, username: 'printer-2f', from: 'replica-a', at: Date.now(), nonce: `n${i}` }), signature: 'forged' }));
+      }
+      await attacker.publish('smtp-oauth-relay:account-held', JSON.stringify({ account: 'office', reason: 'account_misconfigured', reply: 'forged', from: 'replica-a' }));
+      await until(async () => (await metric(replicas[2].httpPort, 'smtp_relay_cluster_untrusted_total', { kind: 'announcement' })) >= 60);
+      for (const relay of replicas) {
+        const { client: device, greeting } = await RawSmtp.connect(relay.port, { localAddress: victim });
+        device.close();
+        expect(greeting, 'the victim is not locked out').toMatch(/^220 /);
+        expect(await metric(relay.httpPort, 'smtp_relay_account_held', { account: 'office' })).toBe(0);
+      }
+
+      // Session slots "held" for ten days: the mailbox's sessions would all look busy.
+      for (let i = 0; i < 10; i++) await attacker.zadd('smtp-oauth-relay:sessions:office', Date.now() + 10 * 86_400_000, `evil-${i}`);
+      // A refresh lease that never expires.
+      await attacker.set('smtp-oauth-relay:lease:token:office', 'evil');
+      const received = provider.received.length;
+      await burst(6, 700);
+      expect(provider.received.length - received).toBe(6);
+    } finally {
+      attacker.disconnect();
+      listener.disconnect();
+    }
+  }, 30_000);
 
   it('never has more than upstream.maxConnections sessions open for the mailbox across the cluster', async () => {
     provider.tokenLifetime = 3600;
@@ -222,6 +280,30 @@ describe('a sign-in on one replica reaches the others', () => {
       expect(await metric(b.relay.httpPort, 'smtp_relay_account_held', { account: 'office' })).toBe(0);
     });
   }, 40_000);
+});
+
+describe('a sign-in on one replica wakes every replica', () => {
+  it('delivers the messages held on B and C within seconds of a sign-in on A, their own recheck far away', async () => {
+    await withCluster(3, (provider) => ({ accounts: { office: signedOut(provider) }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } }, oauth: { reauthCheckInterval: 600, retries: 0 } }), async ({ provider, replicas }) => {
+      const [a, b, c] = replicas;
+      await signIn(provider, a);
+      await sendRaw(c.relay.port, scan(1)); // signed in everywhere: this one goes out
+      await until(() => provider.received.length === 1);
+      // The refresh token is revoked and the provider stops honouring the access token.
+      for (const token of provider.issuedSecrets()) provider.revokeRefreshToken(token);
+      provider.failNextLogins = 1_000;
+      provider.dropConnections();
+      await sendRaw(b.relay.port, scan(2));
+      await sendRaw(c.relay.port, scan(3));
+      for (const replica of [a, b, c]) await until(async () => (await metric(replica.relay.httpPort, 'smtp_relay_account_held', { account: 'office' })) === 1, 20_000);
+      provider.failNextLogins = 0;
+      const signedInAt = Date.now();
+      await signIn(provider, a);
+      await until(() => provider.received.length === 3, 10_000);
+      expect(Date.now() - signedInAt).toBeLessThan(5_000); // not the 600 s recheck
+      expect(provider.received.map((received) => /Subject: cluster (\d+)/.exec(received.raw.toString())![1]).sort()).toEqual(['1', '2', '3']);
+    });
+  }, 60_000);
 });
 
 describe('scale-down hands the queue over', () => {
@@ -264,7 +346,7 @@ describe('scale-down hands the queue over', () => {
     await deliveredOnce(100);
     // The trace on C's volume says where each message went; the survivors' say what became of it.
     const onC = (await cli(['trace', '--data-dir', c.dataDir, '--limit', '1'])).stdout;
-    expect(onC).toMatch(/HANDED-OVER[\s\S]*handed over to 127\.0\.0\.1:\d+/);
+    expect(onC).toMatch(/HANDED-OVER[\s\S]*handed over to replica-[ab]/);
     const id = /^(\S+)  HANDED-OVER/m.exec(onC)![1];
     await until(async () => /DELIVERED/.test((await cli(['trace', '--config', a.configFile, '--id', id])).stdout));
     expect((await cli(['trace', '--config', a.configFile, '--id', id])).stdout).toMatch(/taken over from a stopping replica[\s\S]*delivered/);
@@ -303,6 +385,20 @@ describe('scale-down hands the queue over', () => {
     } finally {
       c.relay.child!.kill('SIGCONT');
     }
+  }, 60_000);
+
+  it('hands over a message whose record is larger than any HTTP header (400 long recipients)', async () => {
+    await stopReplicas(replicas); // this one needs room for many recipients
+    await withCluster(2, (provider) => ({ cluster: { advertiseHost: '127.0.0.1' }, smtp: { maxRecipients: 500 }, accounts: { office: signedOut(provider) } }), async ({ provider: upstream, replicas: [a, b] }) => {
+      const to = Array.from({ length: 400 }, (_, i) => `recipient-${String(i).padStart(3, '0')}-with-a-rather-long-mailbox-name@subsidiary.example.com`);
+      await sendRaw(b.relay.port, { ...scan(5000), to });
+      expect(await queued(b.dataDir)).toBe(1);
+      expect(await b.relay.stop('SIGTERM')).toBe(0);
+      expect(await queued(b.dataDir)).toBe(0);
+      expect(await queued(a.dataDir)).toBe(1);
+      await signIn(upstream, a);
+      await until(() => upstream.received.reduce((sum, received) => sum + received.envelope.to.length, 0) === 400, 20_000);
+    });
   }, 60_000);
 
   it('hands an orphaned volume over with `queue handoff --data-dir` (a replica that died and will not come back)', async () => {

@@ -48,7 +48,7 @@ describe('deploy/kubernetes', () => {
   beforeAll(async () => {
     manifests = await render();
     const configMap = byKind(manifests, 'ConfigMap') as unknown as { data: Record<string, string> };
-    const env = { POD_NAME: 'smtp-oauth-relay-0', POD_IP: '10.0.0.7', TOKEN_KEY: 'a token key of sixteen or more', OFFICE_CLIENT_SECRET: 'secret', PRINTER_2F_PASSWORD: 'a printer password' };
+    const env = { POD_NAME: 'smtp-oauth-relay-0', POD_IP: '10.0.0.7', TOKEN_KEY: 'a token key of sixteen or more', CLUSTER_SECRET: 'q1ZKo2C0mIm7v6u+3fJ3Xb9w0yRkT4sLpA8eDgHcNzU=', REDIS_PASSWORD: 'a redis password', OFFICE_CLIENT_SECRET: 'secret', PRINTER_2F_PASSWORD: 'a printer password' };
     relayConfig = parseConfig(configMap.data['config.yaml'], '/etc/smtp-oauth-relay/config.yaml', env);
     relay = await startRelay(await startProvider(), { top: { cluster: undefined } });
   });
@@ -57,7 +57,7 @@ describe('deploy/kubernetes', () => {
 
   it('renders objects that validate against the Kubernetes and Prometheus Operator schemas', async () => {
     expect(manifests.map((manifest) => manifest.kind).sort()).toEqual(
-      ['ConfigMap', 'Namespace', 'PodDisruptionBudget', 'PrometheusRule', 'Service', 'Service', 'Service', 'ServiceMonitor', 'StatefulSet', 'StatefulSet'].sort(),
+      ['ConfigMap', 'Namespace', 'NetworkPolicy', 'NetworkPolicy', 'PodDisruptionBudget', 'PrometheusRule', 'Service', 'Service', 'Service', 'ServiceMonitor', 'StatefulSet', 'StatefulSet'].sort(),
     );
     for (const manifest of manifests) {
       const Model = await modelOf(manifest);
@@ -82,6 +82,20 @@ describe('deploy/kubernetes', () => {
       const response = await fetch(`http://127.0.0.1:${relay.httpPort}${probe.httpGet.path}`);
       expect(response.status, probe.httpGet.path).toBe(200);
     }
+  });
+
+  it('keeps Valkey and the peer port to the relay pods, Valkey behind an ACL user whose password is in the Secret', async () => {
+    const relayPods = { podSelector: { matchLabels: { 'app.kubernetes.io/name': 'smtp-oauth-relay' } } };
+    const valkeyPolicy = byKind(manifests, 'NetworkPolicy', 'smtp-oauth-relay-valkey') as unknown as { spec: { ingress: { from: unknown[]; ports: { port: number }[] }[] } };
+    expect(valkeyPolicy.spec.ingress).toEqual([{ from: [relayPods], ports: [{ port: 6379, protocol: 'TCP' }] }]);
+    const relayPolicy = byKind(manifests, 'NetworkPolicy', 'smtp-oauth-relay') as unknown as { spec: { ingress: { from?: unknown[]; ports: { port: number }[] }[] } };
+    const http = relayPolicy.spec.ingress.find((rule) => rule.ports.some((port) => port.port === 9464))!;
+    expect(http.from).toContainEqual(relayPods);
+    const valkey = byKind(manifests, 'StatefulSet', 'smtp-oauth-relay-valkey') as unknown as { spec: { template: { spec: { containers: { args: string[]; env: { name: string; valueFrom: unknown }[] }[] } } } };
+    const [container] = valkey.spec.template.spec.containers;
+    expect(container.args.join(' ')).toContain('--user default off --user relay on >$(REDIS_PASSWORD)');
+    expect(container.env).toContainEqual({ name: 'REDIS_PASSWORD', valueFrom: { secretKeyRef: { name: 'smtp-oauth-relay-secrets', key: 'redis-password' } } });
+    expect(relayConfig.config.cluster).toMatchObject({ redis: 'redis://relay@smtp-oauth-relay-valkey:6379', redisPassword: 'a redis password' });
   });
 
   it('names the scrape job as the SmtpRelayDown alert expects it', async () => {

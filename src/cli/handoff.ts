@@ -1,7 +1,7 @@
 import os from 'node:os';
 import type { LoadedConfig } from '../config/index.js';
 import { askDaemon } from '../control/index.js';
-import { handOffQueue, handoffKey, livePeers, startCluster } from '../cluster/index.js';
+import { clusterTrust, handOffQueue, livePeerReplicas, startCluster } from '../cluster/index.js';
 import { createLogger } from '../log.js';
 import { createMetrics } from '../metrics/index.js';
 import { Spool } from '../spool/index.js';
@@ -16,8 +16,9 @@ const HANDOFF_LIMIT_MS = 10 * 60_000;
  */
 export async function handoffCommand(loaded: LoadedConfig, dataDir: string, write: (text: string) => void): Promise<number> {
   const { config } = loaded;
-  if (!config.cluster || !config.tokenKey) {
-    write('queue handoff needs cluster: and tokenKey in the config, the same as the replicas have\n');
+  const trust = clusterTrust(config);
+  if (!config.cluster || !trust) {
+    write('queue handoff needs cluster: in the config (with its secret), the same as the replicas have\n');
     return 2;
   }
   if (await askDaemon(dataDir, { op: 'ping' }, 2000).catch(() => undefined)) {
@@ -25,7 +26,8 @@ export async function handoffCommand(loaded: LoadedConfig, dataDir: string, writ
     return 2;
   }
   const logger = createLogger('info');
-  const cluster = startCluster({ ...config, cluster: { ...config.cluster, name: `handoff-${os.hostname()}-${process.pid}` } }, logger, createMetrics([]));
+  const name = `handoff-${os.hostname()}-${process.pid}`;
+  const cluster = await startCluster({ ...config, cluster: { ...config.cluster, name } }, trust, logger, createMetrics([]));
   try {
     const giveUpAt = Date.now() + STORE_WAIT_MS;
     while (!cluster.up && Date.now() < giveUpAt) await new Promise((resolve) => setTimeout(resolve, 100));
@@ -35,7 +37,7 @@ export async function handoffCommand(loaded: LoadedConfig, dataDir: string, writ
     }
     const spool = new Spool(dataDir);
     await spool.init(); // recovery first: partial files go, an earlier layout is converted
-    const { handedOff, kept } = await handOffQueue({ spool, key: handoffKey(config.tokenKey), peers: () => livePeers(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS });
+    const { handedOff, kept } = await handOffQueue({ spool, trust, self: name, peers: () => livePeerReplicas(cluster), logger, deadline: Date.now() + HANDOFF_LIMIT_MS });
     write(`${handedOff} message(s) handed over, ${kept} kept in ${dataDir}\n`);
     return kept > 0 ? 1 : 0;
   } finally {

@@ -10,6 +10,7 @@ import { SignInError } from '../oauth/sign-in.js';
 import { TokenStoreError } from '../oauth/token-store.js';
 import { startApp } from '../app.js';
 import { startDemo } from '../demo/demo.js';
+import { generateClusterSecret } from '../cluster/index.js';
 import { hashPassword } from '../listener/index.js';
 import { describeConfig } from './check.js';
 import { handoffCommand } from './handoff.js';
@@ -23,6 +24,7 @@ Commands:
   check [--config FILE]   validate the config and print what it sets up; exit 1 on problems
   health [--config FILE]  exit 0 when the relay of this config answers on /healthz (container health checks)
   hash-password           read a password on stdin, print a passwordHash for the config
+  cluster-secret          print a new cluster.secret (32 random bytes, base64) for every replica
   queue [list]            messages waiting: id, account, age, attempts, next try, last reply
   queue failed            messages that failed for good
   queue show ID           one message's record and headers
@@ -140,6 +142,9 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       process.stdout.write(await encryptTokenStore(loadConfigFile(configPath), values['old-key-file']));
+      return 0;
+    case 'cluster-secret':
+      process.stdout.write(`${generateClusterSecret()}\n`);
       return 0;
     case 'hash-password': {
       const password = await readSecretFromStdin('Password: ');

@@ -2,30 +2,36 @@ import { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { SendingLimits } from '../config/index.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { deriveKey, openText, sealText, type SealedFile } from '../util/sealed-text.js';
+import { openText, sealText, type SealedFile } from '../util/sealed-text.js';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { ClusterTrust } from './trust.js';
 import { HOLDING_REASONS, type FailureReason } from '../reply.js';
 import { LOCAL_SLOT, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
 
 export interface RedisClusterOptions {
   url: string;
   password?: string;
+  /** CA of a rediss:// server (default: the system's trust store). */
+  ca?: string;
   name: string;
   keyPrefix: string;
-  /** Tokens are sealed with it (AES-256-GCM) before they leave the process; plain without it. */
-  tokenKey?: string;
+  /** Signs what this replica writes, checks what it reads, seals shared tokens. */
+  trust: ClusterTrust;
   logger: Logger;
   metrics: Metrics;
 }
 
 /**
  * A counting semaphore with expiring leases: a sorted set of holders scored by expiry (the
- * store's clock). Expired holders (a replica that died) are dropped before counting.
+ * store's clock). Expired holders (a replica that died) are dropped before counting, and so are
+ * holders said to last longer than a lease can (written by someone else: they could only block).
  */
 const TAKE_SESSION = `
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (ms + tonumber(ARGV[2])), '+inf')
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -48,6 +54,7 @@ const SESSION_TTL_MS = 60_000;
  * Sliding windows of the provider's limits, checked and counted in one step: sends (one member per
  * transaction) and recipients (one member "uuid:count" per message) scored by the store's clock.
  * Returns 0 (counted) or the milliseconds until the oldest entry that blocks leaves its window.
+ * Entries dated in the future were not written by a replica and are dropped.
  * ARGV: per-minute limit, per-day limit, recipients-per-day limit (0: none), transactions, recipients, uuid.
  */
 const PACE = `
@@ -58,6 +65,8 @@ local perMinute, perDay, rcptPerDay = tonumber(ARGV[1]), tonumber(ARGV[2]), tonu
 local sends, rcpts = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - day)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms - day)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. ms, '+inf')
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. ms, '+inf')
 local wait = 0
 local function window(limit, span)
   if limit == 0 then return end
@@ -86,6 +95,16 @@ redis.call('PEXPIRE', KEYS[1], day)
 redis.call('PEXPIRE', KEYS[2], day)
 return 0`;
 
+/**
+ * Takes a lease (SET NX PX), first dropping one that would outlive any lease a replica takes (no
+ * expiry, or a longer one): written by someone else, it could only stop the cluster for good.
+ */
+const TAKE_LEASE = `
+local left = redis.call('PTTL', KEYS[1])
+if left == -1 or left > tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+return 0`;
+
 /** Only the holder may release a lease (a lease that expired and was taken by another stays). */
 const RELEASE_IF_MINE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
@@ -107,16 +126,21 @@ export class RedisCluster implements ClusterState {
   private readonly authFailureChannel: string;
   private readonly heldChannel: string;
   private readonly unlockChannel: string;
-  private readonly key?: Buffer;
+  private readonly trust: ClusterTrust;
   private readonly log: Logger;
+  /** Registry entries already counted as untrusted (each is counted once, not on every read). */
+  private readonly untrustedEntries = new Set<string>();
   private wasUp?: boolean;
   private heartbeat?: NodeJS.Timeout;
 
   constructor(private readonly options: RedisClusterOptions) {
     this.log = options.logger.child({ cluster: options.name });
-    this.key = options.tokenKey ? deriveKey(options.tokenKey) : undefined;
-    this.redis = new Redis(options.url, {
-      password: options.password,
+    this.trust = options.trust;
+    const { url, username, password } = splitCredentials(options.url);
+    this.redis = new Redis(url, {
+      username,
+      password: options.password ?? password,
+      tls: url.startsWith('rediss://') ? { ca: options.ca ? readFileSync(options.ca) : undefined, minVersion: 'TLSv1.2' } : undefined,
       keyPrefix: options.keyPrefix,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
@@ -125,6 +149,7 @@ export class RedisCluster implements ClusterState {
       retryStrategy: (attempt) => Math.min(250 * attempt, 2000),
     });
     options.metrics.clusterUp.set(0);
+    for (const kind of ['registry', 'announcement', 'record', 'request']) options.metrics.clusterUntrusted.inc({ kind }, 0);
     this.redis.on('ready', () => this.noteUp(true));
     this.redis.on('close', () => this.noteUp(false));
     this.redis.on('error', () => undefined); // reported once per outage by noteUp
@@ -140,6 +165,25 @@ export class RedisCluster implements ClusterState {
 
   get name(): string {
     return this.options.name;
+  }
+
+  /**
+   * Resolves once the store answers, or after `timeoutMs`. Taken before the first token request:
+   * a replica that started before its connection was up would count itself alone and refresh
+   * beside the others.
+   */
+  async connected(timeoutMs: number): Promise<boolean> {
+    if (this.up) return true;
+    return new Promise((resolve) => {
+      const done = (up: boolean) => {
+        clearTimeout(timer);
+        this.redis.off('ready', onReady);
+        resolve(up);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(this.up), timeoutMs);
+      this.redis.on('ready', onReady);
+    });
   }
 
   get up(): boolean {
@@ -181,7 +225,7 @@ export class RedisCluster implements ClusterState {
 
   async shareAccessToken(account: string, token: SharedAccessToken): Promise<void> {
     const ttl = Math.max(1, token.expiresAt - Date.now());
-    await this.quietly(() => this.redis.set(`token:${account}`, this.seal(token), 'PX', ttl));
+    await this.quietly(() => this.redis.set(`token:${account}`, this.seal(`token:${account}`, token), 'PX', ttl));
   }
 
   sharedRefreshToken(account: string): Promise<SharedRefreshToken | undefined> {
@@ -189,12 +233,12 @@ export class RedisCluster implements ClusterState {
   }
 
   async shareRefreshToken(account: string, token: SharedRefreshToken): Promise<void> {
-    await this.quietly(() => this.redis.set(`refresh:${account}`, this.seal(token)));
+    await this.quietly(() => this.redis.set(`refresh:${account}`, this.seal(`refresh:${account}`, token)));
   }
 
   async takeRefreshLease(account: string, ttlMs: number): Promise<boolean> {
-    const taken = await this.quietly(() => this.redis.set(`lease:token:${account}`, this.name, 'PX', ttlMs, 'NX'));
-    return taken === undefined || taken === 'OK'; // store down: refresh here (single-flight within the replica)
+    const taken = await this.quietly(() => this.redis.eval(TAKE_LEASE, 1, `lease:token:${account}`, this.name, ttlMs));
+    return taken === undefined || taken === 1; // store down: refresh here (single-flight within the replica)
   }
 
   async releaseRefreshLease(account: string): Promise<void> {
@@ -202,29 +246,40 @@ export class RedisCluster implements ClusterState {
   }
 
   async claimOnce(key: string, ttlMs: number): Promise<boolean> {
-    const taken = await this.quietly(() => this.redis.set(`once:${key}`, this.name, 'PX', ttlMs, 'NX'));
-    return taken === undefined || taken === 'OK';
+    const taken = await this.quietly(() => this.redis.eval(TAKE_LEASE, 1, `once:${key}`, this.name, ttlMs));
+    return taken === undefined || taken === 1;
   }
 
   startHeartbeat(describe: () => Omit<ReplicaInfo, 'lastSeen' | 'stale'>): void {
-    const beat = () => void this.quietly(() => this.redis.hset('replicas', this.name, JSON.stringify({ ...describe(), lastSeen: new Date().toISOString() })));
+    const beat = () => {
+      const entry = JSON.stringify({ ...describe(), lastSeen: new Date().toISOString() });
+      void this.quietly(() => this.redis.hset('replicas', this.name, JSON.stringify({ entry, signature: this.trust.sign('registry', [this.name, entry]) })));
+    };
     beat();
     this.heartbeat = setInterval(beat, HEARTBEAT_MS).unref();
   }
 
-  /** Replicas seen within the last hour; those silent for three heartbeats are marked stale. */
+  /**
+   * Replicas seen within the last hour; those silent for three heartbeats are marked stale. An
+   * entry not signed by a replica (a forged address a stopping replica would hand mail to) is
+   * ignored, logged and counted once.
+   */
   async replicas(): Promise<ReplicaInfo[]> {
     const entries = (await this.quietly(() => this.redis.hgetall('replicas'))) ?? {};
     const now = Date.now();
-    return Object.values(entries)
-      .flatMap((text) => parsedReplica(text))
+    return Object.entries(entries)
+      .flatMap(([field, text]) => {
+        const replica = verifiedReplica(this.trust, field, text);
+        if (!replica) this.noteUntrusted('registry', `${field}\n${text}`, { replica: field.slice(0, 100) });
+        return replica ? [replica] : [];
+      })
       .filter((replica) => now - Date.parse(replica.lastSeen) < FORGET_AFTER_MS)
       .map((replica) => ({ ...replica, stale: now - Date.parse(replica.lastSeen) > 3 * HEARTBEAT_MS || undefined }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   async announceSignIn(account: string): Promise<void> {
-    await this.quietly(() => this.redis.publish(this.signInChannel, JSON.stringify({ account, from: this.name })));
+    await this.publish(this.signInChannel, { account });
   }
 
   onSignIn(listener: (account: string) => void): void {
@@ -232,7 +287,7 @@ export class RedisCluster implements ClusterState {
   }
 
   announceHeld(event: HeldAccount): void {
-    void this.quietly(() => this.redis.publish(this.heldChannel, JSON.stringify({ ...event, from: this.name })));
+    void this.publish(this.heldChannel, { ...event });
   }
 
   onHeld(listener: (event: HeldAccount) => void): void {
@@ -240,7 +295,7 @@ export class RedisCluster implements ClusterState {
   }
 
   announceAuthFailure(ip: string, username: string): void {
-    void this.quietly(() => this.redis.publish(this.authFailureChannel, JSON.stringify({ ip, username, from: this.name })));
+    void this.publish(this.authFailureChannel, { ip, username });
   }
 
   onAuthFailure(listener: (ip: string, username: string) => void): void {
@@ -248,7 +303,7 @@ export class RedisCluster implements ClusterState {
   }
 
   announceUnlock(scope: 'ip' | 'user', key: string): void {
-    void this.quietly(() => this.redis.publish(this.unlockChannel, JSON.stringify({ scope, key, from: this.name })));
+    void this.publish(this.unlockChannel, { scope, key });
   }
 
   onUnlock(listener: (scope: 'ip' | 'user', key: string) => void): void {
@@ -262,9 +317,25 @@ export class RedisCluster implements ClusterState {
     this.redis.disconnect();
   }
 
+  /** An announcement signed by this replica, with a nonce and the time: the others obey it once. */
+  private async publish(channel: string, event: Record<string, unknown>): Promise<void> {
+    const body = JSON.stringify({ ...event, from: this.name, at: Date.now(), nonce: this.trust.nonce() });
+    await this.quietly(() => this.redis.publish(channel, JSON.stringify({ body, signature: this.trust.sign('announce', [channel, body]) })));
+  }
+
+  /** The announcement's content when a replica signed it for this channel, recently, and it was not heard before. */
+  private verifiedAnnouncement(channel: string, text: string): AnnouncedEvent | undefined {
+    const { body, signature } = JSON.parse(text) as { body?: unknown; signature?: unknown };
+    if (typeof body !== 'string' || typeof signature !== 'string' || !this.trust.verify('announce', [channel, body], signature)) return undefined;
+    const event = JSON.parse(body) as AnnouncedEvent;
+    if (event.from === this.name) return event; // our own, echoed back
+    return this.trust.accept(String(event.nonce), Number(event.at)) ? event : undefined;
+  }
+
   private heard(channel: string, text: string): void {
     try {
-      const event = JSON.parse(text) as { from: string; account?: string; ip?: string; username?: string; reason?: string; reply?: string; hint?: string; scope?: string; key?: string };
+      const event = this.verifiedAnnouncement(channel, text);
+      if (!event) return this.noteUntrusted('announcement', text, { channel });
       if (event.from === this.name) return;
       if (channel === this.signInChannel && typeof event.account === 'string') {
         this.log.info({ account: event.account, from: event.from }, 'account signed in on another replica');
@@ -282,6 +353,17 @@ export class RedisCluster implements ClusterState {
     } catch {
       this.log.warn({ channel }, 'unreadable announcement on a cluster channel');
     }
+  }
+
+  /** Something in the store that no replica wrote (or a replay): ignored, logged and counted. */
+  private noteUntrusted(kind: 'registry' | 'announcement' | 'record', what: string, detail: Record<string, unknown>): void {
+    if (kind === 'registry') {
+      if (this.untrustedEntries.has(what)) return;
+      if (this.untrustedEntries.size > 1000) this.untrustedEntries.clear();
+      this.untrustedEntries.add(what);
+    }
+    this.options.metrics.clusterUntrusted.inc({ kind });
+    this.log.warn({ kind, ...detail }, 'ignored a cluster entry no replica signed (or a replay): someone else can write to the cluster store');
   }
 
   private noteUp(up: boolean): void {
@@ -303,31 +385,58 @@ export class RedisCluster implements ClusterState {
     }
   }
 
-  private seal(value: unknown): string {
-    const plain = JSON.stringify(value);
-    return this.key ? JSON.stringify(sealText(this.key, plain)) : plain;
+  /** Sealed for the key it is stored under: a value copied to another account's key does not open there. */
+  private seal(key: string, value: unknown): string {
+    return JSON.stringify(sealText(this.trust.sealKey, JSON.stringify(value), key));
   }
 
   private async readSealed<T>(key: string): Promise<T | undefined> {
     const text = await this.quietly(() => this.redis.get(key));
     if (!text) return undefined;
     try {
-      const parsed = JSON.parse(text) as Partial<SealedFile>;
-      if (parsed.cipher === undefined) return this.key ? undefined : (parsed as T); // plain values are not trusted once a key is set
-      return this.key ? (JSON.parse(openText(this.key, parsed)) as T) : undefined;
+      return JSON.parse(openText(this.trust.sealKey, JSON.parse(text) as Partial<SealedFile>, key)) as T;
     } catch {
-      this.log.warn({ key }, 'a shared token cannot be read (another tokenKey, or altered); refreshing here');
+      this.noteUntrusted('record', key, { key });
       return undefined;
     }
   }
 }
 
-/** A registry entry, or nothing when it cannot be read (a damaged entry must not break /readyz). */
-function parsedReplica(text: string): ReplicaInfo[] {
+/**
+ * The URL without its credentials, and them apart: ioredis reads `redis://relay@host` as a
+ * password (the pre-ACL form), so an ACL user name given in the URL would be sent as one.
+ */
+function splitCredentials(text: string): { url: string; username?: string; password?: string } {
+  const url = new URL(text);
+  const username = decodeURIComponent(url.username) || undefined;
+  const password = decodeURIComponent(url.password) || undefined;
+  url.username = '';
+  url.password = '';
+  return { url: url.toString(), username, password };
+}
+
+interface AnnouncedEvent {
+  from: string;
+  at: number;
+  nonce: string;
+  account?: string;
+  ip?: string;
+  username?: string;
+  reason?: string;
+  reply?: string;
+  hint?: string;
+  scope?: string;
+  key?: string;
+}
+
+/** A registry entry the replica of that name signed, or undefined (forged, altered, damaged). */
+function verifiedReplica(trust: ClusterTrust, field: string, text: string): ReplicaInfo | undefined {
   try {
-    const replica = JSON.parse(text) as ReplicaInfo;
-    return typeof replica.name === 'string' && typeof replica.lastSeen === 'string' ? [replica] : [];
+    const { entry, signature } = JSON.parse(text) as { entry?: unknown; signature?: unknown };
+    if (typeof entry !== 'string' || typeof signature !== 'string' || !trust.verify('registry', [field, entry], signature)) return undefined;
+    const replica = JSON.parse(entry) as ReplicaInfo;
+    return replica.name === field && typeof replica.lastSeen === 'string' && typeof replica.http === 'string' ? replica : undefined;
   } catch {
-    return [];
+    return undefined;
   }
 }

@@ -29,9 +29,9 @@ export interface LoadedConfig {
 }
 
 /** Keys that may hold a secret: each also accepts a `<key>File` twin (Docker secrets). */
-const SECRET_KEYS = new Set(['clientSecret', 'refreshToken', 'password', 'passwordHash', 'tokenKey', 'adminPasswordHash', 'redisPassword', 'webhook']);
+const SECRET_KEYS = new Set(['clientSecret', 'refreshToken', 'password', 'passwordHash', 'tokenKey', 'adminPasswordHash', 'redisPassword', 'webhook', 'secret']);
 /** Keys naming files, resolved against the config file's folder when relative. */
-const PATH_KEYS = new Set(['dataDir', 'cert', 'key', 'ca', 'serviceAccountKeyFile', 'clientCertificateFile', 'clientKeyFile', 'clientAssertionFile']);
+const PATH_KEYS = new Set(['dataDir', 'cert', 'key', 'ca', 'redisCa', 'serviceAccountKeyFile', 'clientCertificateFile', 'clientKeyFile', 'clientAssertionFile']);
 
 type Tree = Record<string, unknown>;
 
@@ -182,7 +182,6 @@ function collectWarnings(source: string, config: Config): string[] {
   if (exposure) warnings.push(`${source} is readable by ${exposure}; if it holds secrets, chmod 600 it`);
   if (!config.tokenKey) {
     warnings.push('tokenKey is not set: stored refresh tokens are protected by file mode 0600 only; set tokenKey (or tokenKeyFile) to encrypt them');
-    if (config.cluster) warnings.push('tokenKey is not set: with cluster: tokens are shared in Redis unencrypted; set the same tokenKey on every replica');
   }
   for (const [name, account] of Object.entries(config.accounts)) {
     if (accountFlow(account) === 'refresh_token' && !account.refreshToken) {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseByteSize, parseDuration } from './size.js';
 import { parseNetwork } from './networks.js';
+import { decodeClusterSecret } from '../util/cluster-secret.js';
 
 /**
  * The one description of the configuration file: zod validates it and the TypeScript types are
@@ -275,12 +276,24 @@ const notifySchema = z
   })
   .strict();
 
+const SECRET_FIX = 'make one with `smtp-oauth-relay cluster-secret` (or openssl rand -base64 32) and give every replica the same, e.g. secretFile: /run/secrets/cluster-secret';
+
 /** Replicas that share provider limits, tokens and account state through Redis or Valkey. */
 const clusterSchema = z
   .object({
     /** redis://[user:password@]host:port[/db] or rediss:// (TLS). The password may also come from redisPasswordFile. */
     redis: z.string().regex(/^rediss?:\/\//, 'use a redis:// or rediss:// URL, e.g. redis://valkey:6379'),
     redisPassword: z.string().optional(),
+    /** PEM file of the CA that signed a rediss:// server's certificate (default: the system's). */
+    redisCa: z.string().optional(),
+    /**
+     * What the replicas prove themselves to each other with (registry, announcements, shared
+     * tokens, handoffs): at least 32 random bytes, base64 or hex, the same on every replica.
+     */
+    secret: z
+      .string()
+      .refine((value) => decodeClusterSecret(value) !== undefined, { message: `must be at least 32 random bytes, base64 or hex: ${SECRET_FIX}` })
+      .optional(),
     /** This replica's name in the registry and the logs (default: the host name, a pod's name in Kubernetes). */
     name: z.string().min(1).optional(),
     /** Prefix of every key, so several relay clusters can share one Redis. */
@@ -288,7 +301,10 @@ const clusterSchema = z
     /** Where the other replicas reach this one's HTTP port (queue handoff): default the host name; in Kubernetes the pod IP. */
     advertiseHost: z.string().min(1).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((cluster, ctx) => {
+    if (cluster.secret === undefined) ctx.addIssue({ code: 'custom', path: ['secret'], message: `required with cluster: ${SECRET_FIX}` });
+  });
 
 export const configSchema = z
   .object({

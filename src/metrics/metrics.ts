@@ -42,6 +42,12 @@ export function createMetrics(accountNames: string[]) {
       labelNames: ['account'],
       registers: [registry],
     }),
+    clusterUntrusted: new Counter({
+      name: `${p}cluster_untrusted_total`,
+      help: 'Cluster entries, announcements, shared tokens and peer requests that no replica signed (or replays), ignored; by kind',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
     authFailures: new Counter({ name: `${p}smtp_auth_failures_total`, help: 'Failed device AUTH attempts', registers: [registry] }),
     authLockouts: new Counter({
       name: `${p}smtp_auth_lockouts_total`,

@@ -77,6 +77,8 @@ export class TokenManager {
   private hint?: string;
   private rejected?: { refreshToken?: string; at: number; error: TokenError };
   private refreshTokenLastUsedAt?: number;
+  /** The refresh token of the last successful request (rotated, as stored): a different one in the store is a new sign-in. */
+  private refreshTokenInUse?: string;
   private refreshTokenExpiresAt?: number;
   private storeProblemLogged = false;
   /** The last token the upstream refused: not taken from the cluster again. */
@@ -133,6 +135,29 @@ export class TokenManager {
   refresh(): Promise<CachedToken> {
     this.inflight ??= this.refreshOnceForCluster().finally(() => (this.inflight = undefined));
     return this.inflight;
+  }
+
+  /**
+   * After a sign-in. Here (`local`: the token store changed): when it holds a refresh token other
+   * than the one in use, a token is requested with it now and shared, though the current token may
+   * still look good (the old refresh token may be revoked). Announced by another replica: an
+   * account without a token takes the one that replica shared. True when a token was taken.
+   */
+  async takeSignIn(local: boolean): Promise<boolean> {
+    const ready = this.state === 'ready';
+    const newRefreshToken = local && this.account.flow === 'refresh_token' && (await this.currentRefreshToken()) !== this.refreshTokenInUse;
+    if (newRefreshToken) {
+      this.inflight = (async () => {
+        const token = await this.requestWithRetries();
+        await this.options.cluster.shareAccessToken(this.account.name, token);
+        return token;
+      })().finally(() => (this.inflight = undefined));
+      await this.inflight;
+      return true;
+    }
+    if (ready) return false;
+    await this.refresh();
+    return true;
   }
 
   /** Refreshes on a timer, mail or not: an unused refresh token dies (Microsoft: 90 days). */
@@ -286,6 +311,7 @@ export class TokenManager {
   }
 
   private async persistRefreshToken(refreshToken: string): Promise<void> {
+    this.refreshTokenInUse = refreshToken;
     const configured = this.account.refreshToken;
     try {
       const now = new Date().toISOString();

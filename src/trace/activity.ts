@@ -166,6 +166,8 @@ function remember(addresses: string[], address: string): void {
 }
 
 const later = (a?: number, b?: number) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
+/** A count from another replica's answer: a number, whatever was sent (it ends up in the console's markup). */
+const count = (value: unknown) => (Number.isFinite(Number(value)) ? Number(value) : 0);
 
 /** Several replicas' counts as one: tallies and hours added, the latest login and message, every address. */
 export function mergeActivity(snapshots: ActivitySnapshot[]): ActivityView {
@@ -174,13 +176,13 @@ export function mergeActivity(snapshots: ActivitySnapshot[]): ActivityView {
     accountToday: (account) =>
       snapshots.reduce((sum, snapshot) => {
         const today = snapshot.accounts[account]?.today ?? empty;
-        return { messages: sum.messages + today.messages, failures: sum.failures + today.failures };
+        return { messages: sum.messages + count(today.messages), failures: sum.failures + count(today.failures) };
       }, empty),
     lastDay: (account) => {
       const byHour = new Map<number, HourCounts>();
       for (const hour of snapshots.flatMap((snapshot) => snapshot.accounts[account]?.hours ?? [])) {
         const sum = byHour.get(hour.hour) ?? { hour: hour.hour, sent: 0, deferred: 0, failed: 0 };
-        byHour.set(hour.hour, { hour: hour.hour, sent: sum.sent + hour.sent, deferred: sum.deferred + hour.deferred, failed: sum.failed + hour.failed });
+        byHour.set(hour.hour, { hour: hour.hour, sent: sum.sent + count(hour.sent), deferred: sum.deferred + count(hour.deferred), failed: sum.failed + count(hour.failed) });
       }
       return [...byHour.values()].sort((a, b) => a.hour - b.hour).slice(-HOURS);
     },
@@ -190,7 +192,7 @@ export function mergeActivity(snapshots: ActivitySnapshot[]): ActivityView {
           const seen = snapshot.devices[user];
           if (!seen) return sum;
           const addresses = [...new Set([...sum.addresses, ...seen.addresses])].slice(0, MAX_ADDRESSES);
-          return { messages: sum.messages + seen.messages, failures: sum.failures + seen.failures, lastLoginAt: later(sum.lastLoginAt, seen.lastLoginAt), lastMessageAt: later(sum.lastMessageAt, seen.lastMessageAt), addresses };
+          return { messages: sum.messages + count(seen.messages), failures: sum.failures + count(seen.failures), lastLoginAt: later(sum.lastLoginAt, count(seen.lastLoginAt) || undefined), lastMessageAt: later(sum.lastMessageAt, count(seen.lastMessageAt) || undefined), addresses };
         },
         { messages: 0, failures: 0, addresses: [] },
       ),

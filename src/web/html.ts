@@ -11,7 +11,8 @@ export function when(at: string | number | undefined): string {
 /** "3 min", "5 h", "2 days": how long ago or how far ahead. */
 export const span = formatDuration;
 
-export function bytes(size: number): string {
+export function bytes(value: number): string {
+  const size = Number(value) || 0; // another replica's record: a number whatever it sent
   if (size < 1024) return `${size} B`;
   if (size < 1024 ** 2) return `${(size / 1024).toFixed(1)} KB`;
   return `${(size / 1024 ** 2).toFixed(1)} MB`;

@@ -18,7 +18,7 @@ export async function renderDevices(sources: ConsoleSources, csrf: string, notic
       escape(user.account),
       escape(when(seen.lastLoginAt)),
       escape(seen.addresses.join(', ') || '—'),
-      String(seen.messages),
+      escape(String(seen.messages)),
       seen.failures ? `<span class="bad">${seen.failures}</span>` : '0',
       silent ? `<span class="bad">Silent ${silentFor === undefined ? '(no message seen yet)' : `for ${span(silentFor)}`}</span> <small>expected every ${span(expectMs!)}${silentFor === undefined ? '' : `; last ${lastMessage}`}</small>` : lastMessage,
       lockout ? `<span class="bad">Locked out until ${escape(when(lockout.until))}</span> ${actionForm('/devices/unlock', csrf, `Unlock ${user.username}`, { scope: 'user', key: user.username })}` : 'no',

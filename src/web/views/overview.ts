@@ -79,7 +79,7 @@ async function replicaSection(sources: ConsoleSources, now: number): Promise<str
     replica.stale ? '<span class="bad">not heard from</span>' : '<span class="ok">up</span>',
     escape(replica.version),
     escape(replica.smtp),
-    String(replica.queued),
+    escape(String(replica.queued)),
     `${span(now - Date.parse(replica.lastSeen))} ago`,
   ]);
   return `<section class="card"><h2>Replicas</h2>${table('Replicas of this cluster', ['Name', 'State', 'Version', 'SMTP', 'Queued', 'Last heartbeat'], rows)}</section>`;

@@ -15,7 +15,7 @@ function row(message: SpooledMessage, csrf: string, now: number, showReplica: bo
     `${escape(when(record.receivedAt))} <small>(${span(now - Date.parse(record.receivedAt))} ago)</small>`,
     escape(record.user ?? (record.isReport ? 'delivery report' : '')),
     escape(recipients.join(', ')),
-    String(record.attempts),
+    escape(String(record.attempts)),
     escape(record.lastReply ?? ''),
     actions,
   ];

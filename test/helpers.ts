@@ -168,9 +168,11 @@ export function mime(subject: string, attachment?: { name: string; type: string;
 }
 
 /** An incoming-webhook stand-in (Slack, Teams): collects what is POSTed; answers as told. */
-export async function webhookReceiver(status = 200): Promise<{ url: string; received: Notification[]; close(): Promise<void> }> {
+export async function webhookReceiver(status = 200): Promise<{ url: string; received: Notification[]; authorizations: (string | undefined)[]; close(): Promise<void> }> {
   const received: Notification[] = [];
+  const authorizations: (string | undefined)[] = [];
   const server = http.createServer((request, response) => {
+    authorizations.push(request.headers.authorization);
     let body = '';
     request.on('data', (chunk) => (body += chunk));
     request.on('end', () => {
@@ -179,7 +181,7 @@ export async function webhookReceiver(status = 200): Promise<{ url: string; rece
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/services/T000/B000/secret-part`, received, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/services/T000/B000/secret-part`, received, authorizations, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
 /** Polls until the condition holds (for what happens asynchronously: deliveries, state changes). */

@@ -75,6 +75,26 @@ describe('notify: for admins without Prometheus', () => {
     }
   });
 
+  it('sends a webhook URL\'s user:password as HTTP Basic, and logs neither them nor the URL, also when the hook is down', async () => {
+    const hook = await webhookReceiver();
+    const withCredentials = hook.url.replace('http://', 'http://hook-user:hook%40password@');
+    const provider = await startProvider();
+    const relay = await startRelay(provider, { account: accountFor(provider, 'rt-dead'), top: { ...QUEUE, notify: { webhook: withCredentials, checkInterval: 0.2 } } });
+    try {
+      await sendRaw(relay.port, scan('alice@example.com'));
+      await until(() => hook.received.length > 0);
+      expect(hook.authorizations[0]).toBe(`Basic ${Buffer.from('hook-user:hook@password').toString('base64')}`);
+    } finally {
+      await hook.close();
+    }
+    // Signed in again: the "resolved" notification finds the hook gone, and that failure is logged.
+    await new TokenStore(path.join(relay.dataDir, 'tokens')).write('office', { refreshToken: provider.issueRefreshToken(), seed: fingerprint('rt-dead'), updatedAt: new Date().toISOString() });
+    await until(async () => (await metric(relay.httpPort, 'smtp_relay_notifications_total', { channel: 'webhook', result: 'failed' })) >= 1);
+    const logs = relay.logs.join('');
+    expect(logs).toContain('webhook at 127.0.0.1');
+    for (const secret of ['hook-user', 'hook%40password', 'hook@password', 'secret-part']) expect(logs).not.toContain(secret);
+  });
+
   it('keeps to notify.maxPerHour (counting what it holds back), and survives a webhook that fails', async () => {
     const hook = await webhookReceiver(500);
     const provider = await startProvider();

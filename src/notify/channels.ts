@@ -9,20 +9,33 @@ const WEBHOOK_TIMEOUT_MS = 10_000;
  */
 export class WebhookChannel implements Channel {
   readonly name = 'webhook';
+  private readonly url: URL;
+  /** `user:password@` in the URL, sent as HTTP Basic (fetch refuses, and would name, a URL carrying them). */
+  private readonly authorization?: string;
 
-  constructor(private readonly url: string) {}
+  constructor(url: string) {
+    this.url = new URL(url);
+    if (this.url.username || this.url.password) {
+      this.authorization = `Basic ${Buffer.from(`${decodeURIComponent(this.url.username)}:${decodeURIComponent(this.url.password)}`).toString('base64')}`;
+      this.url.username = '';
+      this.url.password = '';
+    }
+  }
 
   async send(notification: Notification): Promise<void> {
+    const where = `webhook at ${this.url.host}`;
     const response = await fetch(this.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(this.authorization ? { authorization: this.authorization } : {}) },
       body: JSON.stringify(notification),
       signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
-    }).catch((error: Error) => {
-      throw new Error(`webhook at ${new URL(this.url).host} unreachable: ${error.message}`);
+      redirect: 'error', // a redirect would carry the notification (and the credentials) elsewhere
+    }).catch((error: Error & { cause?: { code?: string } }) => {
+      // The error's own text may quote the URL (its path is the hook's key): only its kind is kept.
+      throw new Error(`${where} unreachable (${error.cause?.code ?? error.name})`);
     });
     await response.arrayBuffer();
-    if (!response.ok) throw new Error(`webhook at ${new URL(this.url).host} answered HTTP ${response.status}`);
+    if (!response.ok) throw new Error(`${where} answered HTTP ${response.status}`);
   }
 }
 

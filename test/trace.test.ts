@@ -20,6 +20,28 @@ async function traceJson(relay: TestRelay, ...args: string[]): Promise<TraceSear
   return JSON.parse(stdout) as TraceSearchResult;
 }
 
+describe('trace on a terminal', () => {
+  it('shows control characters a device or provider wrote (C0, ESC, C1, DEL) as U+FFFD, also in --json', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-trace-tty-'));
+    await mkdir(path.join(dataDir, 'trace'), { recursive: true });
+    const at = new Date().toISOString();
+    const base = { at, id: 'TTYTEST00001', account: 'office' };
+    const hostile = 'x\u001b]0;owned\u0007\u009b31m\u0085y\u007f';
+    const events = [
+      { ...base, event: 'received', mode: 'queue', user: 'printer-2f', clientIp: '10.0.0.9', size: 10, from: `a${hostile}@b.test`, sentAs: 'scanner@contoso.test', to: ['t@x.test'], subject: hostile },
+      { ...base, event: 'attempt', result: 'failed', reply: `550 5.7.1 ${hostile}`, recipients: [{ address: 't@x.test', reply: `550 5.7.1 ${hostile}` }], durationMs: 3 },
+      { ...base, event: 'final', status: 'failed' },
+    ];
+    await writeFile(path.join(dataDir, 'trace', `${at.slice(0, 10)}.jsonl`), events.map((event) => JSON.stringify(event)).join('\n') + '\n');
+    for (const args of [[], ['--json']]) {
+      const { stdout, code } = await cli(['trace', '--data-dir', dataDir, ...args]);
+      expect(code).toBe(0);
+      expect(stdout).toContain('TTYTEST00001');
+      expect(stdout, args.join(' ')).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
+    }
+  });
+});
+
 describe('the delivery log (message trace)', () => {
   let provider: FakeProvider;
   afterEach(stopStarted);

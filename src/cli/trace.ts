@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { askDaemon } from '../control/index.js';
 import { createLogger } from '../log.js';
-import { FileTraceLog, formatTimeline, isStatus, parseSince, selectMessages, MESSAGE_STATUSES, type TraceQuery, type TraceSearchResult } from '../trace/index.js';
+import { FileTraceLog, formatTimeline, isStatus, parseSince, selectMessages, timelineJson, MESSAGE_STATUSES, type TraceQuery, type TraceSearchResult } from '../trace/index.js';
 
 export interface TraceOptions {
   id?: string;
@@ -30,7 +30,7 @@ export async function traceCommand(dataDir: string, options: TraceOptions): Prom
     const found = await new FileTraceLog(path.join(dataDir, 'trace'), { retentionMs: Infinity, maxBytes: Infinity }, createLogger('silent')).events(query);
     result = { messages: selectMessages(found.events, query), replicas: [{ name: 'this data folder (no relay running)', answered: true }], truncated: found.truncated || undefined };
   }
-  return { code: 0, output: options.json ? `${JSON.stringify(result, null, 2)}\n` : formatTimeline(result) };
+  return { code: 0, output: options.json ? timelineJson(result) : formatTimeline(result) };
 }
 
 function parseQuery(options: TraceOptions): TraceQuery | string {

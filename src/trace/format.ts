@@ -38,8 +38,25 @@ function formatMessage(message: MessageTrace, showReplica: boolean): string {
   return [title, ...lines].join('\n');
 }
 
+/** C0 and C1 control characters and DEL: in a terminal they move the cursor, recolour or retitle it. */
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
+
+/** Every string in a value with its control characters shown as U+FFFD (what devices and providers wrote reaches a terminal). */
+function printable<T>(value: T): T {
+  if (typeof value === 'string') return value.replace(CONTROL, '\uFFFD') as T;
+  if (Array.isArray(value)) return value.map(printable) as T;
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([key, entry]) => [key, printable(entry)])) as T;
+  return value;
+}
+
+/** `trace --json`: the same data, with control characters escaped (JSON.stringify leaves C1 and DEL as they are). */
+export function timelineJson(result: TraceSearchResult): string {
+  return `${JSON.stringify(result, null, 2).replace(/[\x7f-\x9f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`)}\n`;
+}
+
 /** What `smtp-oauth-relay trace` prints: each match with its timeline, and who did not answer. */
-export function formatTimeline(result: TraceSearchResult): string {
+export function formatTimeline(unsafe: TraceSearchResult): string {
+  const result = printable(unsafe);
   const missing = result.replicas.filter((replica) => !replica.answered);
   const cut = result.truncated ? 'warning: the search reached its size cap; older matches may be missing: narrow it with --since or a filter\n' : '';
   const warning = cut + missing.map((replica) => `warning: replica ${replica.name} did not answer (${replica.error}); its part of the log is missing\n`).join('');

@@ -3,4 +3,4 @@ export { FileTraceLog, NoTraceLog, type TraceLog } from './file-trace-log.js';
 export { isStatus, parseSince, selectMessages, type TraceQuery } from './query.js';
 export { ClusterLog, type ReplicaAnswers, type TraceSearchResult } from './search.js';
 export { Activity, type ActivityView, type DeviceSeen, type HourCounts, type Tally } from './activity.js';
-export { describeEvent, formatTimeline } from './format.js';
+export { describeEvent, formatTimeline, timelineJson } from './format.js';

@@ -107,13 +107,17 @@ describe('the failure counters', () => {
     expect(guard.lockout('192.0.2.200', 'printer')).toBeUndefined();
   });
 
-  it('counts IPv6 clients per /64', () => {
-    expect(clientKey('2001:db8:1:2::1')).toBe(clientKey('2001:db8:1:2:ffff::9'));
-    expect(clientKey('2001:db8:1:2::1')).not.toBe(clientKey('2001:db8:1:3::1'));
+  it('counts IPv6 clients per address (a /64 is a whole LAN), the /64 only at 20 times the limit', () => {
+    expect(clientKey('2001:db8:1:2::1')).toBe(clientKey('2001:0db8:1:2:0::1'));
+    expect(clientKey('2001:db8:1:2::1')).not.toBe(clientKey('2001:db8:1:2:ffff::9'));
     expect(clientKey('::ffff:192.0.2.1')).toBe('192.0.2.1');
     const guard = new AuthGuard({ ...limits, maxPerIp: 3 }, () => false);
-    for (const host of ['2001:db8::1', '2001:db8::2', '2001:db8::3']) (guard.begin(host, 'x') as { failed(): unknown }).failed();
-    expect(guard.lockout('2001:db8::4')).toMatchObject({ scope: 'ip' });
-    expect(guard.lockout('2001:db8:0:1::4')).toBeUndefined();
+    for (let i = 0; i < 3; i++) (guard.begin('2001:db8::bad', 'x') as { failed(): unknown }).failed();
+    expect(guard.lockout('2001:db8::bad')).toMatchObject({ scope: 'ip' });
+    expect(guard.lockout('2001:db8::1')).toBeUndefined(); // the printer beside the guesser
+    // A host hopping through its /64 still meets a limit: 20 × 3 failures from 60 addresses.
+    for (let i = 0; i < 57; i++) (guard.begin(`2001:db8::${(i + 16).toString(16)}`, 'x') as { failed(): unknown }).failed();
+    expect(guard.lockout('2001:db8::1')).toMatchObject({ scope: 'ip' });
+    expect(guard.lockout('2001:db8:0:1::1')).toBeUndefined();
   });
 });

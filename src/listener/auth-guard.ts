@@ -10,6 +10,12 @@ export interface AuthGuardLimits {
 /** Clients (and user/client pairs) remembered before the oldest unbanned are dropped. */
 const MAX_ENTRIES = 10_000;
 const MAX_DELAY_MS = 3000;
+/**
+ * An IPv6 /64 is a whole SLAAC LAN (the printer's too): it is locked out only at this many times
+ * maxPerIp, so one guessing host cannot lock its neighbours out, and one host hopping through its
+ * own addresses still meets a limit.
+ */
+const PREFIX_FACTOR = 20;
 
 interface Failures {
   times: number[];
@@ -18,7 +24,7 @@ interface Failures {
 }
 
 export type Lockout = { scope: 'ip' | 'user'; until: number };
-/** A lockout in force: a client (address or IPv6 /64) or a user name under attack. */
+/** A lockout in force: a client (an address, or an IPv6 /64 far past the limit) or a user name under attack. */
 export type ActiveLockout = Lockout & { key: string };
 
 /** One login attempt, counted as a failure from the start until it proves right. */
@@ -30,8 +36,8 @@ export interface Attempt {
 
 /**
  * Counts failed AUTH per client and per user name, and locks out the clients that guess:
- *  - a client (an IPv4 address, an IPv6 /64) at `maxPerIp` failures within the window is refused
- *    for `lockoutMs`, whatever the password;
+ *  - a client address at `maxPerIp` failures within the window is refused for `lockoutMs`, whatever
+ *    the password (an IPv6 /64 as a whole at PREFIX_FACTOR times that);
  *  - a user name at `maxPerUser` failures is "under attack" for `lockoutMs`: each client that
  *    failed with that name is refused for it; a client that did not fail is never refused, so no one
  *    can lock a printer out by guessing its name, from anywhere, for any length of time.
@@ -51,12 +57,13 @@ export class AuthGuard {
 
   /** The lockout in force for this client (and user name, once known), if any. */
   lockout(ip: string, username?: string, now = Date.now()): Lockout | undefined {
-    const client = clientKey(ip);
-    const entry = this.byClient.get(client);
-    if (entry && entry.bannedUntil > now) return { scope: 'ip', until: entry.bannedUntil };
-    if (entry && this.recent(entry.times, now).length >= this.limits.maxPerIp) return { scope: 'ip', until: now + this.limits.windowMs };
+    for (const { key, limit } of this.clientLimits(ip)) {
+      const entry = this.byClient.get(key);
+      if (entry && entry.bannedUntil > now) return { scope: 'ip', until: entry.bannedUntil };
+      if (entry && this.recent(entry.times, now).length >= limit) return { scope: 'ip', until: now + this.limits.windowMs };
+    }
     if (username === undefined || !this.userUnderAttack(username, now)) return undefined;
-    const until = (this.failedPairs.get(pairKey(username, client)) ?? 0) + this.limits.lockoutMs;
+    const until = (this.failedPairs.get(pairKey(username, clientKey(ip))) ?? 0) + this.limits.lockoutMs;
     return until > now ? { scope: 'user', until } : undefined;
   }
 
@@ -65,8 +72,7 @@ export class AuthGuard {
     const locked = this.lockout(ip, username, now);
     if (locked) return locked;
     const client = clientKey(ip);
-    const entry = this.clientEntry(client, now);
-    entry.times.push(now);
+    const counted = this.countClient(ip, now);
     const known = this.isKnownUser(username);
     const pair = pairKey(username, client);
     const previousPairFailure = this.failedPairs.get(pair);
@@ -76,13 +82,13 @@ export class AuthGuard {
     }
     return {
       succeeded: () => {
-        removeOne(entry.times, now);
+        for (const { entry } of counted) removeOne(entry.times, now);
         if (!known) return;
         removeOne(this.byUser.get(username)?.times ?? [], now);
         if (previousPairFailure === undefined) this.failedPairs.delete(pair);
         else this.failedPairs.set(pair, previousPairFailure);
       },
-      failed: () => this.failed(entry, username, known, Date.now()),
+      failed: () => this.failed(counted, username, known, Date.now()),
     };
   }
 
@@ -107,25 +113,41 @@ export class AuthGuard {
    * meets the same limits as guessing at one. Returns the lockouts it caused here.
    */
   noteFailureElsewhere(ip: string, username: string, now = Date.now()): Lockout['scope'][] {
-    const client = clientKey(ip);
-    const entry = this.clientEntry(client, now);
-    entry.times.push(now);
+    const counted = this.countClient(ip, now);
     const known = this.isKnownUser(username);
     if (known) {
       this.userEntry(username, now).times.push(now);
-      boundedSet(this.failedPairs, pairKey(username, client), now);
+      boundedSet(this.failedPairs, pairKey(username, clientKey(ip)), now);
     }
-    return this.failed(entry, username, known, now).lockouts;
+    return this.failed(counted, username, known, now).lockouts;
   }
 
-  private failed(entry: Failures, username: string, known: boolean, now: number): { delayMs: number; lockouts: Lockout['scope'][] } {
+  /** The client's address, and for IPv6 its /64, each with its limit. */
+  private clientLimits(ip: string): { key: string; limit: number }[] {
+    const address = clientKey(ip);
+    const prefix = ipv6Prefix(address);
+    return [{ key: address, limit: this.limits.maxPerIp }, ...(prefix ? [{ key: prefix, limit: this.limits.maxPerIp * PREFIX_FACTOR }] : [])];
+  }
+
+  /** A failure counted for the client's address (and /64), first the address. */
+  private countClient(ip: string, now: number): { entry: Failures; limit: number }[] {
+    return this.clientLimits(ip).map(({ key, limit }) => {
+      const entry = this.clientEntry(key, now);
+      entry.times.push(now);
+      return { entry, limit };
+    });
+  }
+
+  private failed(counted: { entry: Failures; limit: number }[], username: string, known: boolean, now: number): { delayMs: number; lockouts: Lockout['scope'][] } {
     const lockouts: Lockout['scope'][] = [];
-    if (this.recent(entry.times, now).length >= this.limits.maxPerIp && entry.bannedUntil <= now) {
-      entry.bannedUntil = now + this.limits.lockoutMs;
-      entry.times.length = 0; // the lockout is the penalty (no delay on top); afterwards the client starts afresh
-      lockouts.push('ip');
+    for (const { entry, limit } of counted) {
+      if (this.recent(entry.times, now).length >= limit && entry.bannedUntil <= now) {
+        entry.bannedUntil = now + this.limits.lockoutMs;
+        entry.times.length = 0; // the lockout is the penalty (no delay on top); afterwards the client starts afresh
+        if (!lockouts.includes('ip')) lockouts.push('ip');
+      }
     }
-    const clientCount = entry.times.length;
+    const clientCount = counted[0].entry.times.length;
     const user = known ? this.userEntry(username, now) : undefined;
     const userCount = user?.times.length ?? 0;
     if (user && userCount >= this.limits.maxPerUser) {
@@ -178,11 +200,15 @@ export class AuthGuard {
   }
 }
 
-/** IPv4 addresses count one by one; IPv6 by /64, the smallest block one site usually has. */
+/** Each client address counts on its own (IPv6 in one spelling, an IPv4-mapped one as IPv4). */
 export function clientKey(ip: string): string {
   const address = ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
-  if (!isIPv6(address)) return address;
-  return expandIPv6(address).slice(0, 4).join(':') + '::/64';
+  return isIPv6(address) ? expandIPv6(address).join(':') : address;
+}
+
+/** The /64 of an IPv6 client key ("2001:db8:0:1::/64"), or undefined for IPv4. */
+function ipv6Prefix(key: string): string | undefined {
+  return key.includes(':') ? `${key.split(':').slice(0, 4).join(':')}::/64` : undefined;
 }
 
 function expandIPv6(address: string): string[] {

@@ -68,6 +68,29 @@ describe('the sender rewrite cannot be dodged', () => {
     ['a From after a non-field line', `Subject: x\r\nnot a header line\r\nFrom: ceo@contoso.test\r\n\r\nbody\r\n`],
   ];
 
+  // Outlook shows the display name: an address in it that is not the one sent as is spoofing.
+  const spoofedNames = [
+    ['an address after the angle brackets', `From: <${SHARED}> ceo@bank.example\r\n\r\nbody\r\n`],
+    ['a quoted address as the name', 'From: "ceo@bank.example" <mfp@printers.local>\r\n\r\nbody\r\n'],
+    ['a fullwidth at sign', 'From: "ceo\uFF20bank.example" <mfp@printers.local>\r\n\r\nbody\r\n'],
+    ['an encoded address', 'From: =?utf-8?q?ceo=40bank=2Eexample?= <mfp@printers.local>\r\n\r\nbody\r\n'],
+  ];
+  for (const [name, data] of spoofedNames) {
+    it(`keeps no display name that names another address: ${name}`, async () => {
+      const view = await relayed(Buffer.from(data, 'utf8'));
+      const [from] = froms(view);
+      expect(froms(view)).toHaveLength(1);
+      expect(from).toBe(MAILBOX);
+    });
+  }
+
+  it('passes a kept sendAs From in one canonical form (a folded quoted name, a name with a colon)', async () => {
+    const view = await relayed(`From: "Shared\r\n Scanner : Floor 2" <${SHARED}>\r\nSubject: x\r\n\r\nbody\r\n`);
+    expect(froms(view)).toEqual([`"Shared Scanner : Floor 2" <${SHARED}>`]);
+    expect(view.raw.toString('latin1')).toContain(`\r\nFrom: "Shared Scanner : Floor 2" <${SHARED}>\r\n`); // unfolded, as the relay decided it
+    expect(view.envelope.from).toBe(SHARED);
+  });
+
   for (const [name, data] of forged) {
     it(`leaves exactly one From, and an allowed one, with ${name}`, async () => {
       const view = await relayed(data);

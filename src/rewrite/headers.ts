@@ -52,16 +52,29 @@ export function applySenderRules(fields: readonly HeaderField[], rules: SenderRu
   const firstFrom = fields.findIndex((field) => field.key === 'from');
   const out = fields.filter((field) => field.key !== 'from' && field.key !== 'sender' && (field.key !== 'reply-to' || replyTos.length === 1));
   const position = firstFrom < 0 ? 0 : fields.slice(0, firstFrom).filter((field) => out.includes(field)).length;
-  const from = kept ? fromFields[0] : makeField('From', formatMailbox({ name: author?.name ?? '', address: rules.mailbox }));
-  out.splice(position, 0, from);
+  // Rebuilt in one canonical form even when kept: a strict parser and Outlook then read what the relay decided.
+  const sentAs = kept ?? rules.mailbox;
+  out.splice(position, 0, makeField('From', formatMailbox({ name: displayName(author?.name ?? '', sentAs), address: sentAs })));
   if (!kept && originalFrom && originalFrom.toLowerCase() !== rules.mailbox.toLowerCase() && replyTos.length !== 1) {
-    out.splice(position + 1, 0, makeField('Reply-To', formatMailbox({ name: validAuthor?.name ?? '', address: originalFrom })));
+    out.splice(position + 1, 0, makeField('Reply-To', formatMailbox({ name: displayName(validAuthor?.name ?? '', originalFrom), address: originalFrom })));
   }
   if (!out.some((field) => field.key === 'date')) out.push(makeField('Date', messageDate()));
   if (!out.some((field) => field.key === 'message-id')) out.push(makeField('Message-ID', newMessageId(rules.mailbox)));
   if (rules.received) out.unshift(makeField('Received', rules.received));
   const decision = kept ? { envelopeFrom: kept, originalFrom, fromRewritten: false } : { envelopeFrom: rules.mailbox, originalFrom, fromRewritten: true };
   return { fields: out, decision };
+}
+
+/** An at sign, or one that looks like it (fullwidth, small). */
+const AT_SIGN = /[@\uFF20\uFE6B]/;
+
+/**
+ * The display name to keep: none when it names an address other than the one sent as. Outlook
+ * shows the name, so `"ceo@bank.example" <scanner@contoso.com>` would pass for the CEO.
+ */
+function displayName(name: string, sentAs: string): string {
+  if (!AT_SIGN.test(name)) return name;
+  return name.replace(/^[\s"'<]+|[\s"'>]+$/g, '').toLowerCase() === sentAs.toLowerCase() ? name : '';
 }
 
 /** The address of a From value that is exactly one allowed mailbox, else undefined. */

@@ -347,6 +347,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     registry: metrics.registry,
     readiness,
     logger,
+    hostNames: [os.hostname(), ...config.http.allowedHosts, ...(config.http.publicUrl ? [new URL(config.http.publicUrl).hostname] : []), ...(config.cluster?.advertiseHost ? [config.cluster.advertiseHost] : [])],
     pages: async (request, response) => (await handoffReceiver.handle(request, response)) || (await clusterLog.handle(request, response)) || (await clusterQueue.handle(request, response)) || admin.handle(request, response),
   });
 

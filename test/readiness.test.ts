@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawSmtp } from './raw-smtp.js';
-import { accountFor, message, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { accountFor, execFileAsync, message, sendRaw, startProvider, startRelay, stopStarted, until } from './helpers.js';
 
 /*
  * /readyz is what a load balancer or Kubernetes asks: can this replica take mail? An account that
@@ -55,5 +55,26 @@ describe('readiness means "can take mail"', () => {
     expect(greeting).toMatch(/^421 4\.3\.2 /);
     await stopped;
     expect(provider.received).toHaveLength(1);
+  });
+});
+
+describe('the state endpoints and DNS rebinding', () => {
+  afterEach(stopStarted);
+
+  it('answer /metrics and /readyz under an address, a private or a configured name, never under a foreign one (curl)', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider, { top: { http: { host: '127.0.0.1', port: 0, allowedHosts: ['relay.corp.example'] } } });
+    const status = async (path: string, host: string) => {
+      const { stdout } = await execFileAsync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Host: ${host}`, `http://127.0.0.1:${relay.httpPort}${path}`]);
+      return Number(stdout);
+    };
+    for (const path of ['/metrics', '/readyz', '/readyz/accounts']) {
+      expect(await status(path, 'rebind.evil.example'), path).toBe(421);
+      expect(await status(path, `rebind.evil.example:${relay.httpPort}`), path).toBe(421);
+      for (const good of [`127.0.0.1:${relay.httpPort}`, '[::1]', 'smtp-oauth-relay', 'smtp-oauth-relay.relay.svc.cluster.local', 'relay.corp.example:9464']) {
+        expect(await status(path, good), `${path} as ${good}`).not.toBe(421);
+      }
+    }
+    expect(await status('/healthz', 'rebind.evil.example')).toBe(200);
   });
 });

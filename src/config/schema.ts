@@ -107,6 +107,11 @@ const httpSchema = z
     adminPasswordHash: z.string().regex(/^scrypt\$/, 'must be the output of `smtp-oauth-relay hash-password`').optional(),
     /** The admin page sits behind a reverse proxy whose X-Forwarded-For / Forwarded name the real client. */
     trustProxy: z.boolean().default(false),
+    /**
+     * Host names, besides addresses, one-label and private names (*.svc, *.local, ...) and
+     * publicUrl's, under which /metrics and /readyz answer (a foreign name is a DNS-rebinding page).
+     */
+    allowedHosts: z.array(z.string().min(1)).default([]),
   })
   .strict();
 

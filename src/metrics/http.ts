@@ -1,5 +1,5 @@
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 
@@ -27,6 +27,26 @@ export interface StatusServerOptions {
   logger: Logger;
   /** Other pages on the same listener (the admin page); resolves false for paths it does not serve. */
   pages?: (request: IncomingMessage, response: ServerResponse) => Promise<boolean>;
+  /** Host names besides the built-in ones under which /metrics and /readyz answer (http.publicUrl's, cluster.advertiseHost, http.allowedHosts). */
+  hostNames: string[];
+}
+
+/**
+ * Names no one can point at an address of their choosing in public DNS: one label (a Kubernetes
+ * Service, a LAN host), the special-use suffixes, and this machine's own.
+ */
+const PRIVATE_NAME = /^(?:[^.]+|.+\.(?:svc|cluster\.local|local|internal|lan|home\.arpa|localhost))$/;
+
+/**
+ * Whether a request's Host may read the relay's state. A page on a rebinding domain
+ * (evil.example resolving to 127.0.0.1) would carry its own name; an address, a private name or a
+ * configured one cannot be one.
+ */
+export function hostAllowed(header: string | undefined, names: ReadonlySet<string>): boolean {
+  if (!header) return true; // HTTP/1.0: no browser
+  const host = header.toLowerCase();
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+  return isIP(name) !== 0 || PRIVATE_NAME.test(name) || names.has(name);
 }
 
 /**
@@ -35,8 +55,10 @@ export interface StatusServerOptions {
  */
 export class StatusServer {
   private readonly server: Server;
+  private readonly hostNames: Set<string>;
 
   constructor(private readonly options: StatusServerOptions) {
+    this.hostNames = new Set(options.hostNames.map((name) => name.toLowerCase()));
     this.server = createServer((request, response) => {
       this.route(request, response).catch((error: Error) => {
         options.logger.error({ err: error.message, path: request.url }, 'status endpoint failed');
@@ -66,6 +88,10 @@ export class StatusServer {
     if (!ENDPOINTS.includes(path) && this.options.pages && (await this.options.pages(request, response))) return;
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path !== '/healthz' && !hostAllowed(request.headers.host, this.hostNames)) {
+      response.writeHead(421, { 'content-type': 'text/plain' }).end(`${path} does not answer under the host name ${request.headers.host}: add it to http.allowedHosts (or use an address).\n`);
       return;
     }
     switch (path) {

@@ -20,6 +20,20 @@ async function traceJson(relay: TestRelay, ...args: string[]): Promise<TraceSear
   return JSON.parse(stdout) as TraceSearchResult;
 }
 
+describe('the console\'s counts', () => {
+  afterEach(stopStarted);
+
+  it('count one failure for one failed device message, though both of its failure reports failed too', async () => {
+    const provider = await startProvider();
+    for (const address of ['nobody@example.com', 'it@contoso.test', 'mfp@printers.local']) provider.unknownRecipients.add(address);
+    const relay = await startRelay(provider, { top: QUEUE });
+    await sendRaw(relay.port, scan('Contract', ['nobody@example.com']));
+    await until(async () => (await traceJson(relay, '--status', 'failed')).messages.length === 3); // the message and its two reports
+    const overview = await (await fetch(`http://127.0.0.1:${relay.httpPort}/`)).text();
+    expect(overview).toMatch(/Today: <strong>1<\/strong> message\(s\), <strong class="bad">1<\/strong> failure\(s\)/);
+  });
+});
+
 describe('trace on a terminal', () => {
   it('shows control characters a device or provider wrote (C0, ESC, C1, DEL) as U+FFFD, also in --json', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-trace-tty-'));

@@ -79,6 +79,7 @@ export class Activity implements TraceSink, ActivityView {
       case 'refused':
       case 'final':
         if (event.event === 'final' && event.status !== 'failed' && event.status !== 'expired') return;
+        if (event.event === 'final' && event.relayWrote) return; // a report about a failure is not another failure
         if (counts) counts.failed++;
         if (!isToday) return;
         this.tally(`account:${event.account}`).failures++;

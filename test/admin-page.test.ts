@@ -3,7 +3,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { Browser } from 'playwright-core';
 import { ARTIFACTS, launchChromium } from './browser.js';
-import { MAILBOX, accountFor, readyz, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
+import { ADMIN, ADMIN_AUTHORIZATION, MAILBOX, accountFor, adminHttp, readyz, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import { hashPassword } from '../src/listener/index.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
@@ -16,7 +16,7 @@ describe('the admin page in a real browser', () => {
   beforeAll(async () => {
     provider = await startProvider();
     const { refreshToken: _none, ...account } = accountFor(provider);
-    relay = await startRelay(provider, { keepAlive: true, account: { ...account, authorizeUrl: provider.authorizeUrl } });
+    relay = await startRelay(provider, { keepAlive: true, account: { ...account, authorizeUrl: provider.authorizeUrl }, top: { http: await adminHttp() } });
     await until(async () => (await readyz(relay.httpPort)).body.accounts.office.state === 'needs_reauth');
     browser = await launchChromium();
   });
@@ -27,7 +27,7 @@ describe('the admin page in a real browser', () => {
   });
 
   it('signs an account in with one button, lands on "(Authenticated)", and sends a test message', async () => {
-    const page = await browser.newPage({ viewport: { width: 390, height: 844 } }); // a phone
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, httpCredentials: ADMIN }); // a phone
     await page.goto(`http://127.0.0.1:${relay.httpPort}/`);
     const card = page.locator('#account-office');
     await expect(card.textContent()).resolves.toContain('Needs authorisation');
@@ -50,11 +50,11 @@ describe('the admin page in a real browser', () => {
   it('refuses a form posted without the page token (CSRF) and an OAuth callback it did not start', async () => {
     const forged = await fetch(`http://127.0.0.1:${relay.httpPort}/test-message`, {
       method: 'POST',
-      headers: { origin: 'http://evil.example' },
+      headers: { origin: 'http://evil.example', authorization: ADMIN_AUTHORIZATION },
       body: new URLSearchParams({ account: 'office', to: 'victim@example.com' }),
     });
     expect(forged.status).toBe(403);
-    const callback = await fetch(`http://127.0.0.1:${relay.httpPort}/oauth/callback?code=stolen&state=unknown`);
+    const callback = await fetch(`http://127.0.0.1:${relay.httpPort}/oauth/callback?code=stolen&state=unknown`, { headers: { authorization: ADMIN_AUTHORIZATION } });
     expect(await callback.text()).toContain('This sign-in was not started here');
   });
 });
@@ -126,9 +126,23 @@ describe('the admin page trusts only the right host, client and session', () => 
     expect(await status({ forwarded: 'for=198.51.100.4' })).toBe(403);
   });
 
+  it('is read-only without http.adminPasswordHash: no form, every action refused with the fix', async () => {
+    const page = await rawRequest(relay.httpPort, { headers: { host: 'localhost' } });
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('This console is read-only');
+    expect(page.text).not.toContain('<form method="post"');
+    for (const path of ['/test-message', '/queue/ABCDEFGH1234/delete', '/accounts/office/retry-all', '/devices/unlock', '/accounts/office/sign-in']) {
+      const refused = await rawRequest(relay.httpPort, { method: 'POST', path, headers: { host: 'localhost', 'content-type': 'application/x-www-form-urlencoded' }, body: 'account=office&to=x%40y.test' });
+      expect(refused.status, path).toBe(403);
+      expect(refused.text, path).toContain('http.adminPasswordHash');
+    }
+  });
+
   it('binds the CSRF token to the browser session', async () => {
+    const provider = await startProvider();
+    const withPassword = await startRelay(provider, { top: { http: await adminHttp() } });
     const open = async () => {
-      const page = await rawRequest(relay.httpPort, { headers: { host: 'localhost' } });
+      const page = await rawRequest(withPassword.httpPort, { headers: { host: 'localhost', authorization: ADMIN_AUTHORIZATION } });
       const cookie = String(page.headers['set-cookie']).split(';')[0];
       const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)![1];
       return { cookie, csrf };
@@ -137,10 +151,10 @@ describe('the admin page trusts only the right host, client and session', () => 
     const second = await open();
     expect(first.csrf).not.toBe(second.csrf);
     const post = (cookie: string, csrf: string) =>
-      rawRequest(relay.httpPort, {
+      rawRequest(withPassword.httpPort, {
         method: 'POST',
         path: '/test-message',
-        headers: { host: 'localhost', cookie, 'content-type': 'application/x-www-form-urlencoded' },
+        headers: { host: 'localhost', cookie, authorization: ADMIN_AUTHORIZATION, 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams({ csrf, account: 'office', to: '' }).toString(),
       });
     expect((await post(second.cookie, first.csrf)).status).toBe(403);

@@ -100,6 +100,12 @@ describe('command line', () => {
       const until = Date.now() + 10_000;
       while ((await readdir(outbox).catch(() => [])).length === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
       expect(await readdir(outbox)).toHaveLength(1);
+      // Its console changes mail behind a password of its own, printed with the rest.
+      const [, httpPort, adminPassword] = /Console http:\/\/127\.0\.0\.1:(\d+)\/\s+user admin, password (\S+)/.exec(stdout)!;
+      expect((await fetch(`http://127.0.0.1:${httpPort}/`)).status).toBe(401);
+      const console = await fetch(`http://127.0.0.1:${httpPort}/`, { headers: { authorization: `Basic ${Buffer.from(`admin:${adminPassword}`).toString('base64')}` } });
+      expect(console.status).toBe(200);
+      expect(await console.text()).toContain('Send test message');
     } finally {
       child.kill('SIGTERM');
       await new Promise((resolve) => child.once('close', resolve));

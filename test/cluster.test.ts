@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { MAILBOX, accountFor, cli, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import { ADMIN_AUTHORIZATION, MAILBOX, accountFor, adminHttp, cli, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { TokenStore } from '../src/oauth/token-store.js';
 import { ClusterTrust, HANDOFF_PATH, generateClusterSecret } from '../src/cluster/index.js';
 import { signedRequestHeaders } from '../src/cluster/peers.js';
@@ -35,7 +35,7 @@ async function startReplicas(provider: FakeProvider, redis: RedisServer, count: 
   const { cluster, ...rest } = extra as { cluster?: Record<string, unknown> };
   const replicas: Replica[] = [];
   for (const name of ['replica-a', 'replica-b', 'replica-c'].slice(0, count)) {
-    const { configFile, dataDir } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, ...rest, cluster: { ...redis.clusterConfig, secret: SECRET, name, ...cluster } });
+    const { configFile, dataDir } = await writeRelayConfig(provider, { tokenKey: TOKEN_KEY, http: await adminHttp(), ...rest, cluster: { ...redis.clusterConfig, secret: SECRET, name, ...cluster } });
     const relay = new RelayProcess(configFile);
     await relay.start();
     replicas.push({ relay, dataDir, configFile });
@@ -60,10 +60,10 @@ async function withCluster(count: number, extra: Record<string, unknown> | ((pro
 
 /** A console form posted as a browser on the replica's machine would: with its session cookie and CSRF token. */
 async function consolePost(httpPort: number, path: string, fields: Record<string, string>): Promise<string> {
-  const page = await fetch(`http://127.0.0.1:${httpPort}/`);
+  const page = await fetch(`http://127.0.0.1:${httpPort}/`, { headers: { authorization: ADMIN_AUTHORIZATION } });
   const cookie = String(page.headers.get('set-cookie')).split(';')[0];
   const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
-  const response = await fetch(`http://127.0.0.1:${httpPort}${path}`, { method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, ...fields }) });
+  const response = await fetch(`http://127.0.0.1:${httpPort}${path}`, { method: 'POST', headers: { cookie, authorization: ADMIN_AUTHORIZATION, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, ...fields }) });
   return response.text();
 }
 
@@ -151,7 +151,7 @@ describe('replicas share tokens through Redis', () => {
     await sendRaw(replicas[0].port, scan(500)); // the devices are not locked out
 
     // An administrator unlocks it on one replica's console: every replica lets it in again.
-    expect(await (await fetch(`http://127.0.0.1:${replicas[0].httpPort}/devices`)).text()).toContain(`Unlock ${attacker}`);
+    expect(await (await fetch(`http://127.0.0.1:${replicas[0].httpPort}/devices`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text()).toContain(`Unlock ${attacker}`);
     expect(await consolePost(replicas[0].httpPort, '/devices/unlock', { scope: 'ip', key: attacker })).toContain(`${attacker} unlocked.`);
     for (const relay of replicas) {
       await until(async () => {
@@ -361,7 +361,7 @@ describe('scale-down hands the queue over', () => {
     expect(everywhere.replicas.map((replica) => [replica.name, replica.answered])).toEqual([['replica-a', true], ['replica-b', true], ['replica-c', true]]);
     expect(new Set(everywhere.messages.map((found) => found.events[0].replica))).toEqual(new Set(['replica-a', 'replica-b', 'replica-c']));
     // The console's counts on one replica add up every replica's.
-    const page = async (path: string) => (await fetch(`http://127.0.0.1:${a.relay.httpPort}${path}`)).text();
+    const page = async (path: string) => (await fetch(`http://127.0.0.1:${a.relay.httpPort}${path}`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text();
     expect(await page('/')).toMatch(/Today: <strong>6<\/strong> message\(s\)/);
     // The queue of every replica on A's console; an action on C's message is carried out by C.
     const queuePage = await page('/queue');

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { ARTIFACTS, launchChromium } from './browser.js';
-import { DEVICE, mime, sendRaw, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
+import { ADMIN, ADMIN_AUTHORIZATION, DEVICE, adminHttp, mime, sendRaw, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
 /*
@@ -46,7 +46,7 @@ describe('the operator console in a real browser', () => {
         { ...LOCKED, account: 'office' },
         { ...SILENT, account: 'office', expectEvery: '1h' },
       ],
-      top: { delivery: 'queue', queue: { retry: { initialDelay: 3600, maxDelay: 3600 } }, smtp: { host: '127.0.0.1', port: 0, authFailures: { maxPerIp: 100, maxPerUser: 2 } } },
+      top: { http: await adminHttp(), delivery: 'queue', queue: { retry: { initialDelay: 3600, maxDelay: 3600 } }, smtp: { host: '127.0.0.1', port: 0, authFailures: { maxPerIp: 100, maxPerUser: 2 } } },
     });
     base = `http://127.0.0.1:${relay.httpPort}`;
     await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: mime('Invoice 2026-117', { name: 'invoice.pdf', type: 'application/pdf', bytes: 30_000 }) });
@@ -66,7 +66,7 @@ describe('the operator console in a real browser', () => {
 
   for (const { name, viewport } of WIDTHS) {
     it(`renders every page at ${name} width with no serious accessibility violation, no script and the strict CSP`, async () => {
-      const page = await browser.newPage({ viewport });
+      const page = await browser.newPage({ viewport, httpCredentials: ADMIN });
       for (const route of [...PAGES, `/messages/${waitingId}`]) {
         const response = await page.goto(`${base}${route}`);
         expect(response!.status(), route).toBe(200);
@@ -82,7 +82,7 @@ describe('the operator console in a real browser', () => {
   }
 
   it('is usable from the keyboard: a skip link first, then the navigation', async () => {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: ADMIN });
     await page.goto(`${base}/`);
     await page.keyboard.press('Tab');
     expect(await page.evaluate('document.activeElement.textContent')).toBe('Skip to content');
@@ -95,7 +95,7 @@ describe('the operator console in a real browser', () => {
   });
 
   it('shows each account with its state, counts and 24-hour chart', async () => {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: ADMIN });
     await page.goto(`${base}/`);
     const card = page.locator('#account-office');
     // 3 sent: the invoice, the hostile one and the failure report about the contract
@@ -108,7 +108,7 @@ describe('the operator console in a real browser', () => {
   });
 
   it('finds a message by recipient and status, and shows its timeline with the provider’s words', async () => {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: ADMIN });
     await page.goto(`${base}/messages`);
     await page.getByRole('textbox', { name: 'To' }).fill('nobody@');
     await page.getByRole('combobox', { name: 'Status' }).selectOption('failed');
@@ -122,7 +122,7 @@ describe('the operator console in a real browser', () => {
   });
 
   it('shows what a waiting message is (subject, attachment name, type and size) and retries it on request', async () => {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: ADMIN });
     await page.goto(`${base}/messages/${waitingId}`);
     const spool = page.getByRole('region', { name: 'Attachments' });
     expect(await spool.textContent()).toMatch(/plan\.tiff\s*image\/tiff\s*12\.1 KB/);
@@ -135,7 +135,7 @@ describe('the operator console in a real browser', () => {
   });
 
   it('retries all of an account and deletes a message only after a second, explicit press', async () => {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: ADMIN });
     await until(async () => {
       await page.goto(`${base}/queue`); // the retry of the previous test has come back deferred
       return /deferred, next try in/.test((await page.locator('main').textContent()) ?? '');
@@ -158,7 +158,7 @@ describe('the operator console in a real browser', () => {
   });
 
   it('lists the devices with logins and addresses, flags the silent one, and unlocks a locked-out user', async () => {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: ADMIN });
     await page.goto(`${base}/devices`);
     const row = (user: string) => page.locator('tbody tr', { hasText: user });
     expect(await row(DEVICE.username).textContent()).toMatch(/127\.0\.0\.1\s*4\s*1/); // addresses, messages, failures today
@@ -172,7 +172,7 @@ describe('the operator console in a real browser', () => {
   });
 
   it('shows what a hostile device sent as text, never as markup', async () => {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: ADMIN });
     await page.goto(`${base}/messages`);
     expect(await page.locator('main').textContent()).toContain('<img src=x onerror=alert(1)>');
     expect(await page.locator('main img, main svg[onload]').count()).toBe(0);
@@ -180,15 +180,15 @@ describe('the operator console in a real browser', () => {
   });
 
   it('refuses console actions without the page token, like every form', async () => {
-    const forged = await fetch(`${base}/queue/${waitingId}/delete`, { method: 'POST', headers: { origin: 'http://evil.example' }, body: new URLSearchParams({}) });
+    const forged = await fetch(`${base}/queue/${waitingId}/delete`, { method: 'POST', headers: { origin: 'http://evil.example', authorization: ADMIN_AUTHORIZATION }, body: new URLSearchParams({}) });
     expect(forged.status).toBe(403);
-    const unknown = await fetch(`${base}/queue/..%2F..%2Fetc/delete`, { method: 'POST' });
+    const unknown = await fetch(`${base}/queue/..%2F..%2Fetc/delete`, { method: 'POST', headers: { authorization: ADMIN_AUTHORIZATION } });
     expect(unknown.status).toBe(405); // no console route: only the status endpoints' GETs
     // A malformed escape is not a server error, and names no account.
-    const page = await fetch(`${base}/queue`);
+    const page = await fetch(`${base}/queue`, { headers: { authorization: ADMIN_AUTHORIZATION } });
     const cookie = String(page.headers.get('set-cookie')).split(';')[0];
     const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
-    const malformed = await fetch(`${base}/accounts/%E0%A4%A/retry-all`, { method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf }) });
+    const malformed = await fetch(`${base}/accounts/%E0%A4%A/retry-all`, { method: 'POST', headers: { cookie, authorization: ADMIN_AUTHORIZATION, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf }) });
     expect(malformed.status).toBe(200);
     expect(await malformed.text()).toContain('No account &#34;%E0%A4%A&#34;.');
   });

@@ -10,6 +10,7 @@ import { stringify } from 'yaml';
 import { parseConfig } from '../src/config/index.js';
 import { startApp, type RunningApp } from '../src/app.js';
 import { createLogger } from '../src/log.js';
+import { hashPassword } from '../src/listener/index.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { DEVICE, accountFor, sendRaw, startProvider as startHarnessProvider } from '../bench/harness.js';
 import type { FakeProviderOptions } from '../src/demo/fake-provider.js';
@@ -31,6 +32,16 @@ export async function cli(args: string[], options: { env?: NodeJS.ProcessEnv; in
   });
 }
 export { MAILBOX, DEVICE, accountFor, writeRelayConfig, sendRaw } from '../bench/harness.js';
+
+/** The console's admin login in tests (actions that change mail need it). */
+export const ADMIN = { username: 'admin', password: 'admin password of the tests' };
+export const ADMIN_AUTHORIZATION = `Basic ${Buffer.from(`${ADMIN.username}:${ADMIN.password}`).toString('base64')}`;
+let adminHash: Promise<string> | undefined;
+/** `http:` for a test relay whose console takes actions (loopback, port 0, the admin password). */
+export async function adminHttp(): Promise<Record<string, unknown>> {
+  adminHash ??= hashPassword(ADMIN.password);
+  return { host: '127.0.0.1', port: 0, adminPasswordHash: await adminHash };
+}
 
 /** Everything a test started, so one afterEach(stopStarted) tears it down (newest first). */
 const started: (() => Promise<void>)[] = [];

@@ -2,6 +2,8 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { parseConfig } from '../config/index.js';
 import { startApp, type RunningApp } from '../app.js';
+import { randomBytes } from 'node:crypto';
+import { hashPassword } from '../listener/index.js';
 import { FakeProvider, FAKE_TLS } from './fake-provider.js';
 
 export const DEMO_USER = { username: 'demo', password: 'demo-password' };
@@ -20,6 +22,8 @@ export interface DemoOptions {
 
 export interface RunningDemo {
   app: RunningApp;
+  /** The console's admin password, new for each run (printed in the banner). */
+  adminPassword: string;
   provider: FakeProvider;
   outboxDir: string;
   banner: string;
@@ -30,9 +34,11 @@ export interface RunningDemo {
 export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
   const outboxDir = path.resolve(options.dataDir, 'demo-outbox');
   const provider = await new FakeProvider({ profile: options.provider, mailboxes: [DEMO_MAILBOX], outboxDir, tokenLifetime: 3600 }).start();
+  // The console changes mail only behind a password: the demo makes one and prints it.
+  const adminPassword = randomBytes(12).toString('base64url');
   const configText = stringify({
     smtp: { host: options.smtpHost, port: options.smtpPort },
-    http: { host: options.httpHost, port: options.httpPort },
+    http: { host: options.httpHost, port: options.httpPort, adminPasswordHash: await hashPassword(adminPassword) },
     dataDir: path.resolve(options.dataDir),
     log: { level: options.logLevel },
     accounts: {
@@ -56,9 +62,10 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
   const app = await startApp(loaded);
   return {
     app,
+    adminPassword,
     provider,
     outboxDir,
-    banner: demoBanner(options, app.smtpPort, app.httpPort, outboxDir),
+    banner: demoBanner(options, app.smtpPort, app.httpPort, outboxDir, adminPassword),
     async stop() {
       await app.stop();
       await provider.stop();
@@ -66,7 +73,7 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
   };
 }
 
-function demoBanner(options: DemoOptions, smtpPort: number, httpPort: number, outboxDir: string): string {
+function demoBanner(options: DemoOptions, smtpPort: number, httpPort: number, outboxDir: string, adminPassword: string): string {
   const host = options.smtpHost;
   const local = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   return [
@@ -86,7 +93,8 @@ function demoBanner(options: DemoOptions, smtpPort: number, httpPort: number, ou
     `    swaks --server ${local}:${smtpPort} --auth PLAIN --auth-user ${DEMO_USER.username} --auth-password ${DEMO_USER.password} \\`,
     '          --from printer@example.com --to you@example.com',
     '',
-    `  Console http://${local}:${httpPort}/   (every message's timeline: Messages, or smtp-oauth-relay trace)`,
+    `  Console http://${local}:${httpPort}/   user admin, password ${adminPassword}`,
+    "          (every message's timeline: Messages, or smtp-oauth-relay trace)",
     `  Metrics http://${local}:${httpPort}/metrics   Accounts http://${local}:${httpPort}/readyz/accounts`,
     ...(local === '127.0.0.1' || local === '::1' || local === 'localhost'
       ? ['  Only this machine can connect. To let a printer on the LAN try it: smtp-oauth-relay demo --host 0.0.0.0', '  (the demo password above is public: do not leave it open on a network you do not trust).']

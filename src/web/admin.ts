@@ -10,7 +10,7 @@ import { AuthGuard, DeviceAuthenticator, type AuthGuardLimits } from '../listene
 import { NetworkList } from '../config/index.js';
 import { isStatus, parseSince } from '../trace/index.js';
 import { plainTextMessage } from '../util/rfc5322.js';
-import type { Notice } from './html.js';
+import type { Csrf, Notice } from './html.js';
 import type { ConsoleSources } from './sources.js';
 import { renderOverview } from './views/overview.js';
 import { queryFromForm, renderMessage, renderMessages } from './views/messages.js';
@@ -34,6 +34,8 @@ const PENDING_LIMIT = 100;
 const LOOPBACK = new NetworkList(['127.0.0.0/8', '::1']);
 const PENDING_MS = 10 * 60 * 1000;
 const SESSION_COOKIE = 'relay_session';
+const READ_ONLY = 'This console is read-only: retry, delete, unlock, sign-in and test messages need http.adminPasswordHash (make one with `smtp-oauth-relay hash-password`; sign accounts in with `smtp-oauth-relay login ACCOUNT` meanwhile).';
+
 /** Host names a browser on this machine uses; anything else must be http.publicUrl's host. */
 const LOCAL_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 
@@ -77,6 +79,11 @@ export class AdminPage {
     if (!(await this.allowed(request, response))) return true;
     const session = this.session(request, response);
     if (request.method === 'POST') {
+      if (!this.admin) {
+        request.resume();
+        sendText(response, 403, READ_ONLY);
+        return true;
+      }
       const form = new URLSearchParams(await readBody(request));
       if (!this.sameOrigin(request, session, form, response)) return true;
       await this.act(url.pathname, form, session, host, response);
@@ -86,8 +93,10 @@ export class AdminPage {
   }
 
   /** GET: one of the console's pages. */
-  private async show(url: URL, session: string, response: ServerResponse, notice?: Notice): Promise<void> {
-    const csrf = this.csrfToken(session);
+  private async show(url: URL, session: string, response: ServerResponse, given?: Notice): Promise<void> {
+    // Without an admin password the console shows, and changes nothing: any local user could reach it.
+    const csrf = this.admin ? this.csrfToken(session) : undefined;
+    const notice = given ?? (this.admin ? undefined : { kind: 'error' as const, text: READ_ONLY });
     const { sources } = this.options;
     const path = url.pathname;
     if (path === '/messages') return sendPage(response, await this.messagesPage(url));
@@ -107,7 +116,7 @@ export class AdminPage {
     return renderMessages(await this.options.sources.searchTrace(query), filters);
   }
 
-  private async messagePage(id: string, csrf: string, notice?: Notice): Promise<string> {
+  private async messagePage(id: string, csrf: Csrf, notice?: Notice): Promise<string> {
     const { sources } = this.options;
     const result = await sources.searchTrace({ id });
     const local = await sources.openSpooled(id);

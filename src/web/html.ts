@@ -32,8 +32,12 @@ const SECTIONS: [Section, string, string][] = [
   ['setup', '/setup', 'Set up'],
 ];
 
-/** A POST form with this session's CSRF token; `fields` are hidden inputs. */
-export function actionForm(action: string, csrf: string, label: string, fields: Record<string, string> = {}, kind: 'plain' | 'danger' = 'plain'): string {
+/** This session's CSRF token for the forms of a page, or undefined on a read-only console (no http.adminPasswordHash): then no form is shown. */
+export type Csrf = string | undefined;
+
+/** A POST form with this session's CSRF token; `fields` are hidden inputs. Nothing on a read-only console. */
+export function actionForm(action: string, csrf: Csrf, label: string, fields: Record<string, string> = {}, kind: 'plain' | 'danger' = 'plain'): string {
+  if (csrf === undefined) return '';
   const hidden = Object.entries(fields)
     .map(([name, value]) => `<input type="hidden" name="${escape(name)}" value="${escape(value)}">`)
     .join('');

@@ -1,8 +1,8 @@
-import { actionForm, escape, layout, span, table, when, type Notice } from '../html.js';
+import { actionForm, escape, layout, span, table, when, type Notice, type Csrf } from '../html.js';
 import type { ConsoleSources } from '../sources.js';
 import { missingReplicas } from './messages.js';
 
-export async function renderDevices(sources: ConsoleSources, csrf: string, notice?: Notice): Promise<string> {
+export async function renderDevices(sources: ConsoleSources, csrf: Csrf, notice?: Notice): Promise<string> {
   const now = Date.now();
   const { view, replicas } = await sources.activity();
   const lockouts = sources.lockouts();

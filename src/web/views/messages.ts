@@ -1,6 +1,6 @@
 import type { MessageSummary } from '../../spool/index.js';
 import { describeEvent, MESSAGE_STATUSES, type MessageTrace, type ReplicaAnswers, type TraceQuery, type TraceSearchResult } from '../../trace/index.js';
-import { actionForm, bytes, escape, layout, table, when, type Notice } from '../html.js';
+import { actionForm, bytes, escape, layout, table, when, type Notice, type Csrf } from '../html.js';
 import type { SpooledMessage } from '../sources.js';
 
 const STATUS_CLASS: Record<string, string> = { delivered: 'ok', failed: 'bad', expired: 'bad', refused: 'bad', held: 'warn', deferred: 'warn' };
@@ -49,7 +49,7 @@ function searchWarnings(result: TraceSearchResult): string {
   return cut + missingReplicas(result.replicas);
 }
 
-function summaryBlock(spooled: SpooledMessage, summary: MessageSummary | Error | undefined, csrf: string): string {
+function summaryBlock(spooled: SpooledMessage, summary: MessageSummary | Error | undefined, csrf: Csrf): string {
   const { record, area, inFlight } = spooled;
   const facts = summary === undefined
     ? `<p>Kept on replica ${escape(spooled.replica ?? '')}: open its console for the subject and attachments.</p>`
@@ -68,14 +68,14 @@ function summaryBlock(spooled: SpooledMessage, summary: MessageSummary | Error |
  * Retry now (a waiting message) and Delete, sent to the replica that holds the message. Delete asks
  * twice: its button is behind a disclosure, so one stray press cannot lose a message.
  */
-export function messageActions({ record, area, inFlight, replica }: SpooledMessage, csrf: string): string {
+export function messageActions({ record, area, inFlight, replica }: SpooledMessage, csrf: Csrf): string {
   if (inFlight) return '';
   const where: Record<string, string> = replica ? { replica } : {};
   const retry = area === 'queue' ? actionForm(`/queue/${record.id}/retry`, csrf, 'Retry now', where) : '';
   return `${retry}<details class="inline"><summary>Delete…</summary>${actionForm(`/queue/${record.id}/delete`, csrf, `Delete ${record.id} for good`, where, 'danger')}</details>`;
 }
 
-export function renderMessage(id: string, trace: MessageTrace | undefined, result: TraceSearchResult, spooled: { message: SpooledMessage; summary?: MessageSummary | Error } | undefined, csrf: string, notice?: Notice): string {
+export function renderMessage(id: string, trace: MessageTrace | undefined, result: TraceSearchResult, spooled: { message: SpooledMessage; summary?: MessageSummary | Error } | undefined, csrf: Csrf, notice?: Notice): string {
   const showReplica = result.replicas.length > 1;
   const timeline = trace
     ? `<ol class="timeline">${trace.events.map((event) => `<li><time datetime="${escape(event.at)}">${escape(when(event.at))}</time>${showReplica && event.replica ? ` <small>[${escape(event.replica)}]</small>` : ''} — ${escape(describeEvent(event))}</li>`).join('')}</ol>`

@@ -1,7 +1,7 @@
 import { credentialExpiries } from '../../oauth/index.js';
 import type { AccountTokenStatus } from '../../oauth/index.js';
 import { hourlyChart } from '../chart.js';
-import { escape, layout, span, table, when, type Notice } from '../html.js';
+import { actionForm, escape, layout, span, table, when, type Notice, type Csrf } from '../html.js';
 import type { AdminAccount, ConsoleSources } from '../sources.js';
 import type { ActivityView } from '../../trace/index.js';
 import { missingReplicas } from './messages.js';
@@ -39,7 +39,7 @@ function lifetimes({ account, tokens }: AdminAccount, token: AccountTokenStatus,
   return `<dl>${items}</dl>`;
 }
 
-function accountCard(entry: AdminAccount, sources: ConsoleSources, activity: ActivityView, csrf: string, now: number): string {
+function accountCard(entry: AdminAccount, sources: ConsoleSources, activity: ActivityView, csrf: Csrf, now: number): string {
   const { account, tokens } = entry;
   const token = tokens.status();
   const delivery = sources.health(account.name);
@@ -58,7 +58,7 @@ function accountCard(entry: AdminAccount, sources: ConsoleSources, activity: Act
       : '';
   const fix = token.hint && token.state !== 'ready' ? `<p><small>What to do: ${escape(token.hint)}</small></p>` : '';
   const signIn = account.flow === 'refresh_token' && account.authorizeUrl
-    ? `<form method="post" action="/accounts/${encodeURIComponent(account.name)}/sign-in" class="inline"><input type="hidden" name="csrf" value="${csrf}"><button>Sign in</button></form>`
+    ? actionForm(`/accounts/${encodeURIComponent(account.name)}/sign-in`, csrf, 'Sign in')
     : '';
   return `<section class="card" id="account-${escape(account.name)}" aria-labelledby="account-${escape(account.name)}-name">
   <h2 id="account-${escape(account.name)}-name">${escape(account.name)} <small>${escape(account.mailbox)} · ${escape(account.provider)}</small></h2>
@@ -85,7 +85,7 @@ async function replicaSection(sources: ConsoleSources, now: number): Promise<str
   return `<section class="card"><h2>Replicas</h2>${table('Replicas of this cluster', ['Name', 'State', 'Version', 'SMTP', 'Queued', 'Last heartbeat'], rows)}</section>`;
 }
 
-export async function renderOverview(sources: ConsoleSources, csrf: string, notice?: Notice): Promise<string> {
+export async function renderOverview(sources: ConsoleSources, csrf: Csrf, notice?: Notice): Promise<string> {
   const now = Date.now();
   const { view, replicas } = await sources.activity();
   const cards = [...sources.accounts.values()].map((entry) => accountCard(entry, sources, view, csrf, now)).join('\n');

@@ -1,9 +1,9 @@
 import { pendingRecipients } from '../../spool/index.js';
-import { actionForm, escape, layout, span, table, when, type Notice } from '../html.js';
+import { actionForm, escape, layout, span, table, when, type Notice, type Csrf } from '../html.js';
 import type { ConsoleSources, SpooledMessage } from '../sources.js';
 import { messageActions, missingReplicas } from './messages.js';
 
-function row(message: SpooledMessage, csrf: string, now: number, showReplica: boolean): string[] {
+function row(message: SpooledMessage, csrf: Csrf, now: number, showReplica: boolean): string[] {
   const { record, area, inFlight, held, replica } = message;
   const state = area === 'failed' ? '<span class="bad">failed</span>' : inFlight ? 'sending now' : held ? '<span class="warn">held</span>' : Date.parse(record.nextAttemptAt) <= now ? 'due' : `deferred, next try in ${span(Date.parse(record.nextAttemptAt) - now)}`;
   const recipients = area === 'failed' ? record.failedRecipients.map((failure) => failure.address) : pendingRecipients(record);
@@ -24,7 +24,7 @@ function row(message: SpooledMessage, csrf: string, now: number, showReplica: bo
 const HEADINGS = ['Id', 'State', 'Received', 'Device', 'Recipients', 'Attempts', 'Last reply', 'Actions'];
 const headings = (showReplica: boolean) => (showReplica ? ['Replica', ...HEADINGS] : HEADINGS);
 
-export async function renderQueue(sources: ConsoleSources, csrf: string, notice?: Notice): Promise<string> {
+export async function renderQueue(sources: ConsoleSources, csrf: Csrf, notice?: Notice): Promise<string> {
   const now = Date.now();
   const { entries: spooled, replicas } = await sources.queue();
   const showReplica = replicas.length > 1;

@@ -1,9 +1,10 @@
 import type { ResolvedAccount } from '../../config/index.js';
-import { escape, layout, type Notice } from '../html.js';
+import { actionForm, escape, layout, type Notice, type Csrf } from '../html.js';
 import type { ConsoleSources } from '../sources.js';
 
 /** The test message form (Overview and Set up): one account, one recipient, sent at once. */
-export function testMessageForm(sources: ConsoleSources, csrf: string): string {
+export function testMessageForm(sources: ConsoleSources, csrf: Csrf): string {
+  if (csrf === undefined) return '';
   const options = [...sources.accounts.values()].map(({ account }) => `<option value="${escape(account.name)}">${escape(account.name)} (${escape(account.mailbox)})</option>`).join('');
   return `<section class="card"><h2>Send test message</h2>
 <form method="post" action="/test-message"><input type="hidden" name="csrf" value="${csrf}">
@@ -55,12 +56,12 @@ function google(account: ResolvedAccount, redirectUri: string | undefined): stri
 </ol>`;
 }
 
-export function renderSetup(sources: ConsoleSources, csrf: string, publicUrl: string | undefined, notice?: Notice): string {
+export function renderSetup(sources: ConsoleSources, csrf: Csrf, publicUrl: string | undefined, notice?: Notice): string {
   const redirectUri = publicUrl ? `${publicUrl.replace(/\/$/, '')}/oauth/callback` : undefined;
   const sections = [...sources.accounts.values()].map(({ account }) => {
     const steps = account.provider === 'microsoft' ? microsoft(account, redirectUri) : account.provider === 'google' ? google(account, redirectUri) : '<p>A custom provider: register the redirect URI below at its authorisation server, with a scope that allows SMTP.</p>';
     const signIn = account.flow === 'refresh_token' && account.authorizeUrl
-      ? `<form method="post" action="/accounts/${encodeURIComponent(account.name)}/sign-in" class="inline"><input type="hidden" name="csrf" value="${csrf}"><button>Sign in ${escape(account.name)}</button></form>`
+      ? actionForm(`/accounts/${encodeURIComponent(account.name)}/sign-in`, csrf, `Sign in ${account.name}`)
       : '';
     return `<section class="card" id="setup-${escape(account.name)}"><h2>${escape(account.name)} <small>${escape(account.mailbox)} · ${escape(account.provider)} · ${escape(account.flow ?? 'refresh_token')}</small></h2>${steps}${signIn}</section>`;
   });

@@ -144,19 +144,19 @@ export class TokenManager {
    * account without a token takes the one that replica shared. True when a token was taken.
    */
   async takeSignIn(local: boolean): Promise<boolean> {
-    const ready = this.state === 'ready';
-    const newRefreshToken = local && this.account.flow === 'refresh_token' && (await this.currentRefreshToken()) !== this.refreshTokenInUse;
-    if (newRefreshToken) {
-      this.inflight = (async () => {
-        const token = await this.requestWithRetries();
-        await this.options.cluster.shareAccessToken(this.account.name, token);
-        return token;
-      })().finally(() => (this.inflight = undefined));
-      await this.inflight;
+    // A request under way takes the newest refresh token by itself; what it took is seen after it.
+    await this.inflight?.catch(() => undefined);
+    if (this.state !== 'ready') {
+      await this.refresh();
       return true;
     }
-    if (ready) return false;
-    await this.refresh();
+    if (!local || this.account.flow !== 'refresh_token' || (await this.currentRefreshToken()) === this.refreshTokenInUse) return false;
+    this.inflight ??= (async () => {
+      const token = await this.requestWithRetries();
+      await this.options.cluster.shareAccessToken(this.account.name, token);
+      return token;
+    })().finally(() => (this.inflight = undefined));
+    await this.inflight;
     return true;
   }
 

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtemp, readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { DEVICE, cli, message, sendRaw, sendRawExpectingError, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
+import { DEVICE, cli, execFileAsync, message, sendRaw, sendRawExpectingError, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import type { TraceSearchResult } from '../src/trace/index.js';
 
@@ -168,7 +168,22 @@ describe('a delivery log that would outgrow its disk', () => {
     }
     const relay = await startRelay(provider, { dataDir, top: { trace: { maxSize: 2500 } } });
     expect((await readdir(path.join(dataDir, 'trace'))).sort()).toEqual([`${days[1]}.jsonl`, `${days[2]}.jsonl`]);
-    expect(relay.logs.join('')).toContain('delivery log over trace.maxSize: its oldest days were deleted before trace.retention');
+    expect(relay.logs.join('')).toContain('delivery log over trace.maxSize: its oldest part was deleted before trace.retention');
+  });
+
+  it('holds trace.maxSize within a day against a device flooding refused transactions with many recipients', async () => {
+    const provider = await startProvider();
+    provider.refuseConnections = true; // every transaction is refused (451), each one logged
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-trace-flood-'));
+    const relay = await startRelay(provider, { dataDir, users: [{ ...DEVICE, account: 'office', maxRecipients: 400 }], top: { smtp: { host: '127.0.0.1', port: 0, maxRecipients: 400 }, trace: { maxSize: '300KB' } } });
+    const to = Array.from({ length: 400 }, (_, i) => `flood-recipient-number-${i}@a-rather-long-domain-name.example.com`);
+    for (let n = 0; n < 40; n++) expect(await sendRawExpectingError(relay.port, { from: 'mfp@printers.local', to, raw: message(['Subject: flood'], 'x') })).toMatch(/^451 /);
+    const { stdout } = await cli(['trace', '--data-dir', dataDir, '--limit', '1']); // the running relay answers, its log flushed
+    const sizes = async () => Promise.all((await readdir(path.join(dataDir, 'trace'))).map(async (name) => (await stat(path.join(dataDir, 'trace', name))).size));
+    await until(async () => (await sizes()).reduce((sum, size) => sum + size, 0) < 300 * 1024 + 64 * 1024); // the limit and the segment being written
+    expect((await sizes()).length).toBeGreaterThan(1); // cut into segments within the day
+    expect(relay.logs.join('')).toContain('delivery log over trace.maxSize');
+    expect(stdout).toMatch(/and 300 more/); // one transaction lists 100 recipients and counts the rest
   });
 });
 
@@ -184,7 +199,23 @@ describe('a delivery-log search that would not fit in memory', () => {
     const log = new FileTraceLog(dir, { retentionMs: Infinity, maxBytes: Infinity }, createLogger('silent'));
     const cut = await log.events({}, 3);
     expect(cut.truncated).toBe(true);
-    expect(cut.events.map((event) => event.at.slice(0, 10))).toEqual(['2026-11-22', '2026-11-22', '2026-11-21', '2026-11-21']);
+    expect(cut.events.map((event) => event.id)).toEqual(['ID202611221', 'ID202611222', 'ID202611212']); // the newest three
     expect((await log.events({}, 10)).truncated).toBe(false);
   });
+
+  it('answers a search over a day of 80 MB in a 64 MB heap, cut with "narrow it"', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'relay-trace-huge-'));
+    await mkdir(path.join(dataDir, 'trace'));
+    const day = new Date().toISOString().slice(0, 10);
+    const file = await open(path.join(dataDir, 'trace', `${day}.jsonl`), 'w');
+    const to = Array.from({ length: 5 }, (_, i) => `recipient-${i}@example.com`);
+    for (let chunk = 0; chunk < 100; chunk++) {
+      const lines = Array.from({ length: 2500 }, (_, i) => JSON.stringify({ at: `${day}T00:00:00.000Z`, event: 'received', id: `HUGE${chunk}X${i}`, account: 'office', mode: 'queue', user: 'printer-2f', size: 1, sentAs: 'scanner@contoso.test', to, subject: 'a scan of the day' }));
+      await file.write(`${lines.join('\n')}\n`);
+    }
+    await file.close();
+    const result = await execFileAsync(process.execPath, ['--max-old-space-size=64', path.resolve('dist/src/cli/main.js'), 'trace', '--data-dir', dataDir, '--limit', '2'], { maxBuffer: 16 * 1024 * 1024 });
+    expect(result.stdout).toMatch(/size cap[\s\S]*narrow it/);
+    expect(result.stdout).toContain('2 message(s)');
+  }, 120_000);
 });

@@ -24,13 +24,15 @@ export type TraceEvent =
       /** The address it goes out as (MAIL FROM upstream). */
       sentAs: string;
       to: string[];
+      /** Recipients past the first MAX_LISTED, counted but not listed (a refused flood must not fill the log). */
+      toMore?: number;
       subject?: string;
       /** For a delivery report the relay wrote: the message it is about ('notification' for a notify.email message). */
       about?: string;
     })
   /** The device was told no (direct mode, or a local fault before the 250). */
   | (EventBase & { event: 'refused'; reply: string })
-  | (EventBase & { event: 'attempt'; result: AttemptResult; reply: string; recipients: { address: string; reply: string }[]; durationMs: number })
+  | (EventBase & { event: 'attempt'; result: AttemptResult; reply: string; recipients: { address: string; reply: string }[]; recipientsMore?: number; durationMs: number })
   | (EventBase & { event: 'report'; reportId: string; to: string; kind: 'failed' | 'delayed' })
   | (EventBase & { event: 'handed-over'; peer: string })
   | (EventBase & { event: 'adopted' })
@@ -38,6 +40,24 @@ export type TraceEvent =
   | (EventBase & { event: 'final'; status: FinalStatus; relayWrote?: true });
 
 /** Where events go. The embedded default is a file per day (FileTraceLog). */
+/** Recipients an event lists at most; the rest are counted (toMore, recipientsMore). */
+export const MAX_LISTED = 100;
+/** A reply or subject is kept up to this length in the log. */
+const MAX_TEXT = 1000;
+
+/** The event as the log keeps it: lists and texts bounded, whatever a device or provider sent. */
+export function boundedEvent(event: TraceEvent): TraceEvent {
+  const text = (value: string) => (value.length > MAX_TEXT ? `${value.slice(0, MAX_TEXT)}…` : value);
+  if (event.event === 'received' && event.to.length > MAX_LISTED) return { ...event, to: event.to.slice(0, MAX_LISTED), toMore: event.to.length - MAX_LISTED + (event.toMore ?? 0) };
+  if (event.event === 'attempt') {
+    const recipients = event.recipients.slice(0, MAX_LISTED).map((entry) => ({ address: entry.address, reply: text(entry.reply) }));
+    const more = event.recipients.length - recipients.length;
+    return { ...event, reply: text(event.reply), recipients, ...(more > 0 ? { recipientsMore: more } : {}) };
+  }
+  if (event.event === 'refused') return { ...event, reply: text(event.reply) };
+  return event;
+}
+
 export interface TraceSink {
   record(event: TraceEvent): void;
 }

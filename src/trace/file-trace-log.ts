@@ -3,7 +3,7 @@ import { appendFile, mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.js';
-import type { TraceEvent, TraceSink } from './events.js';
+import { boundedEvent, type TraceEvent, type TraceSink } from './events.js';
 import { eventMayMatch, type TraceQuery } from './query.js';
 
 /** Events read back for a search; `truncated` when the cap was reached (the newest days are kept). */
@@ -23,18 +23,40 @@ export interface TraceLog extends TraceSink {
   close(): Promise<void>;
 }
 
-/** A search holds at most about this many events (plus one day's): narrow it with --since or filters. */
+/** A search holds at most this many events, and this much of their text: narrow it with --since or filters. */
 export const MAX_SEARCH_EVENTS = 200_000;
+const MAX_SEARCH_BYTES = 4 * 1024 * 1024;
+/** Message ids a first pass (by user, sender, recipient) collects at most. */
+const MAX_CANDIDATES = 100_000;
 
 const FLUSH_MS = 1000;
 const FLUSH_BYTES = 256 * 1024;
 const PRUNE_MS = 3_600_000;
-const FILE = /^(\d{4}-\d{2}-\d{2})\.jsonl$/;
+/** A day is cut into files of at most this share of trace.maxSize, so the limit holds within a day too. */
+const SEGMENTS_PER_LIMIT = 10;
+const MIN_SEGMENT_BYTES = 64 * 1024;
+/** `2026-12-07.jsonl`, then `2026-12-07.1.jsonl`, `2026-12-07.2.jsonl`, ... */
+const FILE = /^(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl$/;
+
+interface Segment {
+  name: string;
+  day: string;
+  index: number;
+}
+
+function segmentOf(name: string): Segment | undefined {
+  const match = FILE.exec(name);
+  return match ? { name, day: match[1], index: Number(match[2] ?? 0) } : undefined;
+}
+
+const segmentName = (day: string, index: number) => (index ? `${day}.${index}.jsonl` : `${day}.jsonl`);
+const inOrder = (a: Segment, b: Segment) => a.day.localeCompare(b.day) || a.index - b.index;
 
 /**
- * The embedded delivery log: one JSON-lines file per UTC day under dataDir/trace/. Appends are
- * buffered and written at most once a second (never an fsync): the trace is a log, not the queue,
- * and a crash may lose its last second. Days past the retention are deleted.
+ * The embedded delivery log: JSON-lines files per UTC day under dataDir/trace/, a day cut into
+ * segments of a tenth of trace.maxSize. Appends are buffered and written at most once a second
+ * (never an fsync): the trace is a log, not the queue, and a crash may lose its last second. Days
+ * past the retention are deleted, and the oldest segments while the log is over its size.
  */
 export class FileTraceLog implements TraceLog {
   private buffer: string[] = [];
@@ -49,6 +71,8 @@ export class FileTraceLog implements TraceLog {
   /** Bytes appended since the last prune: past a tenth of maxBytes, the size is checked again. */
   private writtenSincePrune = 0;
   private pruning?: Promise<void>;
+  /** The segment appends go to, and its size (found on disk for the first write of a day). */
+  private current?: { day: string; index: number; size: number };
 
   /** @param limits how long days are kept, and how large the log may grow (the oldest days go first). */
   constructor(
@@ -67,7 +91,7 @@ export class FileTraceLog implements TraceLog {
     const day = event.at.slice(0, 10);
     if (day !== this.bufferDay && this.buffer.length) this.flush();
     this.bufferDay = day;
-    const line = `${JSON.stringify(event)}\n`;
+    const line = `${JSON.stringify(boundedEvent(event))}\n`;
     this.buffer.push(line);
     this.bufferedBytes += line.length;
     if (this.bufferedBytes >= FLUSH_BYTES) this.flush();
@@ -80,13 +104,13 @@ export class FileTraceLog implements TraceLog {
     this.timer = undefined;
     if (this.buffer.length === 0) return this.writing;
     const lines = this.buffer;
-    const file = path.join(this.dir, `${this.bufferDay}.jsonl`);
-    this.writtenSincePrune += this.bufferedBytes;
+    const [day, bytes] = [this.bufferDay, this.bufferedBytes];
+    this.writtenSincePrune += bytes;
     this.buffer = [];
     this.bufferedBytes = 0;
-    if (this.writtenSincePrune > this.limits.maxBytes / 10) void this.prune();
-    this.writing = this.writing.then(() =>
-      appendFile(file, lines.join(''), { mode: 0o600 }).then(
+    if (this.writtenSincePrune > this.limits.maxBytes / SEGMENTS_PER_LIMIT) void this.prune();
+    this.writing = this.writing.then(async () =>
+      appendFile(await this.segmentFor(day, bytes), lines.join(''), { mode: 0o600 }).then(
         () => {
           this.warned = false;
         },
@@ -101,54 +125,93 @@ export class FileTraceLog implements TraceLog {
     return this.writing;
   }
 
-  async events(query: TraceQuery, cap = MAX_SEARCH_EVENTS): Promise<FoundEvents> {
-    const days = (await this.days(query)).reverse();
-    const candidates = await this.candidates(days, query);
-    const found: TraceEvent[] = [];
-    // Newest day first, whole days at a time: when the cap is reached, what is kept is the most recent.
-    for (const file of days) {
-      if (found.length >= cap) return { events: found, truncated: true };
-      await this.readDay(file, query, (event) => (!candidates || candidates.has(event.id)) && found.push(event));
+  /** The file the next `bytes` go to: today's newest segment, or a new one once it holds its share of maxSize. */
+  private async segmentFor(day: string, bytes: number): Promise<string> {
+    if (this.current?.day !== day) {
+      const [newest] = (await this.segments(LISTING)).filter((segment) => segment.day === day).reverse();
+      const size = newest ? (await stat(path.join(this.dir, newest.name)).catch(() => ({ size: 0 }))).size : 0;
+      this.current = { day, index: newest?.index ?? 0, size };
     }
-    return { events: found, truncated: false };
+    const segmentBytes = Math.max(MIN_SEGMENT_BYTES, this.limits.maxBytes / SEGMENTS_PER_LIMIT);
+    if (this.current.size > 0 && this.current.size + bytes > segmentBytes) this.current = { day, index: this.current.index + 1, size: 0 };
+    this.current.size += bytes;
+    return path.join(this.dir, segmentName(day, this.current.index));
+  }
+
+  /**
+   * Newest segment first. Memory stays bounded whatever the log holds: past MAX_SEARCH_EVENTS or
+   * MAX_SEARCH_BYTES of events the oldest are let go and the answer says it was cut.
+   */
+  async events(query: TraceQuery, cap = MAX_SEARCH_EVENTS): Promise<FoundEvents> {
+    const segments = (await this.segments(query)).reverse();
+    const { ids: candidates, cut } = await this.candidates(segments, query);
+    const found: TraceEvent[] = [];
+    let bytes = 0;
+    let truncated = cut;
+    for (const segment of segments) {
+      if (found.length >= cap || bytes >= MAX_SEARCH_BYTES) return { events: found, truncated: true };
+      // This segment's matches, oldest first; when they would overflow, only the newest are kept
+      // (a queue: `first` moves on, the array is compacted now and then, never shifted per event).
+      let kept: { event: TraceEvent; size: number }[] = [];
+      let first = 0;
+      let keptBytes = 0;
+      await this.readSegment(segment, query, (event, size) => {
+        if (candidates && !candidates.has(event.id)) return;
+        kept.push({ event, size });
+        keptBytes += size;
+        while (kept.length - first > cap - found.length || keptBytes > MAX_SEARCH_BYTES - bytes) {
+          keptBytes -= kept[first++].size;
+          truncated = true;
+        }
+        if (first > 4096 && first * 2 > kept.length) [kept, first] = [kept.slice(first), 0];
+      });
+      for (let index = first; index < kept.length; index++) found.push(kept[index].event);
+      bytes += keptBytes;
+    }
+    return { events: found, truncated };
   }
 
   /**
    * With a user, sender or recipient to look for, a first pass collects the ids of the messages
    * whose lines mention it (cheap text search), so the cap counts candidates, not the whole log.
    */
-  private async candidates(days: string[], query: TraceQuery): Promise<Set<string> | undefined> {
+  private async candidates(segments: Segment[], query: TraceQuery): Promise<{ ids?: Set<string>; cut: boolean }> {
     const needles = [query.user && `"user":${JSON.stringify(query.user)}`, query.from, query.to].filter((needle): needle is string => !!needle).map((needle) => needle.toLowerCase());
-    if (needles.length === 0) return undefined;
+    if (needles.length === 0) return { cut: false };
     const ids = new Set<string>();
-    for (const file of days) {
-      for await (const line of createInterface({ input: createReadStream(path.join(this.dir, file)), crlfDelay: Infinity })) {
+    for (const segment of segments) {
+      for await (const line of createInterface({ input: createReadStream(path.join(this.dir, segment.name)), crlfDelay: Infinity })) {
         const lower = line.toLowerCase();
-        if (needles.some((needle) => lower.includes(needle))) ids.add(parseEvent(line)?.id ?? '');
+        if (!needles.some((needle) => lower.includes(needle))) continue;
+        if (ids.size >= MAX_CANDIDATES) return { ids, cut: true }; // newest first: the most recent are kept
+        ids.add(parseEvent(line)?.id ?? '');
       }
     }
-    return ids;
+    return { ids, cut: false };
   }
 
   async replay(query: TraceQuery, visit: (event: TraceEvent) => void): Promise<void> {
-    for (const file of await this.days(query)) await this.readDay(file, query, visit);
+    for (const segment of await this.segments(query)) await this.readSegment(segment, query, visit);
   }
 
-  /** The day files a query reaches, oldest first (everything written so far is in them). */
-  private async days(query: TraceQuery): Promise<string[]> {
-    await this.flush();
+  /** The files a query reaches, oldest first (everything written so far is in them; writes are flushed first unless only listing). */
+  private async segments(query: TraceQuery): Promise<Segment[]> {
+    if (query !== LISTING) await this.flush();
     const firstDay = query.since === undefined ? '' : new Date(query.since).toISOString().slice(0, 10);
-    return (await readdir(this.dir).catch(() => [] as string[])).filter((name) => FILE.test(name) && name.slice(0, 10) >= firstDay).sort();
+    return (await readdir(this.dir).catch(() => [] as string[]))
+      .map(segmentOf)
+      .filter((segment): segment is Segment => segment !== undefined && segment.day >= firstDay)
+      .sort(inOrder);
   }
 
-  private async readDay(name: string, query: TraceQuery, visit: (event: TraceEvent) => void): Promise<void> {
+  private async readSegment(segment: Segment, query: TraceQuery, visit: (event: TraceEvent, size: number) => void): Promise<void> {
     // A search by id knows the text its lines contain: the rest are skipped unparsed.
     const needle = query.id === undefined ? undefined : `"id":${JSON.stringify(query.id)}`;
-    const lines = createInterface({ input: createReadStream(path.join(this.dir, name)), crlfDelay: Infinity });
+    const lines = createInterface({ input: createReadStream(path.join(this.dir, segment.name)), crlfDelay: Infinity });
     for await (const line of lines) {
       if (needle && !line.includes(needle)) continue;
       const event = parseEvent(line);
-      if (event && eventMayMatch(event, query)) visit(event);
+      if (event && eventMayMatch(event, query)) visit(event, line.length);
     }
   }
 
@@ -175,23 +238,26 @@ export class FileTraceLog implements TraceLog {
   private async pruneNow(): Promise<void> {
     this.writtenSincePrune = 0;
     const oldestKept = new Date(Date.now() - this.limits.retentionMs).toISOString().slice(0, 10);
-    const days = (await readdir(this.dir).catch(() => [] as string[])).filter((name) => FILE.test(name)).sort();
-    const kept: { name: string; size: number }[] = [];
-    for (const name of days) {
-      if (name.slice(0, 10) < oldestKept) await unlink(path.join(this.dir, name)).catch(() => undefined);
-      else kept.push({ name, size: (await stat(path.join(this.dir, name)).catch(() => ({ size: 0 }))).size });
+    const kept: (Segment & { size: number })[] = [];
+    for (const segment of await this.segments(LISTING)) {
+      if (segment.day < oldestKept) await unlink(path.join(this.dir, segment.name)).catch(() => undefined);
+      else kept.push({ ...segment, size: (await stat(path.join(this.dir, segment.name)).catch(() => ({ size: 0 }))).size });
     }
-    let total = kept.reduce((sum, day) => sum + day.size, 0);
+    let total = kept.reduce((sum, segment) => sum + segment.size, 0);
     const dropped: string[] = [];
+    // The newest segment (being written) stays: each is a tenth of maxSize, so the log stays near it.
     while (total > this.limits.maxBytes && kept.length > 1) {
       const oldest = kept.shift()!;
       await unlink(path.join(this.dir, oldest.name)).catch(() => undefined);
       total -= oldest.size;
-      dropped.push(oldest.name.slice(0, 10));
+      dropped.push(oldest.name);
     }
-    if (dropped.length) this.logger.warn({ days: dropped, maxBytes: this.limits.maxBytes }, 'delivery log over trace.maxSize: its oldest days were deleted before trace.retention');
+    if (dropped.length) this.logger.warn({ files: dropped.slice(0, 10), count: dropped.length, maxBytes: this.limits.maxBytes }, 'delivery log over trace.maxSize: its oldest part was deleted before trace.retention');
   }
 }
+
+/** A listing of the files for pruning: no flush (a flush may be what started the pruning). */
+const LISTING: TraceQuery = {};
 
 /** A line a crash cut short, or one edited by hand, is skipped. */
 function parseEvent(line: string): TraceEvent | undefined {

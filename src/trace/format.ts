@@ -10,7 +10,8 @@ export function describeEvent(event: TraceEvent): string {
       const who = event.about === 'notification' ? 'notification e-mail (notify.email)' : event.about ? `delivery report about ${event.about}` : `from device ${event.user ?? '?'} (${event.clientIp ?? '?'})`;
       const rewritten = event.from && event.from.toLowerCase() !== event.sentAs.toLowerCase() ? `${event.from} → sent as ${event.sentAs}` : `sent as ${event.sentAs || '<>'}`;
       const subject = event.subject !== undefined ? `, subject "${event.subject}"` : '';
-      return `received ${who}, ${event.size} bytes, ${rewritten}, to ${event.to.join(', ')}${subject} (${event.mode} mode)`;
+      const more = event.toMore ? ` and ${event.toMore} more` : '';
+      return `received ${who}, ${event.size} bytes, ${rewritten}, to ${event.to.join(', ')}${more}${subject} (${event.mode} mode)`;
     }
     case 'refused':
       return `refused, the device was told: ${event.reply}`;
@@ -18,7 +19,8 @@ export function describeEvent(event: TraceEvent): string {
       const others = event.recipients.filter((entry) => entry.reply !== event.reply);
       const same = event.recipients.filter((entry) => entry.reply === event.reply).map((entry) => entry.address);
       const detail = others.map((entry) => `\n      ${entry.address}: ${entry.reply}`).join('');
-      return `attempt${same.length ? ` to ${same.join(', ')}` : ''}: ${event.result} in ${event.durationMs} ms — ${event.reply}${detail}`;
+      const more = event.recipientsMore ? `\n      and ${event.recipientsMore} more recipient(s)` : '';
+      return `attempt${same.length ? ` to ${same.join(', ')}` : ''}: ${event.result} in ${event.durationMs} ms — ${event.reply}${detail}${more}`;
     }
     case 'report':
       return `${event.kind === 'failed' ? 'failure' : 'delay'} report ${event.reportId} queued to ${event.to}`;

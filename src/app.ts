@@ -2,7 +2,7 @@ import os from 'node:os';
 import { watch, type FSWatcher } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { changedKeys, type LoadedConfig } from './config/index.js';
+import { NetworkList, changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
@@ -337,7 +337,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     store,
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,
-    trustProxy: config.http.trustProxy,
+    trustProxy: new NetworkList(config.http.trustProxy),
     authFailures: authGuardLimits(config.smtp.authFailures),
     logger,
   });

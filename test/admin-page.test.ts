@@ -5,6 +5,8 @@ import type { Browser } from 'playwright-core';
 import { ARTIFACTS, launchChromium } from './browser.js';
 import { ADMIN, ADMIN_AUTHORIZATION, MAILBOX, accountFor, adminHttp, readyz, startProvider, startRelay, stopStarted, until, type TestRelay } from './helpers.js';
 import { hashPassword } from '../src/listener/index.js';
+import { parseConfig } from '../src/config/index.js';
+import { stringify } from 'yaml';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
 
@@ -116,9 +118,16 @@ describe('the admin page trusts only the right host, client and session', () => 
     expect(forwarded.status).toBe(403);
   });
 
+  it('believes X-Forwarded-For only from a proxy http.trustProxy lists', async () => {
+    const provider = await startProvider();
+    const elsewhere = await startRelay(provider, { top: { http: { host: '127.0.0.1', port: 0, trustProxy: ['10.9.9.9'] } } });
+    expect((await rawRequest(elsewhere.httpPort, { headers: { host: 'localhost', 'x-forwarded-for': '127.0.0.1' } })).status).toBe(403); // not from the listed proxy
+    expect(() => parseConfig(stringify({ http: { trustProxy: true }, accounts: { office: accountFor(provider) }, users: [{ username: 'u', password: 'p', account: 'office' }] }), 'config.yaml', {})).toThrow(/http\.trustProxy: true would believe X-Forwarded-For from anyone: list the proxy addresses/);
+  });
+
   it('with http.trustProxy, believes the proxy about the client, and only then', async () => {
     const provider = await startProvider();
-    const proxied = await startRelay(provider, { top: { http: { host: '127.0.0.1', port: 0, trustProxy: true } } });
+    const proxied = await startRelay(provider, { top: { http: { host: '127.0.0.1', port: 0, trustProxy: ['127.0.0.1'] } } });
     const status = async (headers: Record<string, string>) => (await rawRequest(proxied.httpPort, { headers: { host: 'localhost', ...headers } })).status;
     expect(await status({ 'x-forwarded-for': '203.0.113.7, 127.0.0.1' })).toBe(200); // the proxy's last hop: this machine
     expect(await status({ 'x-forwarded-for': '127.0.0.1, 203.0.113.7' })).toBe(403); // a client cannot claim it

@@ -105,8 +105,18 @@ const httpSchema = z
     publicUrl: z.string().url().optional(),
     /** Protects the admin page; without it the page answers only clients on this machine. */
     adminPasswordHash: z.string().regex(/^scrypt\$/, 'must be the output of `smtp-oauth-relay hash-password`').optional(),
-    /** The admin page sits behind a reverse proxy whose X-Forwarded-For / Forwarded name the real client. */
-    trustProxy: z.boolean().default(false),
+    /**
+     * The reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For / Forwarded name the
+     * real client of the console; from anyone else those headers make a request nobody's.
+     */
+    trustProxy: z
+      .union([z.boolean(), z.array(network)])
+      .default(false)
+      .transform((value, ctx) => {
+        if (value !== true) return value === false ? [] : value;
+        ctx.addIssue({ code: 'custom', message: 'true would believe X-Forwarded-For from anyone: list the proxy addresses instead, e.g. trustProxy: [127.0.0.1, 10.0.0.5/32]' });
+        return z.NEVER;
+      }),
     /**
      * Host names, besides addresses, one-label and private names (*.svc, *.local, ...) and
      * publicUrl's, under which /metrics and /readyz answer (a foreign name is a DNS-rebinding page).

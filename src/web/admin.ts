@@ -24,7 +24,8 @@ export interface AdminOptions {
   adminPasswordHash?: string;
   publicUrl?: string;
   /** Whether X-Forwarded-For / Forwarded from the connecting proxy name the real client. */
-  trustProxy: boolean;
+  /** The proxies believed about the client (X-Forwarded-For, Forwarded); none when empty. */
+  trustProxy: NetworkList;
   /** Wrong admin passwords are locked out like wrong device passwords. */
   authFailures: AuthGuardLimits;
   logger: Logger;
@@ -171,13 +172,13 @@ export class AdminPage {
 
   /**
    * The client's address. A request that came through a proxy (X-Forwarded-For, Forwarded) is the
-   * proxy's client, known only when http.trustProxy says the proxy tells the truth; otherwise it
+   * proxy's client, known only when the proxy is one http.trustProxy lists; otherwise it
    * is nobody in particular, and never "this machine".
    */
   private client(request: IncomingMessage): string | undefined {
     const forwarded = request.headers['x-forwarded-for'] ?? request.headers.forwarded;
     if (forwarded === undefined) return request.socket.remoteAddress;
-    if (!this.options.trustProxy) return undefined;
+    if (!this.options.trustProxy.has(request.socket.remoteAddress ?? '')) return undefined;
     const xff = request.headers['x-forwarded-for'];
     const last = xff ? String(xff).split(',').at(-1) : /for="?\[?([^\]",;]+)/i.exec(String(request.headers.forwarded).split(',').at(-1) ?? '')?.[1];
     return last?.trim();
@@ -193,8 +194,10 @@ export class AdminPage {
     const header = request.headers.authorization ?? '';
     if (header.startsWith('Basic ')) {
       const password = Buffer.from(header.slice(6), 'base64').toString('utf8').split(':').slice(1).join(':');
-      const lockout = this.guard.lockout(client ?? 'unknown', 'admin');
-      const attempt = lockout ?? (this.admin.costsNothing('admin', password) ? undefined : this.guard.begin(client ?? 'unknown', 'admin'));
+      // Counted against the proxy-named client when the proxy is trusted, else against the connection's own address.
+      const counted = client ?? request.socket.remoteAddress ?? 'unknown';
+      const lockout = this.guard.lockout(counted, 'admin');
+      const attempt = lockout ?? (this.admin.costsNothing('admin', password) ? undefined : this.guard.begin(counted, 'admin'));
       if (attempt && !('succeeded' in attempt)) {
         this.options.logger.warn({ clientIp: client }, 'admin login refused: locked out after failed attempts');
         response.writeHead(429, { 'retry-after': String(Math.ceil((attempt.until - Date.now()) / 1000)), 'content-type': 'text/plain' }).end('Too many wrong admin passwords; try again later.\n');

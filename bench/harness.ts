@@ -44,7 +44,8 @@ export async function writeRelayConfig(provider: FakeProvider, extra: Record<str
   const { smtp, ...rest } = extra as { smtp?: Record<string, unknown> };
   const config = {
     delivery: 'queue',
-    smtp: { host: '127.0.0.1', port: 0, maxClients: 200, ...smtp },
+    // Every client here comes from 127.0.0.1, as a whole office behind one NAT would.
+    smtp: { host: '127.0.0.1', port: 0, maxClients: 200, maxUnauthenticatedPerIp: 1000, ...smtp },
     http: { host: '127.0.0.1', port: 0 },
     dataDir,
     log: { level: 'info' },

@@ -83,16 +83,18 @@ export interface RelayOptions {
 
 export async function startRelay(provider: FakeProvider, options: RelayOptions = {}): Promise<TestRelay> {
   const dataDir = options.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'relay-test-')));
+  // Every test client comes from 127.0.0.1, as a whole office would from behind one NAT: under
+  // whatever smtp a test gives, the front door's per-address limits are the test's to set.
+  const { smtp = { host: '127.0.0.1', port: 0, hostname: 'relay.test', maxConnectionsPerIp: 500 }, ...top } = (options.top ?? {}) as { smtp?: Record<string, unknown> };
   const yaml = stringify({
     delivery: 'direct', // the pass-through contract; queue tests ask for queue
-    // Every test client comes from 127.0.0.1, as a whole office would from behind one NAT.
-    smtp: { host: '127.0.0.1', port: 0, hostname: 'relay.test', maxConnectionsPerIp: 500 },
     http: { host: '127.0.0.1', port: 0 },
     dataDir,
     oauth: { retries: 1, retryDelay: 0.05 },
     accounts: { office: options.account ?? accountFor(provider) },
     users: options.users ?? [{ ...DEVICE, account: 'office' }],
-    ...options.top,
+    ...top,
+    smtp: { maxUnauthenticatedPerIp: 500, maxClients: 500, ...smtp },
   });
   const loaded = parseConfig(yaml, path.join(dataDir, 'config.yaml'), options.env ?? {});
   const logs: string[] = [];

@@ -29,7 +29,7 @@ describe('reloading the config (SIGHUP)', () => {
     const next = parseConfig(
       stringify({
         delivery: 'direct',
-        smtp: { host: '127.0.0.1', port: 2525 },
+        smtp: { host: '127.0.0.1', port: 2525, maxUnauthenticatedPerIp: 500, maxClients: 500 },
         http: { host: '127.0.0.1', port: 0 },
         dataDir: relay.dataDir,
         oauth: { retries: 1, retryDelay: 0.05 },

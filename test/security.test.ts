@@ -29,6 +29,32 @@ describe('the front door', () => {
     return relay;
   }
 
+  it('limits sessions waiting to log in per address, and ends one that does not log in within smtp.authTimeout', async () => {
+    const { port } = await setUp({}, { maxUnauthenticatedPerIp: 3, authTimeout: 1 });
+    const idle = [];
+    for (let n = 0; n < 3; n++) idle.push((await RawSmtp.connect(port, { localAddress: '127.0.0.2' })).greeting);
+    expect(idle.every((greeting) => greeting.startsWith('220 '))).toBe(true);
+    expect((await RawSmtp.connect(port, { localAddress: '127.0.0.2' })).greeting).toMatch(/^421 4\.7\.0 Too many sessions waiting to log in/);
+    // Another address is not held up by them, and a device that logs in is not limited by it.
+    expect(await sendRaw(port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['Subject: x'], 'x') })).toBeTruthy();
+    const { client, greeting } = await RawSmtp.connect(port, { localAddress: '127.0.0.3' });
+    expect(greeting).toMatch(/^220 /);
+    expect(await client.read()).toMatch(/^421 4\.7\.0 No login in time/); // after smtp.authTimeout, with no command from it
+    // Their time is up too: the address may connect again.
+    expect((await RawSmtp.connect(port, { localAddress: '127.0.0.2' })).greeting).toMatch(/^220 /);
+  });
+
+  it('keeps a fifth of smtp.maxClients for devices that logged in lately while strangers hold the rest', async () => {
+    const { port } = await setUp({}, { maxClients: 20, maxUnauthenticatedPerIp: 2, authTimeout: 60 });
+    await sendRaw(port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['Subject: first'], 'x') }); // 127.0.0.1 is a known device now
+    for (let host = 10; host < 18; host++) {
+      for (let n = 0; n < 2; n++) expect((await RawSmtp.connect(port, { localAddress: `127.0.0.${host}` })).greeting).toMatch(/^220 /);
+    }
+    expect((await RawSmtp.connect(port, { localAddress: '127.0.0.30' })).greeting).toMatch(/^421 4\.7\.0 The relay is busy/);
+    await sendRaw(port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['Subject: still'], 'x') });
+    expect(provider.received.map((received) => /Subject: (\w+)/.exec(received.raw.toString())![1])).toEqual(['first', 'still']);
+  });
+
   it('never lets a smuggled second message reach the upstream', async () => {
     const { port } = await setUp();
     for (const [index, terminator] of FAKE_TERMINATORS.entries()) {

@@ -73,6 +73,10 @@ const smtpSchema = z
     /** Recipients per message (a user may set its own). */
     maxRecipients: z.number().int().positive().default(100),
     maxConnectionsPerIp: z.number().int().positive().default(50),
+    /** Sessions not logged in yet per client address; past it, 421 (idle strangers cannot fill maxClients). */
+    maxUnauthenticatedPerIp: z.number().int().positive().default(10),
+    /** Seconds a session has to log in (or, from an unauthenticated network, to start a transaction) before 421. */
+    authTimeout: durationSeconds.default(30),
     /** Cap on a message's header block and on its number of header lines. */
     maxHeaderSize: byteSize.default(256 * 1024),
     maxHeaderLines: z.number().int().positive().default(1000),

@@ -19,6 +19,7 @@ import type { DsnRequest } from '../envelope.js';
 import { DeviceAuthenticator } from './passwords.js';
 import { AuthGuard, type ActiveLockout, type AuthGuardLimits, type Lockout } from './auth-guard.js';
 import { RecipientPolicy } from './recipient-policy.js';
+import { FrontDoor } from './front-door.js';
 
 /** What the listener knows about a message when its DATA starts. */
 export interface Transaction {
@@ -179,6 +180,9 @@ export class Listener {
   private readonly reportedTlsErrors = new WeakSet<Error>();
   /** Sessions sending without AUTH because their network is listed in `unauthenticated`. */
   private readonly letInByNetwork = new WeakSet<SMTPServerSession>();
+  private readonly frontDoor: FrontDoor;
+  /** Admitted sessions not logged in yet, with the timer that ends them at smtp.authTimeout. */
+  private readonly awaitingLogin = new Map<SMTPServerSession, NodeJS.Timeout>();
 
   constructor(private readonly options: ListenerOptions) {
     const { config } = options;
@@ -186,6 +190,7 @@ export class Listener {
     this.policy = buildPolicy(config);
     this.warnUnauthenticated(config);
     this.guard = new AuthGuard(authGuardLimits(smtp.authFailures), (username) => this.policy.authenticator.has(username));
+    this.frontDoor = new FrontDoor({ maxClients: smtp.maxClients, maxUnauthenticatedPerIp: smtp.maxUnauthenticatedPerIp });
     if (smtp.tls && smtp.tls.minVersion !== 'TLSv1.2' && smtp.tls.minVersion !== 'TLSv1.3') {
       options.logger.warn({ minVersion: smtp.tls.minVersion }, 'smtp.tls.minVersion allows outdated TLS for old devices; raise it once they are replaced');
     }
@@ -341,8 +346,14 @@ export class Listener {
     if (this.guard.lockout(ip)) return callback(smtpError(421, '4.7.0', 'Too many failed logins from your address; try again later'));
     const open = this.connectionsPerIp.get(ip) ?? 0;
     if (open >= policy.maxConnectionsPerIp) return callback(smtpError(421, '4.7.0', 'Too many connections from your address; try again later'));
+    const admission = this.frontDoor.admit(ip);
+    if (!admission.admitted) {
+      logger.info({ clientIp: ip, reason: admission.reason }, 'connection refused at the front door');
+      return callback(smtpError(421, '4.7.0', admission.reason));
+    }
     this.connectionsPerIp.set(ip, open + 1);
     (session as SMTPServerSession & { counted?: true }).counted = true;
+    this.awaitingLogin.set(session, setTimeout(() => this.loginTimedOut(session), this.options.config.smtp.authTimeout * 1000).unref());
     metrics.connections.inc();
     metrics.activeConnections.inc();
     logger.debug({ session: session.id, clientIp: ip }, 'device connected');
@@ -352,6 +363,10 @@ export class Listener {
   private onClose(session: SMTPServerSession): void {
     if (!(session as SMTPServerSession & { counted?: true }).counted) return;
     const ip = session.remoteAddress;
+    const timer = this.awaitingLogin.get(session);
+    clearTimeout(timer);
+    this.awaitingLogin.delete(session);
+    this.frontDoor.closed(ip, timer !== undefined);
     const open = (this.connectionsPerIp.get(ip) ?? 1) - 1;
     if (open > 0) this.connectionsPerIp.set(ip, open);
     else this.connectionsPerIp.delete(ip);
@@ -397,9 +412,33 @@ export class Listener {
       return callback(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
     }
     attempt?.succeeded();
+    this.admitted(session);
     if (!session.secure) this.warnClearText(ip, log.child({ user: user.username }));
     this.options.onLogin?.(user.username, ip);
     callback(null, { user });
+  }
+
+  /** A session logged in (or was let in by its network): no deadline, and its address is a known device. */
+  private admitted(session: SMTPServerSession): void {
+    const timer = this.awaitingLogin.get(session);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.awaitingLogin.delete(session);
+    this.frontDoor.loggedIn(session.remoteAddress);
+  }
+
+  /** smtp.authTimeout passed without a login: the session goes, so idle strangers cannot hold the listener. */
+  private loginTimedOut(session: SMTPServerSession): void {
+    if (!this.awaitingLogin.has(session)) return;
+    for (const { server } of this.servers) {
+      for (const connection of server.connections as Set<{ session: SMTPServerSession; send(code: number, text: string): void; close(): void }>) {
+        if (connection.session !== session) continue;
+        this.options.logger.info({ session: session.id, clientIp: session.remoteAddress }, 'session closed: no login within smtp.authTimeout');
+        connection.send(421, '4.7.0 No login in time; closing connection');
+        connection.close();
+        return;
+      }
+    }
   }
 
   /** Client addresses and user names locked out now (the console's Devices page). */
@@ -445,6 +484,7 @@ export class Listener {
       // The device is let in by its address: it sends as the configured account.
       session.user = unauthenticated.user as unknown as string;
       this.letInByNetwork.add(session);
+      this.admitted(session);
     }
     const declared = Number(address.args ? (address.args as Record<string, string>).SIZE : undefined) || undefined;
     this.options.admit(declared).then(

@@ -107,6 +107,17 @@ describe('the failure counters', () => {
     expect(guard.lockout('192.0.2.200', 'printer')).toBeUndefined();
   });
 
+  it('costs an invented user name what it costs a real one: the same slow-down, the same refusal (no name is revealed)', () => {
+    const guard = new AuthGuard({ ...limits, maxPerIp: 100, maxPerUser: 6 }, (username) => username === 'printer');
+    const replies = (username: string) =>
+      Array.from({ length: 8 }, (_, i) => {
+        const ip = `198.51.100.${i}`;
+        const attempt = guard.begin(ip, username);
+        return 'failed' in attempt ? `delay ${attempt.failed().delayMs}` : `refused ${attempt.scope}`;
+      }).concat(guard.lockout('198.51.100.1', username)?.scope ?? 'open');
+    expect(replies('nobody-here')).toEqual(replies('printer'));
+  });
+
   it('counts IPv6 clients per address (a /64 is a whole LAN), the /64 only at 20 times the limit', () => {
     expect(clientKey('2001:db8:1:2::1')).toBe(clientKey('2001:0db8:1:2:0::1'));
     expect(clientKey('2001:db8:1:2::1')).not.toBe(clientKey('2001:db8:1:2:ffff::9'));

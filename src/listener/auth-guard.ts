@@ -24,6 +24,12 @@ interface Failures {
 }
 
 export type Lockout = { scope: 'ip' | 'user'; until: number };
+
+/** Failures per user name, and the last failure of each name from each client (user\0client). */
+interface NameTable {
+  byUser: Map<string, Failures>;
+  failedPairs: Map<string, number>;
+}
 /** A lockout in force: a client (an address, or an IPv6 /64 far past the limit) or a user name under attack. */
 export type ActiveLockout = Lockout & { key: string };
 
@@ -42,13 +48,14 @@ export interface Attempt {
  *    failed with that name is refused for it; a client that did not fail is never refused, so no one
  *    can lock a printer out by guessing its name, from anywhere, for any length of time.
  * Attempts count before the (slow) password check, so parallel AUTHs cannot outrun the limit.
- * Only configured user names are tracked: inventing names cannot flush a real user's counters.
+ * A name nobody configured is counted the same way, apart (a bounded table of its own): the
+ * slow-down and the refusals look the same whether a name exists or not, so they do not reveal
+ * real names, and inventing names cannot flush a real user's counters.
  */
 export class AuthGuard {
   private readonly byClient = new Map<string, Failures>();
-  private readonly byUser = new Map<string, Failures>();
-  /** user\0client → last failure time. */
-  private readonly failedPairs = new Map<string, number>();
+  private readonly configured: NameTable = { byUser: new Map(), failedPairs: new Map() };
+  private readonly invented: NameTable = { byUser: new Map(), failedPairs: new Map() };
 
   constructor(
     private readonly limits: AuthGuardLimits,
@@ -63,7 +70,7 @@ export class AuthGuard {
       if (entry && this.recent(entry.times, now).length >= limit) return { scope: 'ip', until: now + this.limits.windowMs };
     }
     if (username === undefined || !this.userUnderAttack(username, now)) return undefined;
-    const until = (this.failedPairs.get(pairKey(username, clientKey(ip))) ?? 0) + this.limits.lockoutMs;
+    const until = (this.names(username).failedPairs.get(pairKey(username, clientKey(ip))) ?? 0) + this.limits.lockoutMs;
     return until > now ? { scope: 'user', until } : undefined;
   }
 
@@ -74,19 +81,17 @@ export class AuthGuard {
     const client = clientKey(ip);
     const counted = this.countClient(ip, now);
     const known = this.isKnownUser(username);
+    const { byUser, failedPairs } = this.names(username);
     const pair = pairKey(username, client);
-    const previousPairFailure = this.failedPairs.get(pair);
-    if (known) {
-      this.userEntry(username, now).times.push(now);
-      boundedSet(this.failedPairs, pair, now);
-    }
+    const previousPairFailure = failedPairs.get(pair);
+    this.userEntry(username, now).times.push(now);
+    boundedSet(failedPairs, pair, now);
     return {
       succeeded: () => {
         for (const { entry } of counted) removeOne(entry.times, now);
-        if (!known) return;
-        removeOne(this.byUser.get(username)?.times ?? [], now);
-        if (previousPairFailure === undefined) this.failedPairs.delete(pair);
-        else this.failedPairs.set(pair, previousPairFailure);
+        removeOne(byUser.get(username)?.times ?? [], now);
+        if (previousPairFailure === undefined) failedPairs.delete(pair);
+        else failedPairs.set(pair, previousPairFailure);
       },
       failed: () => this.failed(counted, username, known, Date.now()),
     };
@@ -94,17 +99,17 @@ export class AuthGuard {
 
   active(now = Date.now()): ActiveLockout[] {
     const clients = [...this.byClient].filter(([, entry]) => entry.bannedUntil > now).map(([key, entry]) => ({ scope: 'ip' as const, key, until: entry.bannedUntil }));
-    const users = [...this.byUser].filter(([, entry]) => entry.bannedUntil > now).map(([key, entry]) => ({ scope: 'user' as const, key, until: entry.bannedUntil }));
+    const users = [...this.configured.byUser].filter(([, entry]) => entry.bannedUntil > now).map(([key, entry]) => ({ scope: 'user' as const, key, until: entry.bannedUntil }));
     return [...clients, ...users];
   }
 
   /** Forgets a client's or a user name's failures; false when it was not locked out. */
   lift(scope: Lockout['scope'], key: string, now = Date.now()): boolean {
-    const map = scope === 'ip' ? this.byClient : this.byUser;
+    const map = scope === 'ip' ? this.byClient : this.configured.byUser;
     const entry = map.get(key);
     if (!entry || entry.bannedUntil <= now) return false;
     map.delete(key);
-    if (scope === 'user') for (const pair of this.failedPairs.keys()) if (pair.startsWith(`${key}\0`)) this.failedPairs.delete(pair);
+    if (scope === 'user') for (const pair of this.configured.failedPairs.keys()) if (pair.startsWith(`${key}\0`)) this.configured.failedPairs.delete(pair);
     return true;
   }
 
@@ -114,12 +119,9 @@ export class AuthGuard {
    */
   noteFailureElsewhere(ip: string, username: string, now = Date.now()): Lockout['scope'][] {
     const counted = this.countClient(ip, now);
-    const known = this.isKnownUser(username);
-    if (known) {
-      this.userEntry(username, now).times.push(now);
-      boundedSet(this.failedPairs, pairKey(username, clientKey(ip)), now);
-    }
-    return this.failed(counted, username, known, now).lockouts;
+    this.userEntry(username, now).times.push(now);
+    boundedSet(this.names(username).failedPairs, pairKey(username, clientKey(ip)), now);
+    return this.failed(counted, username, this.isKnownUser(username), now).lockouts;
   }
 
   /** The client's address, and for IPv6 its /64, each with its limit. */
@@ -148,10 +150,11 @@ export class AuthGuard {
       }
     }
     const clientCount = counted[0].entry.times.length;
-    const user = known ? this.userEntry(username, now) : undefined;
-    const userCount = user?.times.length ?? 0;
-    if (user && userCount >= this.limits.maxPerUser) {
-      if (user.bannedUntil <= now) lockouts.push('user');
+    const user = this.userEntry(username, now);
+    const userCount = user.times.length;
+    if (userCount >= this.limits.maxPerUser) {
+      // An invented name is refused the same way; only a real one is a lockout to report.
+      if (user.bannedUntil <= now && known) lockouts.push('user');
       user.bannedUntil = now + this.limits.lockoutMs;
     }
     const worst = Math.max(clientCount / this.limits.maxPerIp, userCount / this.limits.maxPerUser);
@@ -160,7 +163,7 @@ export class AuthGuard {
   }
 
   private userUnderAttack(username: string, now: number): boolean {
-    const entry = this.byUser.get(username);
+    const entry = this.names(username).byUser.get(username);
     return entry !== undefined && (entry.bannedUntil > now || this.recent(entry.times, now).length >= this.limits.maxPerUser);
   }
 
@@ -192,10 +195,21 @@ export class AuthGuard {
     this.byClient.delete(this.byClient.keys().next().value!);
   }
 
+  /** The table a name's failures go to: the configured names', or the invented ones'. */
+  private names(username: string): NameTable {
+    return this.isKnownUser(username) ? this.configured : this.invented;
+  }
+
   private userEntry(username: string, now: number): Failures {
-    const entry = this.byUser.get(username) ?? { times: [], bannedUntil: 0 };
+    const { byUser } = this.names(username);
+    let entry = byUser.get(username);
+    if (!entry) {
+      // Only the invented names can be many: the oldest is forgotten first.
+      if (byUser.size >= MAX_ENTRIES) byUser.delete(byUser.keys().next().value!);
+      entry = { times: [], bannedUntil: 0 };
+      byUser.set(username, entry);
+    }
     this.recent(entry.times, now);
-    this.byUser.set(username, entry);
     return entry;
   }
 }

@@ -374,8 +374,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     if (!manager) return;
     manager.takeSignIn(local).then(
       (taken) => {
+        if (local && !taken) return; // this replica's own rotated token written to its store: nothing new
         agent.recheckHeld(name);
-        if (local && taken) void cluster.announceSignIn(name);
+        if (local) void cluster.announceSignIn(name);
       },
       () => undefined,
     );

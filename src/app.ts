@@ -47,6 +47,9 @@ async function watchTokenStore(dir: string, changed: (account: string) => void):
   });
 }
 
+/** Failed messages a console view lists (newest first); `queue failed` lists them all. */
+const FAILED_SHOWN = 200;
+
 /** Queue ids (and report ids): what an action from a console may name. */
 const SAFE_ID = /^[0-9A-Za-z]{8,64}$/;
 
@@ -156,7 +159,8 @@ function localQueue(agent: DeliveryAgent, spool: Spool): LocalQueue {
   return {
     list: async () => [
       ...agent.pending().map(({ record, inFlight, held }) => ({ record, inFlight, held, area: 'queue' as const })),
-      ...(await spool.list('failed')).map((record) => ({ record, inFlight: false, held: false, area: 'failed' as const })),
+      // Only the newest failed records are read for a view: a pile of them must not make each view read them all.
+      ...(await spool.newestFailed(FAILED_SHOWN)).map((record) => ({ record, inFlight: false, held: false, area: 'failed' as const })),
     ],
     async act(action) {
       if (action.action === 'retry-all') return { count: agent.retryAccount(action.account) };
@@ -164,6 +168,12 @@ function localQueue(agent: DeliveryAgent, spool: Spool): LocalQueue {
       return action.action === 'retry' ? { count: agent.retryNow(action.id) } : { outcome: await agent.delete(action.id) };
     },
   };
+}
+
+/** A failed message by id, also one older than the newest FAILED_SHOWN. */
+async function failedMessage(spool: Spool, id: string): Promise<{ record: QueueRecord; inFlight: false; held: false; area: 'failed' } | undefined> {
+  const record = SAFE_ID.test(id) ? await spool.read(id, 'failed') : undefined;
+  return record && { record, inFlight: false, held: false, area: 'failed' };
 }
 
 /** What the console reads and does, each through the part of the daemon that owns it. */
@@ -175,7 +185,7 @@ function consoleSources({ cluster, routes, agent, spool, health, listener, clust
     activity: () => clusterLog.activity([...routes.keys()], users().map((user) => user.username)),
     queue: () => clusterQueue.list(),
     async openSpooled(id) {
-      const message = (await local.list()).find((candidate) => candidate.record.id === id);
+      const message = (await local.list()).find((candidate) => candidate.record.id === id) ?? (await failedMessage(spool, id));
       return message && { message, open: () => spool.openMessage(message.record, message.area) };
     },
     queueAction: (replica, action) => clusterQueue.act(replica, action),

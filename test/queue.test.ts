@@ -144,6 +144,22 @@ describe('queue mode (store and forward)', () => {
     await until(() => provider.received.length === 3);
   });
 
+  it('keeps failed messages within queue.maxSize: the oldest make room, and the relay keeps taking mail', async () => {
+    provider = await startProvider();
+    provider.unknownRecipients.add('nobody@example.com'); // every message fails for good
+    const { port, dataDir, logs } = await setUp({ top: { ...QUEUE, queue: { ...QUEUE.queue, maxSize: '20KB' }, bounces: { notifySender: false } } });
+    const failedMessages = async () => (await readdir(path.join(dataDir, 'spool', 'failed'))).filter((name) => name.endsWith('.msg'));
+    for (let n = 0; n < 20; n++) {
+      await sendRaw(port, { ...scan(n, ['nobody@example.com']), raw: message(['From: mfp@printers.local', `Subject: doomed ${n}`], 'z'.repeat(2000)) });
+      await until(async () => (await readdir(path.join(dataDir, 'spool', 'queue'))).length === 0); // failed before the next one
+    }
+    await until(async () => (await readdir(path.join(dataDir, 'spool', 'queue'))).length === 0);
+    // Every one got 250; of ~2.1 KB messages, at most 9 fit in 20 KB beside the queue.
+    expect((await failedMessages()).length).toBeGreaterThan(0);
+    expect((await failedMessages()).length).toBeLessThanOrEqual(9);
+    expect(logs.join('')).toContain('failed messages deleted before queue.failedRetention to keep the spool within queue.maxSize');
+  });
+
   it('recovers the spool at start: complete messages are delivered, partial files removed', async () => {
     provider = await startProvider();
     provider.refuseConnections = true;

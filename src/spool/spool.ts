@@ -63,8 +63,9 @@ export class Spool {
   readonly failedDir: string;
   readonly corruptDir: string;
   private queuedBytesValue = 0;
-  /** The failed area in memory (id → account, failedAt), so /metrics never reads the folder. */
-  private readonly failedIndex = new Map<string, { account: string; failedAt: string }>();
+  /** The failed area in memory (id → account, failedAt, size), oldest first, so /metrics never reads the folder. */
+  private readonly failedIndex = new Map<string, { account: string; failedAt: string; size: number }>();
+  private failedBytes = 0;
   /** Bytes of messages being received (in memory or in incoming/): they count against the limits too. */
   private receivingBytes = 0;
   private diskCheck?: { at: number; free: number; reservedSince: number };
@@ -95,7 +96,8 @@ export class Spool {
       recovered.setAside.push(...found.setAside);
     }
     this.queuedBytesValue = recovered.records.reduce((sum, record) => sum + record.size, 0);
-    for (const record of failed) this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? record.receivedAt });
+    failed.sort((a, b) => (a.failedAt ?? a.receivedAt).localeCompare(b.failedAt ?? b.receivedAt));
+    for (const record of failed) this.indexFailed(record);
     return recovered;
   }
 
@@ -161,9 +163,14 @@ export class Spool {
     return this.queuedBytesValue + this.receivingBytes;
   }
 
-  /** Refuses (452 4.3.1) when this many more bytes would not fit: spool size limit and free disk. */
+  /**
+   * Refuses (452 4.3.1) when this many more bytes would not fit: spool size limit and free disk.
+   * Failed messages (reported already, kept to look at) count against queue.maxSize too, and the
+   * oldest of them make room for new mail: they never block it, and never outgrow the limit.
+   */
   async ensureRoom(size = 0): Promise<void> {
     if (this.bytes + size > this.limits.maxBytes) throw spoolFull();
+    if (this.bytes + this.failedBytes + size > this.limits.maxBytes) await this.dropOldestFailed(this.bytes + this.failedBytes + size - this.limits.maxBytes);
     if (this.limits.minFreeDisk <= 0) return;
     const check = await this.freeDisk();
     if (check.free - check.reservedSince - size < this.limits.minFreeDisk) throw spoolFull();
@@ -182,6 +189,18 @@ export class Spool {
       await access(dir, constants.W_OK).catch((error: NodeJS.ErrnoException) => problems.push(`spool: ${path.basename(dir)}/ is not writable (${error.code})`));
     }
     return problems;
+  }
+
+  private async dropOldestFailed(excess: number): Promise<void> {
+    const dropped: string[] = [];
+    for (const [id, entry] of this.failedIndex) {
+      if (excess <= 0) break;
+      excess -= entry.size;
+      await this.removeMessage(id, 'failed');
+      this.forgetFailed(id);
+      dropped.push(id);
+    }
+    if (dropped.length) this.limits.onFault?.(`failed messages deleted before queue.failedRetention to keep the spool within queue.maxSize`, { ids: dropped.slice(0, 20), count: dropped.length });
   }
 
   private async freeDisk(): Promise<{ free: number; reservedSince: number }> {
@@ -381,7 +400,12 @@ export class Spool {
     await removeFile(this.stateFile(record.id));
     await syncDirectory(this.queueDir);
     this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
-    this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? new Date().toISOString() });
+    this.indexFailed(record);
+  }
+
+  private indexFailed(record: QueueRecord): void {
+    this.failedIndex.set(record.id, { account: record.account, failedAt: record.failedAt ?? new Date().toISOString(), size: record.size });
+    this.failedBytes += record.size;
   }
 
   /** Removes a message (queued or failed). */
@@ -391,10 +415,21 @@ export class Spool {
       if (!record) continue;
       await this.removeMessage(id, area);
       if (area === 'queue') this.queuedBytesValue = Math.max(0, this.queuedBytesValue - record.size);
-      else this.failedIndex.delete(id);
+      else this.forgetFailed(id);
       return area;
     }
     return undefined;
+  }
+
+  private forgetFailed(id: string): void {
+    this.failedBytes = Math.max(0, this.failedBytes - (this.failedIndex.get(id)?.size ?? 0));
+    this.failedIndex.delete(id);
+  }
+
+  /** The newest `limit` failed messages, newest first (a page shows these; the rest are only counted). */
+  async newestFailed(limit: number): Promise<QueueRecord[]> {
+    const ids = [...this.failedIndex.keys()].slice(-limit).reverse();
+    return (await Promise.all(ids.map((id) => this.read(id, 'failed')))).filter((record): record is QueueRecord => record !== undefined);
   }
 
   /** Deletes failed messages older than the retention; returns how many went. */

@@ -26,10 +26,12 @@ export class RawSmtp {
     });
   }
 
-  static async connect(port: number, options: { host?: string; implicitTls?: boolean; localAddress?: string } = {}): Promise<{ client: RawSmtp; greeting: string }> {
+  /** `preface`: bytes sent before anything else (a load balancer's PROXY header). */
+  static async connect(port: number, options: { host?: string; implicitTls?: boolean; localAddress?: string; preface?: Buffer | string } = {}): Promise<{ client: RawSmtp; greeting: string }> {
     const host = options.host ?? '127.0.0.1';
     const { localAddress } = options;
     const socket = options.implicitTls ? tls.connect({ port, host, rejectUnauthorized: false }) : net.connect({ port, host, localAddress });
+    if (options.preface !== undefined) socket.write(options.preface);
     const client = new RawSmtp(socket);
     const greeting = await client.read();
     return { client, greeting };

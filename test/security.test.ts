@@ -55,6 +55,34 @@ describe('the front door', () => {
     expect(provider.received.map((received) => /Subject: (\w+)/.exec(received.raw.toString())![1])).toEqual(['first', 'still']);
   });
 
+  it('takes the device address from a PROXY header (v1 and v2), from a listed load balancer only', async () => {
+    const { port } = await setUp({ top: { allowNetworks: ['192.0.2.0/24'] } }, { proxyProtocol: ['127.0.0.1'] });
+    const v2 = (address: string) => {
+      const body = Buffer.alloc(12);
+      address.split('.').forEach((octet, i) => body.writeUInt8(Number(octet), i));
+      Buffer.from([127, 0, 0, 1]).copy(body, 4);
+      body.writeUInt16BE(40001, 8);
+      body.writeUInt16BE(25, 10);
+      return Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a', 'hex'), Buffer.from([0x21, 0x11, 0, 12]), body]);
+    };
+    for (const [preface, address] of [['PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n', '192.0.2.7'], [v2('192.0.2.8'), '192.0.2.8']] as const) {
+      const { client, greeting } = await RawSmtp.connect(port, { preface });
+      expect(greeting).toMatch(/^220 /);
+      expect(await client.command('EHLO device.local')).toMatch(/^250/m);
+      expect(await client.login(DEVICE.username, DEVICE.password)).toMatch(/^235/);
+      expect(await client.command('MAIL FROM:<mfp@printers.local>')).toMatch(/^250/);
+      expect(await client.command('RCPT TO:<alice@example.com>')).toMatch(/^250/);
+      expect(await client.command('DATA')).toMatch(/^354/);
+      expect(await client.write('Subject: proxied\r\n\r\nscan\r\n.\r\n')).toMatch(/^250/);
+      client.close();
+      expect(provider.received.at(-1)!.raw.toString()).toContain(`[${address}]`); // the Received field names the device
+    }
+    // From anywhere else a PROXY line is not believed: the connection's own address is outside allowNetworks.
+    expect((await RawSmtp.connect(port, { localAddress: '127.0.0.2', preface: 'PROXY TCP4 192.0.2.9 127.0.0.1 40000 25\r\n' })).greeting).toMatch(/^554 5\.7\.1 /);
+    // And the load balancer must send one.
+    expect((await RawSmtp.connect(port, { preface: 'EHLO sneaky\r\n' })).greeting).not.toMatch(/^220 /);
+  });
+
   it('never lets a smuggled second message reach the upstream', async () => {
     const { port } = await setUp();
     for (const [index, terminator] of FAKE_TERMINATORS.entries()) {

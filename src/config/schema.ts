@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseByteSize, parseDuration } from './size.js';
 import { parseNetwork } from './networks.js';
@@ -73,6 +74,11 @@ const smtpSchema = z
     /** Recipients per message (a user may set its own). */
     maxRecipients: z.number().int().positive().default(100),
     maxConnectionsPerIp: z.number().int().positive().default(50),
+    /**
+     * Load balancers (addresses) in front of the listener that send the PROXY protocol (v1 or v2):
+     * from them the header is required and names the device; from anyone else it is not believed.
+     */
+    proxyProtocol: z.array(z.string().refine((value) => isIP(value) !== 0, { message: 'must be the IP address of a load balancer, e.g. 10.0.0.5' })).default([]),
     /** Sessions not logged in yet per client address; past it, 421 (idle strangers cannot fill maxClients). */
     maxUnauthenticatedPerIp: z.number().int().positive().default(10),
     /** Seconds a session has to log in (or, from an unauthenticated network, to start a transaction) before 421. */

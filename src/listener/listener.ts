@@ -291,6 +291,8 @@ export class Listener {
       hideDSN: false,
       // A PTR lookup per connection buys nothing here and stalls where office DNS is slow.
       disableReverseLookup: true,
+      // Behind HAProxy or a cloud load balancer: the device's address from its PROXY header (only from those listed).
+      useProxy: smtp.proxyProtocol.length ? smtp.proxyProtocol : false,
       logger: false,
       onConnect: (session, callback) => this.onConnect(session, callback),
       onSecure: (socket, _session, callback) => {

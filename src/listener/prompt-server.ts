@@ -1,7 +1,9 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { domainToASCII } from 'node:url';
+import { randomBytes } from 'node:crypto';
 import { SMTPServer } from 'smtp-server';
+import { readProxyV2 } from './proxy-v2.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
 /** A reply text that already starts with an enhanced status code (RFC 3463), e.g. "5.7.60 ...". */
@@ -103,6 +105,26 @@ export class PromptSmtpServer extends SMTPServer {
 
   override _upgrade(socket: net.Socket, callback: Parameters<SMTPServer['_upgrade']>[1]): void {
     this.withContextFor(socket.remoteAddress ?? '', () => super._upgrade(socket, callback));
+  }
+
+  /**
+   * From a proxy listed in useProxy: a PROXY v2 header is read here, a v1 header by smtp-server
+   * (which reads only v1). Either way the session sees the device's address.
+   */
+  override _handleProxy(socket: net.Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+    if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    readProxyV2(socket).then(
+      (header) => {
+        if (header.kind === 'not-v2') return super._handleProxy(socket, callback);
+        const id = BigInt(`0x${randomBytes(10).toString('hex')}`).toString(32).padStart(16, '0');
+        callback(null, header.kind === 'proxied' ? { id, remoteAddress: header.address, remotePort: header.port } : { id });
+      },
+      (error: Error) => {
+        socket.on('error', () => undefined);
+        socket.destroy();
+        callback(error);
+      },
+    );
   }
 
   /** The session class; the stand-in provider's sessions speak a provider's wire instead. */

@@ -173,6 +173,20 @@ describe('direct mode streams upstream while the device sends', () => {
     await nextMessageArrivesIntact(provider, relay);
   });
 
+  it('lets a device that trickles its DATA hold no upstream session: another device sends meanwhile, and the slow one arrives once, whole', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider, { account: { ...accountFor(provider), upstream: { ...(accountFor(provider).upstream as object), maxConnections: 1 } } });
+    const slow = await midMessage(provider, relay); // it holds the mailbox's one session now
+    const started = Date.now();
+    await sendRaw(relay.port, SCAN); // waits for the session until the slow device has stalled (2 s)
+    expect(Date.now() - started).toBeLessThan(8_000);
+    expect(provider.received.map((received) => /Subject: ([\w ]+)/.exec(received.raw.toString())![1])).toEqual(['scan']);
+    await slow.send(LINE.repeat(10));
+    expect(await slow.write('.\r\n')).toMatch(/^250 /);
+    expect(provider.received.map((received) => /Subject: ([\w ]+)/.exec(received.raw.toString())![1])).toEqual(['scan', 'half a scan']);
+    expect(provider.received[1].raw.toString().split('\r\n\r\n').slice(1).join('\r\n\r\n')).toBe(LINE.repeat(511));
+  });
+
   it('completes the streamed message once the device ends it, byte for byte', async () => {
     const provider = await startProvider();
     const relay = await startRelay(provider);

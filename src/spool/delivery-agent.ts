@@ -5,6 +5,7 @@ import { explainReply, parseReply, type Upstream } from '../upstream/index.js';
 import { asSmtpError, type FailureReason } from '../reply.js';
 import type { HealthBoard } from '../health.js';
 import type { ResolvedAccount } from '../config/index.js';
+import { MinHeap } from '../util/min-heap.js';
 import { Pacer } from '../upstream/pacing.js';
 import { newQueueRecord, pendingRecipients, type QueueRecord } from './record.js';
 import { isExpired, nextDelayMs, type RetryPolicy } from './retry-policy.js';
@@ -77,7 +78,12 @@ const HOUR_MS = 3_600_000;
 const REPORT_FIELDS = new Set(['from', 'to', 'cc', 'subject', 'date', 'message-id']);
 
 class AccountQueue {
+  /** Every waiting message (due or not), by id, in arrival order. */
   readonly waiting = new Map<string, QueueRecord>();
+  /** The waiting messages that are due, in the order they became due (a retried one at the back). */
+  readonly due = new Map<string, QueueRecord>();
+  /** When the others come due (entries of messages since sent, deleted or rescheduled are skipped). */
+  private readonly later = new MinHeap<{ at: number; id: string }>();
   readonly inFlight = new Map<string, QueueRecord>();
   /** Why the account's queue waits (a sign-in, a fix at the provider, a quota), if it does. */
   held?: FailureReason;
@@ -90,6 +96,33 @@ class AccountQueue {
     readonly tokens: TokenManager,
   ) {
     this.pacer = new Pacer(account.limits);
+  }
+
+  /** A message waits (again) until its nextAttemptAt: due now, or scheduled. */
+  wait(record: QueueRecord, now = Date.now()): void {
+    this.waiting.set(record.id, record);
+    const at = Date.parse(record.nextAttemptAt);
+    if (at <= now) this.due.set(record.id, record);
+    else {
+      this.due.delete(record.id);
+      this.later.push({ at, id: record.id });
+    }
+  }
+
+  /** No longer waiting: sent, deleted. */
+  stopWaiting(id: string): void {
+    this.waiting.delete(id);
+    this.due.delete(id);
+  }
+
+  /** Moves what has come due into `due`; returns when the next one does (Infinity: none). */
+  promote(now: number): number {
+    for (let next = this.later.peek(); next && next.at <= now; next = this.later.peek()) {
+      this.later.pop();
+      const record = this.waiting.get(next.id);
+      if (record && Date.parse(record.nextAttemptAt) === next.at) this.due.set(record.id, record);
+    }
+    return this.later.peek()?.at ?? Infinity;
   }
 }
 
@@ -153,6 +186,7 @@ export class DeliveryAgent {
       for (const record of queue.waiting.values()) {
         if (id !== undefined && record.id !== id) continue;
         record.nextAttemptAt = now;
+        queue.wait(record);
         count++;
       }
       this.pump(queue.account.name);
@@ -167,7 +201,7 @@ export class DeliveryAgent {
     for (const queue of this.queues.values()) {
       if (queue.inFlight.has(id)) return 'in_flight';
       record ??= queue.waiting.get(id);
-      queue.waiting.delete(id);
+      queue.stopWaiting(id);
     }
     record ??= (await spool.read(id)) ?? (await spool.read(id, 'failed'));
     if (!(await spool.deleteMessage(id))) return 'not_found';
@@ -180,7 +214,10 @@ export class DeliveryAgent {
     const queue = this.queues.get(accountName);
     if (!queue) return 0;
     const now = new Date().toISOString();
-    for (const record of queue.waiting.values()) record.nextAttemptAt = now;
+    for (const record of queue.waiting.values()) {
+      record.nextAttemptAt = now;
+      queue.wait(record);
+    }
     const count = queue.waiting.size;
     if (queue.held) this.recheckHeld(accountName);
     else this.pump(accountName);
@@ -272,7 +309,7 @@ export class DeliveryAgent {
       this.log.error({ id: record.id, account: record.account }, 'queued message for an account no longer configured; left in the spool');
       return;
     }
-    if (!queue.inFlight.has(record.id)) queue.waiting.set(record.id, record);
+    if (!queue.inFlight.has(record.id)) queue.wait(record);
   }
 
   private pump(accountName: string): void {
@@ -285,16 +322,11 @@ export class DeliveryAgent {
       return;
     }
     const now = Date.now();
-    let wakeAt = Infinity;
-    // In arrival order (a retried message goes to the back), stopping at the first free-slot or
-    // pace limit: a pump costs what it starts, not the length of the backlog.
-    for (const record of queue.waiting.values()) {
+    // The due ones in the order they came due, stopping at the first free-slot or pace limit; the
+    // rest wait in a schedule: a pump costs what it starts, not the length of the backlog.
+    let wakeAt = queue.promote(now);
+    for (const record of queue.due.values()) {
       if (queue.inFlight.size >= queue.account.upstream.maxConnections) break;
-      const at = Date.parse(record.nextAttemptAt);
-      if (at > now) {
-        wakeAt = Math.min(wakeAt, at);
-        continue;
-      }
       const recipients = pendingRecipients(record).length;
       const transactions = Math.max(1, Math.ceil(recipients / (queue.account.upstream.maxRecipientsPerMessage ?? Infinity)));
       const wait = queue.pacer.waitMs(recipients, now, transactions);
@@ -303,7 +335,7 @@ export class DeliveryAgent {
         break;
       }
       queue.pacer.record(recipients, now, transactions);
-      queue.waiting.delete(record.id);
+      queue.stopWaiting(record.id);
       queue.inFlight.set(record.id, record);
       const delivery = this.deliver(queue, record).finally(() => {
         this.running.delete(delivery);
@@ -355,7 +387,7 @@ export class DeliveryAgent {
       const delayMs = Math.min(RESETTLE_MS, this.options.retry.initialDelayMs);
       log.error({ err: error.message, retryInSeconds: delayMs / 1000 }, 'cannot write the delivery result to the spool; the message stays scheduled');
       record.nextAttemptAt = new Date(Date.now() + delayMs).toISOString();
-      queue.waiting.set(record.id, record);
+      queue.wait(record);
     });
   }
 
@@ -434,7 +466,7 @@ export class DeliveryAgent {
     // The decision to send a delay report is saved with the record before the report is queued.
     const delayReport = this.delayReportDue(record, remaining);
     if (!(await spool.save(record))) return; // deleted meanwhile
-    queue.waiting.set(record.id, record);
+    queue.wait(record);
     if (delayReport) await this.report(record, delayReport).catch((error: Error) => this.log.error({ id: record.id, err: error.message }, 'delay report LOST: it could not be queued'));
   }
 

@@ -51,6 +51,19 @@ describe('a device that hangs up, a full spool, a failing disk', () => {
     expect(provider.received).toHaveLength(0);
   });
 
+  it('leaves nothing behind either when the hang-up comes as the message starts spilling to a file (400 times)', async () => {
+    const { relay } = await setUp();
+    const incoming = path.join(relay.dataDir, 'spool', 'incoming');
+    for (let round = 0; round < 40; round++) {
+      const clients = await Promise.all(Array.from({ length: 10 }, () => inData(relay.port)));
+      // Just past the 256 KB kept in memory: the file is being opened when the device goes.
+      await Promise.all(clients.map((client, i) => client.send(body(256 * 1024 + 1000 + i * 997)).then(() => client.close())));
+    }
+    await until(async () => (await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'disconnected' })) === 400, 60_000);
+    await until(async () => (await readdir(incoming)).length === 0 && (await metric(relay.httpPort, 'smtp_relay_spool_bytes')) === 0);
+    await until(async () => (await openFiles(incoming)) === 0);
+  }, 90_000);
+
   it('counts messages still being received against queue.maxSize, while DATA streams', async () => {
     const { provider, relay } = await setUp({ top: { delivery: 'queue', queue: { maxSize: '2MB' } } });
     const first = await inData(relay.port);

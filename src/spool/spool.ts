@@ -228,6 +228,10 @@ export class Spool {
     try {
       await pipeline([source, ...transforms, sink], { signal });
     } catch (error) {
+      // A hang-up can end the pipeline while a chunk is still being kept (its file opening): only
+      // once the writer has closed are its bytes and its file what they will stay.
+      sink.destroy();
+      await sink.settled();
       this.receivingBytes -= sink.bytes;
       if (sink.spilled) await removeFile(file);
       throw error;

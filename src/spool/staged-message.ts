@@ -12,6 +12,8 @@ export const SPILL_THRESHOLD = 256 * 1024;
 export class SpillWriter extends Writable {
   private chunks: Buffer[] = [];
   private handle?: FileHandle;
+  /** The chunk being kept: a hang-up may destroy the writer while its file is being opened. */
+  private keeping: Promise<void> = Promise.resolve();
   bytes = 0;
 
   /** @param reserve asked for room before each chunk is kept; it throws when there is none. */
@@ -32,7 +34,8 @@ export class SpillWriter extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.keep(chunk).then(() => callback(), callback);
+    this.keeping = this.keep(chunk);
+    this.keeping.then(() => callback(), callback);
   }
 
   private async keep(chunk: Buffer): Promise<void> {
@@ -47,9 +50,20 @@ export class SpillWriter extends Writable {
     this.handle.close().then(() => callback(), callback);
   }
 
+  /**
+   * Waits for the chunk being kept (its file may be opening right now), then closes the file: once
+   * 'close' is emitted, `bytes` and `spilled` are final and no descriptor is left to the GC.
+   */
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (!this.handle) return callback(error);
-    this.handle.close().then(() => callback(error), () => callback(error));
+    this.keeping
+      .catch(() => undefined)
+      .then(() => this.handle?.close())
+      .then(() => callback(error), () => callback(error));
+  }
+
+  /** Resolves once the writer is closed (finished or destroyed) and its state is final. */
+  settled(): Promise<void> {
+    return this.closed ? Promise.resolve() : new Promise((resolve) => this.once('close', () => resolve()));
   }
 
   private async spill(chunk: Buffer): Promise<void> {

@@ -91,7 +91,9 @@ describe('replicas share tokens through Redis', () => {
 
   beforeAll(async () => {
     provider = await startProvider();
-    provider.tokenLifetime = 8; // refreshed at half-life: due 4 s after it was issued
+    // Refreshed at half-life: due 15 s after it was issued, a generous bound for starting three
+    // replicas and a burst on a loaded machine (with 8 s, a slow start reached the refresh).
+    provider.tokenLifetime = 30;
     redis = await RedisServer.start();
     const started = await startReplicas(provider, redis, 3, { delivery: 'direct', smtp: { maxConnectionsPerIp: 500, authFailures: { maxPerIp: 6, maxPerUser: 50 } } });
     replicas = started.map(({ relay }) => relay);
@@ -113,7 +115,7 @@ describe('replicas share tokens through Redis', () => {
     // Three replicas started (each wants a token at start, to keep its refresh token alive) and took mail.
     await burst(30, 0);
     expect(provider.tokenRequests).toBe(1);
-    await new Promise((resolve) => setTimeout(resolve, 4500)); // every replica's token is due now
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, provider.tokenIssuedAt[0] + 15_500 - Date.now()))); // every replica's token is due now
     provider.dropConnections(); // new upstream logins are needed
     await burst(60, 100);
     expect(provider.tokenRequests).toBe(2);

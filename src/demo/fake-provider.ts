@@ -71,6 +71,8 @@ export class FakeProvider {
   readonly profile: ProviderProfile;
   tokenLifetime: number;
   tokenRequests = 0;
+  /** When each access token was issued (a test of the refresh schedule waits from these, not from its own start). */
+  readonly tokenIssuedAt: number[] = [];
   readonly received: ReceivedMessage[] = [];
   /** Every login, with its mechanism: a relay must never try a basic one. */
   readonly authAttempts: { user: string; ok: boolean; mechanism: string }[] = [];
@@ -365,6 +367,7 @@ export class FakeProvider {
       return oauthError(400, 'unsupported_grant_type', `grant_type ${grant} is not supported`);
     }
     const accessToken = this.profile.accessToken({ mailbox, clientId: this.clientId, lifetimeSeconds: this.tokenLifetime });
+    this.tokenIssuedAt.push(Date.now());
     this.accessTokens.set(accessToken, { mailbox, expiresAt: Date.now() + this.tokenLifetime * 1000 });
     const payload: Record<string, unknown> = { token_type: 'Bearer', access_token: accessToken, expires_in: this.tokenLifetime, scope: form.get('scope') };
     if (refreshToken) payload.refresh_token = refreshToken;

@@ -94,7 +94,8 @@ export class FileTraceLog implements TraceLog {
     const line = `${JSON.stringify(boundedEvent(event))}\n`;
     this.buffer.push(line);
     this.bufferedBytes += line.length;
-    if (this.bufferedBytes >= FLUSH_BYTES) this.flush();
+    // A flush never outgrows a segment, so a segment (and the log) overshoots by one event at most.
+    if (this.bufferedBytes >= Math.min(FLUSH_BYTES, this.segmentBytes)) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS).unref();
   }
 
@@ -125,6 +126,10 @@ export class FileTraceLog implements TraceLog {
     return this.writing;
   }
 
+  private get segmentBytes(): number {
+    return Math.max(MIN_SEGMENT_BYTES, this.limits.maxBytes / SEGMENTS_PER_LIMIT);
+  }
+
   /** The file the next `bytes` go to: today's newest segment, or a new one once it holds its share of maxSize. */
   private async segmentFor(day: string, bytes: number): Promise<string> {
     if (this.current?.day !== day) {
@@ -132,8 +137,7 @@ export class FileTraceLog implements TraceLog {
       const size = newest ? (await stat(path.join(this.dir, newest.name)).catch(() => ({ size: 0 }))).size : 0;
       this.current = { day, index: newest?.index ?? 0, size };
     }
-    const segmentBytes = Math.max(MIN_SEGMENT_BYTES, this.limits.maxBytes / SEGMENTS_PER_LIMIT);
-    if (this.current.size > 0 && this.current.size + bytes > segmentBytes) this.current = { day, index: this.current.index + 1, size: 0 };
+    if (this.current.size > 0 && this.current.size + bytes > this.segmentBytes) this.current = { day, index: this.current.index + 1, size: 0 };
     this.current.size += bytes;
     return path.join(this.dir, segmentName(day, this.current.index));
   }

@@ -7,7 +7,7 @@ import { stringify } from 'yaml';
 import { presetAccountFor } from '../bench/harness.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { PROFILES, type ProviderProfile } from '../src/demo/provider-profiles.js';
-import { MAILBOX, execFileAsync, message, metric, readyz, sendRaw, sendRawExpectingError, splitMessage, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { MAILBOX, cli, execFileAsync, message, metric, readyz, sendRaw, sendRawExpectingError, splitMessage, startProvider, startRelay, stopStarted, until } from './helpers.js';
 
 /**
  * The relay against stand-ins that speak Exchange Online's and Gmail's real wire: their EHLO lists
@@ -69,6 +69,10 @@ describe('conformance with each provider\'s wire', () => {
       const tokens = xoauth2Logins(provider);
       expect(tokens.length).toBeGreaterThanOrEqual(1);
       for (const token of tokens) expectProviderToken(profile, token);
+      // The provider's own 250 after DATA, one enhanced code, in the delivery log's attempt.
+      const { stdout } = await cli(['trace', '--data-dir', relay.dataDir, '--json']);
+      const replies = (JSON.parse(stdout) as { messages: { events: { event: string; reply?: string }[] }[] }).messages.flatMap((message) => message.events.filter((event) => event.event === 'attempt').map((event) => event.reply));
+      expect(replies[0]).toMatch(name === 'microsoft' ? /^250 2\.0\.0 OK <[^>]+@[^>]+\.outlook\.com> \[Hostname=/ : /^250 2\.0\.0 OK  \d+ \S+ - gsmtp$/);
     });
 
     it(`${name}: a token revoked at the provider is refreshed once and the send retried${profile.tokenChallenge ? ' (after answering the 334 challenge)' : ''}`, async () => {

@@ -4,6 +4,8 @@ import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { PromptConnection, PromptSmtpServer } from '../listener/index.js';
 import type { ProviderProfile, ScriptedReply } from './provider-profiles.js';
 
+const OWN_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
+
 /** How the stand-in decides an XOAUTH2 login: the session's user, or the provider's refusal. */
 export type BearerVerdict = { user: string } | { refuse: ScriptedReply; tokenRefused?: boolean };
 
@@ -73,10 +75,13 @@ class ProviderConnection extends PromptConnection {
     callback();
   }
 
-  /** A reply whose text has line breaks goes out as a multi-line reply, as the providers send them. */
+  /**
+   * A reply whose text has line breaks goes out as a multi-line reply, and one whose text starts
+   * with its own enhanced code keeps it alone (the 250 after DATA included), as the providers send them.
+   */
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     if (typeof data === 'string' && data.includes('\n')) return super.send(code, data.split(/\r?\n/), false);
-    super.send(code, data, context);
+    super.send(code, data, typeof data === 'string' && OWN_CODE.test(data) ? false : context);
   }
 
   private xoauth2(encoded: string, callback: () => void): void {

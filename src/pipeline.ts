@@ -61,7 +61,9 @@ export class Pipeline {
     const id = spool.newId();
     const log = this.options.logger.child({ id, session: transaction.sessionId, clientIp: transaction.clientIp, user: transaction.user.username, account });
 
-    const guard = new SizeGuard(this.options.maxMessageSize);
+    // The account's transport may take less than the listener (Graph's MIME send: about 3 MB).
+    const sizeLimit = Math.min(this.options.maxMessageSize, route.upstream.maxMessageSize ?? Infinity);
+    const guard = new SizeGuard(sizeLimit);
     const lineEndings = new LineEndingGuard(transaction.user.bareLineEndings ?? this.options.bareLineEndings);
     const rewriter = new SenderRewriter(
       { mailbox: route.account.mailbox, sendAs: route.account.sendAs, envelopeFrom: transaction.mailFrom, received: this.received(transaction, id) },
@@ -78,7 +80,7 @@ export class Pipeline {
       if (lineEndings.repairs > 0) log.info({ repairs: lineEndings.repairs }, 'bare CR/LF or NUL in the message normalised to CRLF');
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);
-      if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(this.options.maxMessageSize)}`);
+      if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(sizeLimit)}`);
       const context = { log, route, transaction, staged, decision: rewriter.decision, traced: this.receivedEvent(id, route, transaction, rewriter, guard.bytes, receivedAt) };
       return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context, live);
     } catch (error) {

@@ -43,8 +43,10 @@ Commands:
   tokens encrypt [--old-key-file FILE]
                           rewrite the token store with the configured tokenKey (encrypt, or change key)
   demo [--host ADDR] [--port N] [--http-port N] [--data-dir DIR] [--provider microsoft|google]
+       [--transport smtp|graph|gmail]
                           run the relay against a built-in local stand-in provider that speaks
-                          Exchange Online's (default) or Gmail's wire (on 127.0.0.1 unless --host says otherwise)
+                          Exchange Online's (default) or Gmail's wire (on 127.0.0.1 unless --host says otherwise);
+                          --transport graph sends through its Microsoft Graph, gmail through its Gmail API
 
 The config file is --config FILE, else $SMTP_OAUTH_RELAY_CONFIG, else ./config.yaml.
 `;
@@ -62,6 +64,7 @@ async function main(argv: string[]): Promise<number> {
       'http-port': { type: 'string' },
       'data-dir': { type: 'string' },
       provider: { type: 'string' },
+      transport: { type: 'string' },
       all: { type: 'boolean' },
       browser: { type: 'boolean' },
       'old-key-file': { type: 'string' },
@@ -177,16 +180,27 @@ async function serve(configPath: string): Promise<number> {
   return 0;
 }
 
-async function runDemo(values: { host?: string; port?: string; 'http-port'?: string; 'data-dir'?: string; provider?: string }): Promise<number> {
-  const provider = values.provider ?? 'microsoft';
+async function runDemo(values: { host?: string; port?: string; 'http-port'?: string; 'data-dir'?: string; provider?: string; transport?: string }): Promise<number> {
+  const transport = values.transport ?? 'smtp';
+  if (transport !== 'smtp' && transport !== 'graph' && transport !== 'gmail') {
+    process.stderr.write(`--transport ${transport}: the demo sends through smtp (the default), graph (Microsoft Graph) or gmail (the Gmail API)\n`);
+    return 2;
+  }
+  // Graph is Microsoft's and the Gmail API Google's: the transport names the provider.
+  const provider = values.provider ?? (transport === 'gmail' ? 'google' : 'microsoft');
   if (provider !== 'microsoft' && provider !== 'google') {
     process.stderr.write(`--provider ${provider}: the demo plays microsoft (Exchange Online) or google (Gmail)\n`);
+    return 2;
+  }
+  if ((transport === 'graph' && provider !== 'microsoft') || (transport === 'gmail' && provider !== 'google')) {
+    process.stderr.write(`--transport ${transport} belongs to ${transport === 'graph' ? 'microsoft' : 'google'}: drop --provider or pick the other transport\n`);
     return 2;
   }
   // The demo's password is printed and published: it listens on this machine only unless told.
   const host = values.host ?? '127.0.0.1';
   const demo = await startDemo({
     provider,
+    transport,
     dataDir: values['data-dir'] ?? './data',
     smtpHost: host,
     smtpPort: Number(values.port ?? 2525),

@@ -64,6 +64,11 @@ export interface ClusterState {
    * whose pacing stays in the process.
    */
   pace(account: string, limits: SendingLimits, transactions: number, recipients: number): Promise<number>;
+  /**
+   * The provider asked for no sends from this account for `ms` (HTTP 429/503 Retry-After): pace()
+   * answers at least the rest of it on every replica. The embedded default keeps it in the process.
+   */
+  pauseSending(account: string, ms: number): Promise<void>;
   /** Takes one of `limit` upstream sessions of this account; undefined while all are taken elsewhere. */
   takeSession(account: string, limit: number): Promise<SessionSlot | undefined>;
   /** Whether the shared store is reachable (always, for the embedded default). */
@@ -153,6 +158,8 @@ export class LocalCluster implements ClusterState {
   async pace(): Promise<number> {
     return 0;
   }
+
+  async pauseSending(): Promise<void> {}
 
   async releaseRefreshLease(): Promise<void> {}
 

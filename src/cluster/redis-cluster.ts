@@ -57,7 +57,12 @@ const SESSION_TTL_MS = 60_000;
  * Entries dated in the future were not written by a replica and are dropped.
  * ARGV: per-minute limit, per-day limit, recipients-per-day limit (0: none), transactions, recipients, uuid.
  */
+/** The longest a provider's Retry-After (or a forged pause in the store) stops an account's sends. */
+const MAX_PAUSE_MS = 3_600_000;
+
 const PACE = `
+local paused = redis.call('PTTL', KEYS[3])
+if paused > 0 then return math.min(paused, ${MAX_PAUSE_MS}) end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local minute, day = 60000, 86400000
@@ -195,11 +200,17 @@ export class RedisCluster implements ClusterState {
   /** With the store down: 0, so the replica's own pacing (the queue's) is what applies. */
   async pace(account: string, limits: SendingLimits, transactions: number, recipients: number): Promise<number> {
     const { messagesPerMinute = 0, messagesPerDay = 0, recipientsPerDay = 0 } = limits;
-    if (!messagesPerMinute && !messagesPerDay && !recipientsPerDay) return 0;
     const wait = await this.quietly(() =>
-      this.redis.eval(PACE, 2, `pace:${account}:sends`, `pace:${account}:recipients`, messagesPerMinute, messagesPerDay, recipientsPerDay, transactions, recipients, randomUUID()),
+      this.redis.eval(PACE, 3, `pace:${account}:sends`, `pace:${account}:recipients`, `pace:${account}:pause`, messagesPerMinute, messagesPerDay, recipientsPerDay, transactions, recipients, randomUUID()),
     );
     return typeof wait === 'number' ? wait : 0;
+  }
+
+  /** Only lengthens a pause (PEXPIRE GT); a pause someone else wrote can delay sends, for an hour at most. */
+  async pauseSending(account: string, ms: number): Promise<void> {
+    const key = `pace:${account}:pause`;
+    const span = Math.min(Math.max(1, Math.round(ms)), MAX_PAUSE_MS);
+    await this.quietly(() => this.redis.multi().set(key, '1', 'PX', span, 'NX').pexpire(key, span, 'GT').exec());
   }
 
   /** With the store down the slot is granted: each replica's own limit (upstream.maxConnections) applies. */

@@ -21,10 +21,16 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
     if (account.provider === 'microsoft' && !account.tenant && !account.tokenUrl) {
       add(`${at}.tenant`, 'required for provider microsoft: the directory id or domain, e.g. contoso.onmicrosoft.com');
     }
+    const upstream = isObject(account.upstream) ? account.upstream : {};
+    const transport = upstream.transport ?? 'smtp';
     if (account.provider === 'custom') {
       if (!account.tokenUrl) add(`${at}.tokenUrl`, 'required for provider custom');
-      if (!isObject(account.upstream) || !account.upstream.host) add(`${at}.upstream`, 'required for provider custom: give upstream.host (and port)');
+      if (transport === 'smtp' && !upstream.host) add(`${at}.upstream`, 'required for provider custom: give upstream.host (and port)');
+      if (transport !== 'smtp' && !upstream.apiUrl) add(`${at}.upstream.apiUrl`, `required for provider custom with transport ${String(transport)}: the API's base URL`);
     }
+    if (transport === 'graph' && account.provider === 'google') add(`${at}.upstream.transport`, 'graph is Microsoft Graph: use transport gmail (or smtp) with provider google');
+    if (transport === 'gmail' && account.provider === 'microsoft') add(`${at}.upstream.transport`, 'gmail is the Gmail API: use transport graph (or smtp) with provider microsoft');
+    if (transport !== 'smtp' && hve) add(`${at}.upstream.transport`, 'High Volume Email is SMTP only: drop upstream.transport (or service hve)');
     if (flow === 'service_account' && account.provider === 'microsoft') add(`${at}.flow`, 'service_account is the JWT bearer grant of Google Workspace (or a custom server); Microsoft uses client_credentials');
     if (flow === 'service_account' && !account.serviceAccountKeyFile) add(`${at}.serviceAccountKeyFile`, 'required for flow service_account: the JSON key of the service account');
     const credentials = ['clientSecret', 'clientCertificateFile', 'clientAssertionFile'].filter((key) => account[key] !== undefined);

@@ -1,5 +1,7 @@
 import type { AccountConfig, ProviderName, OAuthFlow } from './schema.js';
 
+export type TransportName = 'smtp' | 'graph' | 'gmail';
+
 /** What a provider fills in when the account leaves it out. */
 export interface SendingLimits {
   messagesPerMinute?: number;
@@ -13,7 +15,9 @@ interface ProviderPreset {
   deviceCodeUrl(tenant: string | undefined): string | undefined;
   /** Extra parameters for the authorize URL (Google: offline access, so a refresh token comes back). */
   authorizeParams?: Record<string, string>;
-  scopes(flow: OAuthFlow): string | undefined;
+  scopes(flow: OAuthFlow, transport: TransportName): string | undefined;
+  /** The HTTP API's base URL for the transports other than smtp. */
+  apiUrl?: string;
   upstream?: { host: string; port: number; maxConnections: number; maxRecipientsPerMessage?: number };
   limits: SendingLimits;
 }
@@ -33,10 +37,12 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
     tokenUrl: (tenant) => tenant && `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0/token`,
     authorizeUrl: (tenant) => tenant && `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0/authorize`,
     deviceCodeUrl: (tenant) => tenant && `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0/devicecode`,
-    scopes: (flow) =>
-      flow === 'client_credentials'
-        ? 'https://outlook.office365.com/.default'
-        : 'https://outlook.office.com/SMTP.Send offline_access',
+    // SMTP AUTH's audience is Exchange (outlook.office.com); Graph's is graph.microsoft.com.
+    scopes: (flow, transport) => {
+      const audience = transport === 'graph' ? 'https://graph.microsoft.com' : flow === 'client_credentials' ? 'https://outlook.office365.com' : 'https://outlook.office.com';
+      return flow === 'client_credentials' ? `${audience}/.default` : `${audience}/${transport === 'graph' ? 'Mail.Send' : 'SMTP.Send'} offline_access`;
+    },
+    apiUrl: 'https://graph.microsoft.com',
     // Exchange Online allows 3 concurrent connections per mailbox and 500 recipients per message.
     upstream: { host: 'smtp.office365.com', port: 587, maxConnections: 3, maxRecipientsPerMessage: 500 },
     // Exchange Online per mailbox: 30 messages a minute, 10,000 recipients a day.
@@ -48,7 +54,9 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
     // Google's device flow refuses the Gmail scope: no device code URL, the browser flow is used.
     deviceCodeUrl: () => undefined,
     authorizeParams: { access_type: 'offline', prompt: 'consent' },
-    scopes: () => 'https://mail.google.com/',
+    // The Gmail API needs only gmail.send; SMTP's XOAUTH2 needs the full-mail scope.
+    scopes: (_flow, transport) => (transport === 'gmail' ? 'https://www.googleapis.com/auth/gmail.send' : 'https://mail.google.com/'),
+    apiUrl: 'https://gmail.googleapis.com',
     upstream: { host: 'smtp.gmail.com', port: 587, maxConnections: 3, maxRecipientsPerMessage: 100 },
     // Gmail / Workspace per account: 2,000 messages and 10,000 recipients a day.
     limits: { messagesPerDay: 2_000, recipientsPerDay: 10_000 },
@@ -63,6 +71,9 @@ const PRESETS: Record<ProviderName, ProviderPreset> = {
 };
 
 export interface ResolvedUpstream {
+  transport: TransportName;
+  /** Base URL of the HTTP API (graph, gmail). */
+  apiUrl?: string;
   host: string;
   port: number;
   ca?: string;
@@ -109,6 +120,7 @@ export function resolveAccount(name: string, account: AccountConfig, delivery: '
   const flow = accountFlow(account);
   const scopes = Array.isArray(account.scopes) ? account.scopes.join(' ') : account.scopes;
   const host = account.upstream?.host ?? preset.upstream?.host;
+  const transport = account.upstream?.transport ?? 'smtp';
   return {
     name,
     provider: account.provider,
@@ -127,13 +139,16 @@ export function resolveAccount(name: string, account: AccountConfig, delivery: '
     deviceCodeUrl: account.deviceCodeUrl ?? preset.deviceCodeUrl(account.tenant),
     authorizeParams: preset.authorizeParams ?? {},
     serviceAccountKeyFile: account.serviceAccountKeyFile,
-    scopes: scopes ?? preset.scopes(flow),
+    scopes: scopes ?? preset.scopes(flow, transport),
     upstream: {
-      host: host!,
+      transport,
+      apiUrl: (account.upstream?.apiUrl ?? preset.apiUrl)?.replace(/\/+$/, ''),
+      host: host ?? '',
       port: account.upstream?.port ?? preset.upstream?.port ?? 587,
       ca: account.upstream?.ca,
       maxConnections: account.upstream?.maxConnections ?? preset.upstream?.maxConnections ?? 3,
-      maxRecipientsPerMessage: account.upstream?.maxRecipientsPerMessage ?? preset.upstream?.maxRecipientsPerMessage,
+      // The APIs take a message whole: its recipients are its headers', in one request.
+      maxRecipientsPerMessage: transport === 'smtp' ? (account.upstream?.maxRecipientsPerMessage ?? preset.upstream?.maxRecipientsPerMessage) : undefined,
       timeoutMs: (account.upstream?.timeout ?? 60) * 1000,
     },
     sendAs: account.sendAs.map((address) => address.toLowerCase()),

@@ -137,6 +137,13 @@ const httpSchema = z
 
 const upstreamSchema = z
   .object({
+    /**
+     * How messages leave: smtp (submission with XOAUTH2, the default), graph (Microsoft Graph
+     * sendMail, for tenants with SMTP AUTH off) or gmail (the Gmail API's messages.send).
+     */
+    transport: z.enum(['smtp', 'graph', 'gmail']).default('smtp'),
+    /** Where graph or gmail sends (default https://graph.microsoft.com or https://gmail.googleapis.com): a private stand-in, a proxy. */
+    apiUrl: z.string().url().optional(),
     host: z.string().min(1),
     port: port.default(587),
     /** PEM file of an extra CA to trust (a private or test upstream). */

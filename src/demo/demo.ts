@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { parseConfig } from '../config/index.js';
+import { parseConfig, type TransportName } from '../config/index.js';
 import { startApp, type RunningApp } from '../app.js';
 import { randomBytes } from 'node:crypto';
 import { hashPassword } from '../listener/index.js';
@@ -12,6 +12,8 @@ const DEMO_MAILBOX = 'scanner@demo.invalid';
 export interface DemoOptions {
   /** Whose wire the stand-in speaks, and which preset the demo account uses. */
   provider: 'microsoft' | 'google';
+  /** How the demo account sends: SMTP (default), or the stand-in's Microsoft Graph or Gmail API. */
+  transport?: TransportName;
   dataDir: string;
   smtpHost: string;
   smtpPort: number;
@@ -52,7 +54,7 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
         flow: 'refresh_token',
         refreshToken: provider.issueRefreshToken(),
         tokenUrl: provider.tokenUrl,
-        upstream: { host: '127.0.0.1', port: provider.smtpPort, ca: FAKE_TLS.ca() },
+        upstream: { transport: options.transport ?? 'smtp', apiUrl: provider.apiUrl, host: '127.0.0.1', port: provider.smtpPort, ca: FAKE_TLS.ca() },
       },
     },
     users: [{ ...DEMO_USER, account: 'demo' }],
@@ -73,14 +75,17 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
   };
 }
 
+const TRANSPORT_NAMES: Record<TransportName, string> = { smtp: 'SMTP with XOAUTH2', graph: 'Microsoft Graph sendMail', gmail: 'the Gmail API' };
+
 function demoBanner(options: DemoOptions, smtpPort: number, httpPort: number, outboxDir: string, adminPassword: string): string {
   const host = options.smtpHost;
   const local = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   return [
     '',
     '  smtp-oauth-relay DEMO: nothing leaves this machine.',
-    `  The relay runs against a built-in stand-in for ${options.provider === 'google' ? 'Gmail' : 'Exchange Online'} (an OAuth token endpoint and a`,
-    `  submission server on 127.0.0.1 that speaks its EHLO, XOAUTH2 and replies). What it "delivers" is written to`,
+    `  The relay runs against a built-in stand-in for ${options.provider === 'google' ? 'Gmail' : 'Exchange Online'} (an OAuth token endpoint, a`,
+    `  submission server and its HTTP mail API on 127.0.0.1, speaking its wire and replies), sending through ${TRANSPORT_NAMES[options.transport ?? 'smtp']}.`,
+    '  What it "delivers" is written to',
     `  ${outboxDir}`,
     '',
     '  Point a device or mail client at:',

@@ -8,6 +8,7 @@ import type { SMTPServer, SMTPServerAuthentication, SMTPServerSession } from 'sm
 import { packageRoot } from '../util/package-root.js';
 import { PROFILES, type ProviderProfile, type ProviderProfileName, type ScriptedReply } from './provider-profiles.js';
 import { ProviderSmtpServer, type BearerVerdict } from './provider-smtp.js';
+import { ProviderApiServer, type ApiBackend, type ApiScriptedAnswer } from './provider-api.js';
 
 /**
  * A local stand-in for Exchange Online or Gmail: an OAuth token endpoint that issues short-lived
@@ -107,6 +108,13 @@ export class FakeProvider {
   readonly peakSessions = new Map<string, number>();
   /** Milliseconds each DATA takes to be answered (a slow provider). */
   dataDelayMs = 0;
+  /** Microsoft Graph's sendMail and the Gmail API's messages.send, beside SMTP (their base URL once started). */
+  readonly api: ProviderApiServer;
+  apiUrl = '';
+  /** Each API send takes the next scripted answer, if any (e.g. 429 with Retry-After). */
+  readonly apiScript: ApiScriptedAnswer[] = [];
+  /** The app may not send through the API (no Mail.Send, no RBAC scope; Gmail: scope or delegation missing): 403. */
+  apiSendDenied = false;
 
   /** Each device-code poll takes the next scripted error first (e.g. authorization_pending, slow_down). */
   readonly devicePollScript: string[] = [];
@@ -114,7 +122,7 @@ export class FakeProvider {
   private readonly deviceCodes = new Map<string, { userCode: string; decision?: 'approved' | 'denied'; expiresAt: number }>();
   private readonly authorizationCodes = new Map<string, { redirectUri: string; challenge: string; mailbox: string }>();
   private readonly refreshTokens = new Map<string, string>(); // refresh token → mailbox
-  private readonly accessTokens = new Map<string, { mailbox: string; expiresAt: number }>();
+  private readonly accessTokens = new Map<string, { mailbox: string; expiresAt: number; scope: string }>();
   private readonly http: Server;
   private readonly smtp: SMTPServer;
   private readonly messageLimit: number;
@@ -127,6 +135,7 @@ export class FakeProvider {
     this.clientId = options.clientId ?? 'demo-client';
     this.clientSecret = options.clientSecret ?? 'demo-secret';
     this.tokenLifetime = options.tokenLifetime ?? 3600;
+    this.api = new ProviderApiServer(this.apiBackend());
     this.http = createServer((request, response) => {
       let body = '';
       request.setEncoding('utf8');
@@ -239,6 +248,7 @@ export class FakeProvider {
     this.tokenUrl = `http://127.0.0.1:${(this.http.address() as AddressInfo).port}/oauth2/v2.0/token`;
     await new Promise<void>((resolve) => this.smtp.listen(0, '127.0.0.1', resolve));
     this.smtpPort = (this.smtp.server.address() as AddressInfo).port;
+    this.apiUrl = (await this.api.start()).url;
     return this;
   }
 
@@ -246,6 +256,7 @@ export class FakeProvider {
     this.http.closeAllConnections();
     await new Promise((resolve) => this.http.close(resolve));
     await new Promise((resolve) => this.smtp.close(() => resolve(undefined)));
+    await this.api.stop();
   }
 
   private deviceCodeResponse(form: URLSearchParams): { status: number; payload: Record<string, unknown> } {
@@ -366,9 +377,10 @@ export class FakeProvider {
     } else {
       return oauthError(400, 'unsupported_grant_type', `grant_type ${grant} is not supported`);
     }
-    const accessToken = this.profile.accessToken({ mailbox, clientId: this.clientId, lifetimeSeconds: this.tokenLifetime });
+    const scope = form.get('scope') ?? '';
+    const accessToken = this.profile.accessToken({ mailbox, clientId: this.clientId, lifetimeSeconds: this.tokenLifetime, scope });
     this.tokenIssuedAt.push(Date.now());
-    this.accessTokens.set(accessToken, { mailbox, expiresAt: Date.now() + this.tokenLifetime * 1000 });
+    this.accessTokens.set(accessToken, { mailbox, expiresAt: Date.now() + this.tokenLifetime * 1000, scope });
     const payload: Record<string, unknown> = { token_type: 'Bearer', access_token: accessToken, expires_in: this.tokenLifetime, scope: form.get('scope') };
     if (refreshToken) payload.refresh_token = refreshToken;
     if (refreshToken && this.options.testingApp) payload.refresh_token_expires_in = 604_799; // Google, consent screen in "Testing"
@@ -451,13 +463,37 @@ export class FakeProvider {
       dsn: { ret: session.envelope.dsn?.ret, envid: session.envelope.dsn?.envid, notify: session.envelope.rcptTo.map((rcpt) => rcpt.dsn?.notify) },
       raw,
     };
+    return this.profile.accepted(await this.keep(message));
+  }
+
+  /** A delivered message: recorded, and written to the outbox when there is one. Resolves with its id. */
+  private async keep(message: ReceivedMessage): Promise<string> {
     this.received.push(message);
     const id = randomBytes(6).toString('hex').toUpperCase();
     if (this.options.outboxDir) {
       await mkdir(this.options.outboxDir, { recursive: true });
-      await writeFile(path.join(this.options.outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${id}.eml`), raw);
+      await writeFile(path.join(this.options.outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${id}.eml`), message.raw);
     }
-    return this.profile.accepted(id);
+    return id;
+  }
+
+  /** The HTTP APIs' view of this provider: its tokens, mailboxes, outbox and scripted answers. */
+  private apiBackend(): ApiBackend {
+    return {
+      bearer: (token) => {
+        const grant = this.accessTokens.get(token);
+        if (!grant || grant.expiresAt <= Date.now()) return undefined;
+        if (this.failNextLogins > 0) {
+          this.failNextLogins--; // a token revoked at the provider
+          return undefined;
+        }
+        return { mailbox: grant.mailbox, scope: grant.scope };
+      },
+      knowsMailbox: (mailbox) => this.options.mailboxes.some((known) => known.toLowerCase() === mailbox.toLowerCase()),
+      deliver: (mailbox, raw, to) => this.keep({ mailbox, envelope: { from: mailbox, to }, dsn: { notify: [] }, raw }),
+      nextScripted: () => this.apiScript.shift(),
+      sendDenied: () => this.apiSendDenied,
+    };
   }
 }
 

@@ -71,7 +71,7 @@ export interface ProviderProfile {
   accepted(id: string): string;
   replies: ProfileReplies;
   /** An access token shaped like the provider's (Microsoft: an RS256 JWT of ~2 KB). */
-  accessToken(grant: { mailbox: string; clientId: string; lifetimeSeconds: number }): string;
+  accessToken(grant: { mailbox: string; clientId: string; lifetimeSeconds: number; scope?: string }): string;
 }
 
 /** Exchange Online front-end names look like this (a region, a role, a number). */
@@ -96,14 +96,16 @@ function gsmtp(): string {
 let signingKey: KeyObject | undefined;
 
 /** An RS256 JWT with the claims Entra ID puts in an Exchange Online token, about 2 KB long. */
-function microsoftJwt(grant: { mailbox: string; clientId: string; lifetimeSeconds: number }): string {
+function microsoftJwt(grant: { mailbox: string; clientId: string; lifetimeSeconds: number; scope?: string }): string {
+  // A token is for one resource: Exchange's SMTP AUTH or Microsoft Graph, as the scope asked.
+  const graph = (grant.scope ?? '').includes('https://graph.microsoft.com/');
   signingKey ??= generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   const now = Math.floor(Date.now() / 1000);
   const tenant = randomUUID();
   const appOnly = grant.mailbox === '*';
   const header = { typ: 'JWT', nonce: randomBytes(32).toString('base64url'), alg: 'RS256', x5t: randomBytes(20).toString('base64url'), kid: randomBytes(20).toString('base64url') };
   const claims = {
-    aud: 'https://outlook.office.com',
+    aud: graph ? 'https://graph.microsoft.com' : 'https://outlook.office.com',
     iss: `https://sts.windows.net/${tenant}/`,
     iat: now,
     nbf: now,
@@ -119,7 +121,7 @@ function microsoftJwt(grant: { mailbox: string; clientId: string; lifetimeSecond
     oid: randomUUID(),
     puid: randomBytes(8).toString('hex').toUpperCase(),
     rh: `1.${randomBytes(40).toString('base64url')}.`,
-    ...(appOnly ? { roles: ['SMTP.SendAsApp'] } : { scp: 'SMTP.Send', name: 'Scanner', upn: grant.mailbox, unique_name: grant.mailbox, amr: ['pwd', 'mfa'], sid: randomUUID() }),
+    ...(appOnly ? { roles: [graph ? 'Mail.Send' : 'SMTP.SendAsApp'] } : { scp: graph ? 'Mail.Send' : 'SMTP.Send', name: 'Scanner', upn: grant.mailbox, unique_name: grant.mailbox, amr: ['pwd', 'mfa'], sid: randomUUID() }),
     sub: randomBytes(32).toString('base64url'),
     tid: tenant,
     uti: randomBytes(16).toString('base64url'),

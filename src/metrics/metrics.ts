@@ -73,7 +73,7 @@ export function createMetrics(accountNames: string[]) {
     upstreamSendDuration: new Histogram({
       name: `${p}upstream_send_duration_seconds`,
       help: 'Time from handing a message to the upstream to its final reply',
-      labelNames: ['account'],
+      labelNames: ['account', 'transport'],
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [registry],
     }),

@@ -1,36 +1,21 @@
-import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import nodemailer, { type Mail, type SMTPPoolOptions } from 'nodemailer';
 import type { ResolvedAccount } from '../config/index.js';
 import type { TokenManager } from '../oauth/index.js';
 import type { Logger } from '../log.js';
-import { classifySendError, type NodemailerError } from './classify.js';
 import { SmtpError } from '../reply.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ClusterState, SessionSlot } from '../cluster/index.js';
 import { Pacer } from './pacing.js';
-import { RELAY_LOGIN_METHOD, XOAuth2Rejected, logInWithXOAuth2, type LoginContext } from './xoauth2-login.js';
+import type { Envelope, SendReceipt, Transport } from './transport.js';
+import { createTransport } from './transports.js';
 
-export interface Envelope {
-  from: string;
-  to: string[];
-  /** RFC 3461 parameters for this transaction; sent only when the upstream offers DSN. */
-  dsn?: { ret?: string; envid?: string; notify?: string[] };
-}
+export type { Envelope, SendReceipt } from './transport.js';
 
 /**
  * The message for attempt 1, 2, ... of one send (the one retry reads it afresh). A message still
  * arriving from the device is a promise for its second reading: the retry waits until it is whole.
  */
 export type OpenMessage = (attempt: number) => Readable | Promise<Readable>;
-
-export interface SendReceipt {
-  accepted: string[];
-  /** Recipients the upstream refused while it took the message for the others. */
-  rejected: { address: string; response: string }[];
-  response: string;
-}
 
 /** Each recipient with the upstream's answer for it (the delivery log's view of a send). */
 export function recipientReplies(receipt: SendReceipt): { address: string; reply: string }[] {
@@ -43,14 +28,16 @@ const PACE_WAIT_MS = 10_000;
 const SESSION_POLL_MS = 25;
 
 /**
- * One account's way out: a pooled nodemailer transport that must use STARTTLS with a verified
- * certificate and logs in with AUTH XOAUTH2 using the token manager's token. Nodemailer's own
- * OAuth2 client is bypassed (it caches per connection and does not retry Office 365's plain 535).
+ * One account's way out, whatever its transport (SMTP with XOAUTH2, Graph, the Gmail API): the
+ * provider's pace, the mailbox's session slots, recipient batches and one immediate retry around
+ * the transport's attempts.
  */
 export class Upstream {
-  private readonly transport: Mail;
+  private readonly transport: Transport;
   /** Direct mode without a cluster paces here (with one, the cluster paces every send). */
   private readonly directPacer?: Pacer;
+  /** Until when the provider asked for no sends (Retry-After). */
+  private pausedUntil = 0;
 
   constructor(
     readonly account: ResolvedAccount,
@@ -60,34 +47,10 @@ export class Upstream {
     hostname: string,
     private readonly cluster: ClusterState,
   ) {
-    const upstream = account.upstream;
     if (account.delivery === 'direct' && !cluster.sharesSessions) this.directPacer = new Pacer(account.limits);
-    this.transport = nodemailer.createTransport({
-      // In a cluster every send holds a cluster-wide session slot and its own connection, so that
-      // the provider never sees more than maxConnections sessions (an idle pooled one counts too).
-      pool: !cluster.sharesSessions,
-      maxConnections: upstream.maxConnections,
-      host: upstream.host,
-      port: upstream.port,
-      secure: false,
-      requireTLS: true,
-      // SNI carries host names only (RFC 6066); an IP address is still checked against the certificate.
-      tls: { ca: upstream.ca ? readFileSync(upstream.ca) : undefined, minVersion: 'TLSv1.2', servername: isIP(upstream.host) ? undefined : upstream.host },
-      name: hostname,
-      connectionTimeout: upstream.timeoutMs,
-      greetingTimeout: upstream.timeoutMs,
-      socketTimeout: upstream.timeoutMs,
-      logger: false,
-      // nodemailer would re-send a message whose connection closed mid-send from the same, already
-      // read stream; the retry is ours (below, and the queue), from a fresh read of the file.
-      maxRequeues: 0,
-      // XOAUTH2 only, whatever else the server lists, and no password at all (xoauth2-login.ts).
-      // forceAuth: a server that lists no AUTH is still "logged in to", so the handler refuses it
-      // instead of the message going out unauthenticated.
-      forceAuth: true,
-      auth: { type: 'custom', method: RELAY_LOGIN_METHOD, user: account.mailbox },
-      customAuth: { [RELAY_LOGIN_METHOD]: (ctx: LoginContext) => logInWithXOAuth2(ctx, account.mailbox, tokens, hostname) },
-    } as SMTPPoolOptions & { pool: true });
+    // In a cluster every send holds a cluster-wide session slot and its own connection, so that
+    // the provider never sees more than maxConnections sessions (an idle pooled one counts too).
+    this.transport = createTransport(account, tokens, hostname, { pooled: !cluster.sharesSessions });
   }
 
   /**
@@ -96,13 +59,13 @@ export class Upstream {
    * Aborting `signal` while the message is streaming closes the connection before the final dot,
    * so the upstream discards what it got (RFC 5321 4.1.1.4: only the dot completes a message).
    */
-  async send(envelope: Envelope & { size?: number }, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
+  async send(envelope: Envelope, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
     await this.keepPace(envelope.to.length, signal);
     const started = performance.now();
     try {
       return await this.sendInParts(envelope, openMessage, signal);
     } finally {
-      this.metrics.upstreamSendDuration.observe({ account: this.account.name }, (performance.now() - started) / 1000);
+      this.metrics.upstreamSendDuration.observe({ account: this.account.name, transport: this.transport.name }, (performance.now() - started) / 1000);
     }
   }
 
@@ -112,7 +75,7 @@ export class Upstream {
    * a later part's failure is reported per recipient (a 4xx keeps them pending in the queue), so
    * that what was delivered is never sent again.
    */
-  private async sendInParts(envelope: Envelope & { size?: number }, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
+  private async sendInParts(envelope: Envelope, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
     const size = this.maxRecipientsPerTransaction ?? envelope.to.length;
     if (envelope.to.length <= size) return this.sendWithRetry(envelope, openMessage, signal);
     const receipt: SendReceipt = { accepted: [], rejected: [], response: '' };
@@ -132,50 +95,56 @@ export class Upstream {
     return receipt;
   }
 
+  /** The largest message the account's transport can send, when it has a limit of its own. */
+  get maxMessageSize(): number | undefined {
+    return this.transport.maxMessageSize;
+  }
+
   /** Recipients per upstream transaction, when the provider limits them (upstream.maxRecipientsPerMessage). */
   get maxRecipientsPerTransaction(): number | undefined {
-    return this.account.upstream.maxRecipientsPerMessage;
+    return this.transport.maxRecipientsPerAttempt;
   }
 
   close(): void {
     this.transport.close();
   }
 
-  private async sendWithRetry(envelope: Envelope & { size?: number }, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
+  private async sendWithRetry(envelope: Envelope, openMessage: OpenMessage, signal?: AbortSignal): Promise<SendReceipt> {
     try {
       return await this.sendOnce(envelope, await openMessage(1), signal);
     } catch (error) {
-      if (!isLoginRejection(error) && !isStaleConnection(error)) throw classifySendError(error, this.account.name);
-      // A refused token was dropped when the login failed, and a pooled connection the upstream had
-      // closed is gone: one more try, on a new connection (with a fresh token).
-      this.logger.warn({ account: this.account.name, upstream: (error as NodemailerError).response, code: (error as NodemailerError).code }, 'upstream login refused or connection lost; retrying once');
+      this.pauseIfAsked(error);
+      if (!this.transport.worthOneRetry(error)) throw this.transport.classify(error, this.account.name);
+      // A refused token was dropped, a stale connection is gone: one more try, afresh.
+      this.logger.warn({ account: this.account.name, transport: this.transport.name, upstream: (error as { response?: string }).response, code: (error as { code?: string }).code }, 'upstream refused the token or lost the connection; retrying once');
       try {
         return await this.sendOnce(envelope, await openMessage(2), signal);
       } catch (retryError) {
-        throw classifySendError(retryError, this.account.name);
+        this.pauseIfAsked(retryError);
+        throw this.transport.classify(retryError, this.account.name);
       }
     }
   }
 
-
-  private async sendOnce(envelope: Envelope & { size?: number }, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
+  private async sendOnce(envelope: Envelope, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
     // A send that fails before DATA never reads the stream; it must not keep its file open (nor,
     // while the message is still arriving, hold up the device).
     const slot = await this.waitForSession(signal).catch((error: unknown) => {
       message.destroy();
       throw error;
     });
-    const info = await this.transport
-      .sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message, dsn: envelope.dsn, signal })
-      .finally(() => {
-        message.destroy();
-        void slot.release();
-      });
-    const rejectedErrors = ((info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? []).map((error) => ({
-      address: String((error as { recipient?: string }).recipient ?? ''),
-      response: error.response ?? error.message,
-    }));
-    return { accepted: (info.accepted as string[]) ?? [], rejected: rejectedErrors, response: info.response ?? '' };
+    return this.transport.deliver(envelope, message, signal).finally(() => {
+      message.destroy();
+      void slot.release();
+    });
+  }
+
+  /** The provider's Retry-After stops this account's sends here, and on every replica. */
+  private pauseIfAsked(error: unknown): void {
+    const ms = this.transport.pauseAsked(error);
+    if (ms === undefined) return;
+    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + ms);
+    void this.cluster.pauseSending(this.account.name, ms);
   }
 
   /**
@@ -188,11 +157,13 @@ export class Upstream {
     const transactions = Math.max(1, Math.ceil(recipients / (this.maxRecipientsPerTransaction ?? Infinity)));
     const giveUpAt = Date.now() + PACE_WAIT_MS;
     for (;;) {
-      const wait = this.directPacer ? this.localPace(this.directPacer, recipients, transactions) : await this.cluster.pace(this.account.name, this.account.limits, transactions, recipients);
+      const paused = this.pausedUntil - Date.now();
+      const wait = paused > 0 ? paused : this.directPacer ? this.localPace(this.directPacer, recipients, transactions) : await this.cluster.pace(this.account.name, this.account.limits, transactions, recipients);
       if (wait === 0) return;
       if (Date.now() + wait > giveUpAt) {
         const seconds = Math.ceil(wait / 1000);
-        throw new SmtpError({ code: 451, enhanced: '4.7.0', text: `Sending pace of ${this.account.name} reached (limits); try again in ${seconds} s` }, 'upstream_deferred');
+        const why = paused > 0 ? `The provider asked ${this.account.name} to wait (Retry-After)` : `Sending pace of ${this.account.name} reached (limits)`;
+        throw new SmtpError({ code: 451, enhanced: '4.7.0', text: `${why}; try again in ${seconds} s` }, 'upstream_deferred');
       }
       await new Promise((resolve) => setTimeout(resolve, wait));
       signal?.throwIfAborted();
@@ -222,13 +193,4 @@ export class Upstream {
       await new Promise((resolve) => setTimeout(resolve, SESSION_POLL_MS + Math.random() * SESSION_POLL_MS));
     }
   }
-}
-
-function isStaleConnection(error: unknown): boolean {
-  return (error as NodemailerError).code === 'ECONNECTION';
-}
-
-function isLoginRejection(error: unknown): boolean {
-  // nodemailer re-labels the handler's error as EAUTH but keeps the object.
-  return error instanceof XOAuth2Rejected;
 }

@@ -1,0 +1,182 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { HeaderCollector, buildHeader } from '../util/header-fields.js';
+import { headerRecipients } from '../upstream/header-recipients.js';
+
+/**
+ * The stand-in's HTTP mail APIs, as documented:
+ * - Microsoft Graph `POST /v1.0/users/{id}/sendMail` with a MIME message, base64, as text/plain
+ *   (learn.microsoft.com/graph/api/user-sendmail, "Example 4: Send a new message using MIME
+ *   format"; learn.microsoft.com/graph/outlook-send-mime-message): 202 Accepted with no body, the
+ *   request limited to 4 MB; error bodies {"error": {"code", "message"}} (learn.microsoft.com/graph/errors),
+ *   throttling 429 with Retry-After ("Application is over its MailboxConcurrency limit.",
+ *   learn.microsoft.com/graph/throttling-limits#outlook-service-limits).
+ * - Gmail `POST /upload/gmail/v1/users/{userId}/messages/send?uploadType=media` with the message
+ *   as message/rfc822 (developers.google.com/gmail/api/guides/uploads and
+ *   .../reference/rest/v1/users.messages/send): 200 with the Message resource, at most 35 MB;
+ *   error bodies {"error": {"code", "message", "errors": [{"reason"}], "status"}}
+ *   (developers.google.com/gmail/api/guides/handle-errors).
+ * Both deliver to the addresses in To, Cc and Bcc and remove Bcc from the copies.
+ */
+
+export interface ApiScriptedAnswer {
+  status: number;
+  body?: Record<string, unknown>;
+  headers?: Record<string, string>;
+}
+
+/** What the API needs of the stand-in provider it belongs to. */
+export interface ApiBackend {
+  /** The token's mailbox ('*' for an app) and granted scope when it is valid now; undefined otherwise. */
+  bearer(token: string): { mailbox: string; scope: string } | undefined;
+  knowsMailbox(mailbox: string): boolean;
+  /** Records a delivered message; resolves with the provider's message id. */
+  deliver(mailbox: string, raw: Buffer, to: string[], via: 'graph' | 'gmail'): Promise<string>;
+  /** The next scripted answer for a send, if any (429, 503, ...). */
+  nextScripted(): ApiScriptedAnswer | undefined;
+  /** The app lacks the permission to send (Graph Mail.Send / RBAC; Gmail scope): 403. */
+  sendDenied(): boolean;
+}
+
+export const GRAPH_MIME_LIMIT = 4 * 1024 * 1024;
+export const GMAIL_API_LIMIT = 35 * 1024 * 1024;
+
+export class ProviderApiServer {
+  private readonly server: Server;
+  /** Every send request as received: path, content type, and the Authorization scheme. */
+  readonly requests: { path: string; contentType: string; status: number }[] = [];
+  url = '';
+
+  constructor(private readonly backend: ApiBackend) {
+    this.server = createServer((request, response) => {
+      void this.route(request, response).catch(() => {
+        if (!response.headersSent) json(response, 500, { error: { code: 'InternalServerError', message: 'stand-in failure' } });
+      });
+    });
+  }
+
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    const graph = /^\/v1\.0\/users\/([^/]+)\/sendMail$/.exec(url.pathname);
+    const gmail = /^\/upload\/gmail\/v1\/users\/([^/]+)\/messages\/send$/.exec(url.pathname);
+    const answer = (status: number, body?: Record<string, unknown>, headers?: Record<string, string>) => {
+      this.requests.push({ path: url.pathname, contentType: String(request.headers['content-type'] ?? ''), status });
+      if (status !== 202 && status !== 200) request.resume(); // the rest of a refused body is read and dropped
+      json(response, status, body, headers);
+    };
+    if (request.method !== 'POST' || (!graph && !gmail)) return answer(404, { error: { code: 'ResourceNotFound', message: 'Resource not found for the segment.' } });
+    const api = graph ? GRAPH : GMAIL;
+    const userId = decodeURIComponent((graph ?? gmail)![1]);
+    const token = /^Bearer (\S+)$/.exec(request.headers.authorization ?? '')?.[1];
+    const grant = token ? this.backend.bearer(token) : undefined;
+    if (!grant) return answer(401, api.invalidToken);
+    if (!api.scopeGranted(grant.scope)) return graph ? answer(401, GRAPH.wrongAudience) : answer(403, GMAIL.insufficientScope);
+    const mailbox = graph || userId !== 'me' ? userId : grant.mailbox;
+    if (!this.backend.knowsMailbox(mailbox)) return answer(404, api.unknownUser(mailbox));
+    if (grant.mailbox !== '*' && grant.mailbox.toLowerCase() !== mailbox.toLowerCase()) return answer(403, api.accessDenied);
+    if (this.backend.sendDenied()) return answer(403, api.accessDenied);
+    const scripted = this.backend.nextScripted();
+    if (scripted) return answer(scripted.status, scripted.body, scripted.headers);
+    const expected = graph ? 'text/plain' : 'message/rfc822';
+    if (!String(request.headers['content-type'] ?? '').startsWith(expected)) return answer(400, api.badContentType);
+    const body = await readLimited(request, graph ? GRAPH_MIME_LIMIT : GMAIL_API_LIMIT);
+    if (!body) return answer(413, api.tooLarge);
+    const raw = graph ? decodeBase64(body) : body;
+    if (!raw) return answer(400, GRAPH.invalidBase64);
+    const { to, copy } = withoutBcc(raw);
+    if (!to.length) return answer(400, api.noRecipients);
+    const id = await this.backend.deliver(mailbox, copy, to, graph ? 'graph' : 'gmail');
+    if (graph) return answer(202, undefined, { 'request-id': randomUUID(), 'client-request-id': randomUUID() });
+    return answer(200, { id, threadId: id, labelIds: ['SENT'] });
+  }
+}
+
+const GRAPH = {
+  scopeGranted: (scope: string) => scope.includes('https://graph.microsoft.com/'),
+  invalidToken: graphError('InvalidAuthenticationToken', 'Lifetime validation failed, the token is expired.'),
+  wrongAudience: graphError('InvalidAuthenticationToken', 'Access token validation failure. Invalid audience.'),
+  accessDenied: graphError('ErrorAccessDenied', 'Access is denied. Check credentials and try again.'),
+  unknownUser: (mailbox: string) => graphError('ErrorInvalidUser', `The requested user '${mailbox}' is invalid.`),
+  badContentType: graphError('RequestBodyRead', 'The MIME content must be sent base64-encoded as text/plain.'),
+  tooLarge: graphError('ErrorRequestEntityTooLarge', 'The request exceeds the maximum supported size of 4 MB.'),
+  invalidBase64: graphError('ErrorMimeContentInvalidBase64String', 'Invalid base64 string for MIME content.'),
+  noRecipients: graphError('ErrorInvalidRecipients', 'At least one recipient is not valid., A message can\'t be sent because it contains no recipients.'),
+};
+
+const GMAIL = {
+  scopeGranted: (scope: string) => /https:\/\/(mail\.google\.com\/|www\.googleapis\.com\/auth\/gmail\.(send|compose|modify))/.test(scope),
+  invalidToken: googleError(401, 'UNAUTHENTICATED', 'authError', 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.'),
+  insufficientScope: googleError(403, 'PERMISSION_DENIED', 'insufficientPermissions', 'Request had insufficient authentication scopes.'),
+  accessDenied: googleError(403, 'PERMISSION_DENIED', 'forbidden', 'Delegation denied for the requested user.'),
+  unknownUser: (mailbox: string) => googleError(400, 'FAILED_PRECONDITION', 'failedPrecondition', `Mail service not enabled for ${mailbox}`),
+  badContentType: googleError(400, 'INVALID_ARGUMENT', 'invalidArgument', "Media type 'application/octet-stream' is not supported."),
+  tooLarge: googleError(413, 'INVALID_ARGUMENT', 'uploadTooLarge', 'Request payload size exceeds the limit: 36700160 bytes.'),
+  noRecipients: googleError(400, 'INVALID_ARGUMENT', 'invalidArgument', 'Recipient address required'),
+};
+
+function graphError(code: string, message: string): Record<string, unknown> {
+  return { error: { code, message, innerError: { date: new Date().toISOString().slice(0, 19), 'request-id': randomUUID(), 'client-request-id': randomUUID() } } };
+}
+
+function googleError(code: number, status: string, reason: string, message: string): Record<string, unknown> {
+  return { error: { code, message, errors: [{ message, domain: 'global', reason }], status } };
+}
+
+/** Gmail's and Graph's throttling answers, for tests and the demo to script. */
+export const THROTTLED = {
+  graph: (seconds: number): ApiScriptedAnswer => ({ status: 429, headers: { 'Retry-After': String(seconds) }, body: graphError('ApplicationThrottled', 'Application is over its MailboxConcurrency limit.') }),
+  gmail: (seconds: number): ApiScriptedAnswer => ({ status: 429, headers: { 'Retry-After': String(seconds) }, body: googleError(429, 'RESOURCE_EXHAUSTED', 'rateLimitExceeded', 'User-rate limit exceeded.') }),
+};
+
+function json(response: ServerResponse, status: number, body: Record<string, unknown> | undefined, headers: Record<string, string> = {}): void {
+  const text = body ? JSON.stringify(body) : '';
+  response.writeHead(status, { ...headers, ...(body ? { 'Content-Type': 'application/json; charset=utf-8' } : {}), 'Content-Length': Buffer.byteLength(text) });
+  response.end(text);
+}
+
+/** The request body, or undefined once it passes `limit` (the rest is not kept). */
+async function readLimited(request: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      request.resume();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function decodeBase64(body: Buffer): Buffer | undefined {
+  const text = body.toString('latin1').replace(/\s+/g, '');
+  return /^[A-Za-z0-9+/]*={0,2}$/.test(text) && text.length % 4 === 0 ? Buffer.from(text, 'base64') : undefined;
+}
+
+/** The recipients the provider delivers to (To, Cc, Bcc) and the copy they get (no Bcc field). */
+function withoutBcc(raw: Buffer): { to: string[]; copy: Buffer } {
+  const collector = new HeaderCollector();
+  const section = collector.push(raw) ?? collector.finish();
+  const to = headerRecipients(section.fields);
+  const kept = section.fields.filter((field) => field.key !== 'bcc');
+  const head = section.blankLine ? buildHeader(kept) : Buffer.concat(kept.map((field) => field.raw));
+  return { to, copy: Buffer.concat([head, section.rest]) };
+}
+
+/** A Gmail message id (16 hex digits). */
+export function gmailMessageId(): string {
+  return randomBytes(8).toString('hex');
+}

@@ -1,0 +1,18 @@
+import type { ResolvedAccount } from '../config/index.js';
+import type { TokenManager } from '../oauth/index.js';
+import { GmailTransport } from './gmail-transport.js';
+import { GraphTransport } from './graph-transport.js';
+import { SmtpTransport } from './smtp-transport.js';
+import type { Transport } from './transport.js';
+
+/** The account's transport (upstream.transport). */
+export function createTransport(account: ResolvedAccount, tokens: TokenManager, hostname: string, options: { pooled: boolean }): Transport {
+  switch (account.upstream.transport) {
+    case 'graph':
+      return new GraphTransport(account, tokens);
+    case 'gmail':
+      return new GmailTransport(account, tokens);
+    default:
+      return new SmtpTransport(account, tokens, hostname, options.pooled);
+  }
+}

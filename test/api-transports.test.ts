@@ -1,0 +1,135 @@
+import { createHash } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { presetAccountFor } from '../bench/harness.js';
+import type { FakeProvider } from '../src/demo/fake-provider.js';
+import { THROTTLED } from '../src/demo/provider-api.js';
+import { ADMIN_AUTHORIZATION, adminHttp, cli, headerValues, message, metric, readyz, sendRaw, sendRawExpectingError, splitMessage, startProvider, startRelay, stopStarted, until } from './helpers.js';
+
+/**
+ * Microsoft Graph's sendMail and the Gmail API's messages.send against the stand-in's APIs, which
+ * behave as documented: MIME in base64 (Graph, 4 MB) or message/rfc822 (Gmail, 35 MB), delivery to
+ * To, Cc and Bcc with Bcc removed, 429 with Retry-After, the documented error bodies.
+ */
+
+const TRANSPORTS = [
+  { transport: 'graph', profile: 'microsoft', path: /^\/v1\.0\/users\/scanner%40contoso\.test\/sendMail$/, contentType: 'text/plain' },
+  { transport: 'gmail', profile: 'google', path: /^\/upload\/gmail\/v1\/users\/scanner%40contoso\.test\/messages\/send$/, contentType: 'message/rfc822' },
+] as const;
+
+const SCAN = message(['From: mfp@printers.local', 'To: alice@example.com', 'Cc: carol@example.com', 'Subject: Scan from MFP', 'X-Device: lobby'], 'y'.repeat(76).concat('\r\n').repeat(133));
+
+/** Compared by digest: a failed comparison of 25 MB buffers would print them. */
+const digest = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+function apiAccount(provider: FakeProvider, transport: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const account = presetAccountFor(provider) as { upstream: Record<string, unknown> };
+  return { ...account, upstream: { ...account.upstream, transport, apiUrl: provider.apiUrl }, ...extra };
+}
+
+describe('API transports', () => {
+  afterEach(stopStarted);
+
+  for (const { transport, profile, path, contentType } of TRANSPORTS) {
+    it(`${transport}: a 10 KB scan with a Bcc recipient arrives as sent, Bcc undisclosed, over the API only`, async () => {
+      const provider = await startProvider({ profile });
+      const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
+      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com', 'hidden@example.com'], raw: SCAN });
+      expect(provider.received).toHaveLength(1);
+      const [received] = provider.received;
+      expect([...received.envelope.to].sort()).toEqual(['alice@example.com', 'carol@example.com', 'hidden@example.com']);
+      expect(received.raw.toString('latin1')).not.toContain('hidden@');
+      const { header, body } = splitMessage(received.raw);
+      expect(body).toEqual(splitMessage(Buffer.from(SCAN)).body);
+      expect(headerValues(header, 'subject')).toEqual(['Scan from MFP']);
+      expect(headerValues(header, 'x-device')).toEqual(['lobby']);
+      expect(headerValues(header, 'to')).toEqual(['alice@example.com']);
+      expect(headerValues(header, 'from')).toEqual(['scanner@contoso.test']);
+      expect(provider.authAttempts).toEqual([]); // no SMTP session at all
+      expect(provider.api.requests).toEqual([{ path: expect.stringMatching(path), contentType, status: transport === 'graph' ? 202 : 200 }]);
+      expect(await metric(relay.httpPort, 'smtp_relay_upstream_send_duration_seconds_count', { account: 'office', transport })).toBe(1);
+    });
+
+    it(`${transport}: the To or Cc naming an address the device did not send to is not sent (the API would deliver to it)`, async () => {
+      const provider = await startProvider({ profile });
+      const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
+      const reply = await sendRawExpectingError(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: SCAN });
+      expect(reply).toMatch(/^550 5\.7\.1 Message names recipients it is not addressed to \(carol@example\.com\)/);
+      expect(provider.api.requests).toEqual([]);
+    });
+
+    it(`${transport}: 429 with Retry-After is waited out, the API's words in the delivery log`, async () => {
+      const provider = await startProvider({ profile });
+      const relay = await startRelay(provider, { account: apiAccount(provider, transport), top: { delivery: 'queue', queue: { retry: { initialDelay: 1, maxDelay: 2 } } } });
+      provider.apiScript.push(THROTTLED[transport](2));
+      const started = Date.now();
+      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+      await until(() => provider.received.length === 1, 30_000);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
+      expect(provider.api.requests.map((request) => request.status)).toEqual([429, transport === 'graph' ? 202 : 200]);
+      const { stdout } = await cli(['trace', '--data-dir', relay.dataDir, '--json']);
+      const attempts = (JSON.parse(stdout) as { messages: { events: { event: string; result?: string; reply?: string }[] }[] }).messages[0].events.filter((event) => event.event === 'attempt');
+      expect(attempts[0]).toMatchObject({ result: 'deferred', reply: expect.stringMatching(/^HTTP 429 (ApplicationThrottled|rateLimitExceeded): /) });
+    });
+
+    it(`${transport}: 403 (no permission to send) holds the account with the fix on the console; the permission granted, it sends`, async () => {
+      const provider = await startProvider({ profile });
+      provider.apiSendDenied = true;
+      const relay = await startRelay(provider, { account: apiAccount(provider, transport), top: { delivery: 'queue', http: await adminHttp(), oauth: { retries: 0, retryDelay: 0.05, reauthCheckInterval: 0.3 } } });
+      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+      await until(async () => (await metric(relay.httpPort, 'smtp_relay_account_held', { account: 'office' })) === 1);
+      const health = (await readyz(relay.httpPort)).body.accounts.office as { lastProblem?: { hint?: string; reason?: string; reply?: string } };
+      const fix = transport === 'graph' ? /Application Mail\.Send/ : /gmail\.send/;
+      expect(health.lastProblem).toMatchObject({ reason: 'account_misconfigured', hint: expect.stringMatching(fix) });
+      const page = await (await fetch(`http://127.0.0.1:${relay.httpPort}/`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text();
+      expect(page).toMatch(fix);
+      expect(page).toMatch(/HTTP 403/);
+      provider.apiSendDenied = false;
+      await until(() => provider.received.length === 1);
+    });
+
+    it(`${transport}: a token revoked at the provider is refreshed once and the send retried`, async () => {
+      const provider = await startProvider({ profile });
+      const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
+      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+      provider.failNextLogins = 1;
+      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+      expect(provider.received).toHaveLength(2);
+      expect(provider.tokenRequests).toBe(2);
+      expect(provider.api.requests.map((request) => request.status)).toEqual(transport === 'graph' ? [202, 401, 202] : [200, 401, 200]);
+    });
+  }
+
+  it('gmail: a 25 MB scan streams through the media upload; graph refuses a message over its 4 MB MIME request at DATA', async () => {
+    const large = message(['From: mfp@printers.local', 'To: alice@example.com', 'Subject: 25 MB scan', 'Content-Type: application/octet-stream', 'Content-Transfer-Encoding: base64'], 'QUJD'.repeat(19).concat('\r\n').repeat(337_000));
+    expect(large.length).toBeGreaterThan(25 * 1024 * 1024);
+    const google = await startProvider({ profile: 'google' });
+    const gmail = await startRelay(google, { account: apiAccount(google, 'gmail') });
+    await sendRaw(gmail.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: large });
+    expect(google.received).toHaveLength(1);
+    expect(digest(splitMessage(google.received[0].raw).body)).toBe(digest(splitMessage(Buffer.from(large)).body));
+    const microsoft = await startProvider({ profile: 'microsoft' });
+    const graph = await startRelay(microsoft, { account: apiAccount(microsoft, 'graph') });
+    expect(await sendRawExpectingError(graph.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: large })).toMatch(/^552 5\.3\.4 Message exceeds the size limit of /);
+    expect(microsoft.api.requests).toEqual([]);
+  });
+
+  it('graph: while the provider asks to wait (Retry-After), a device gets 451 with the time left and Graph is not asked', async () => {
+    const provider = await startProvider({ profile: 'microsoft' });
+    const relay = await startRelay(provider, { account: apiAccount(provider, 'graph') });
+    provider.apiScript.push(THROTTLED.graph(30));
+    const scan = { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN };
+    expect(await sendRawExpectingError(relay.port, scan)).toMatch(/^451 4\.7\.0 Upstream API: HTTP 429 ApplicationThrottled: Application is over its MailboxConcurrency limit\./);
+    expect(await sendRawExpectingError(relay.port, scan)).toMatch(/^451 4\.7\.0 The provider asked office to wait \(Retry-After\); try again in (29|30) s/);
+    expect(provider.api.requests).toHaveLength(1);
+  });
+
+  it('graph: the token is for Microsoft Graph (scope and audience), not for SMTP AUTH', async () => {
+    const provider = await startProvider({ profile: 'microsoft' });
+    const relay = await startRelay(provider, { account: apiAccount(provider, 'graph', { flow: 'client_credentials', refreshToken: undefined }) });
+    await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+    expect(provider.received).toHaveLength(1);
+    // An account that asks for Exchange's SMTP scope gets Graph's 401 "Invalid audience", and is held with the fix.
+    const wrong = await startRelay(provider, { account: apiAccount(provider, 'graph', { scopes: 'https://outlook.office365.com/.default', flow: 'client_credentials', refreshToken: undefined }) });
+    expect(await sendRawExpectingError(wrong.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN })).toMatch(/^451 4\.7\.0 Relay account office cannot send now \(HTTP 401 InvalidAuthenticationToken\)/);
+  });
+});

@@ -83,6 +83,10 @@ describe('API transports', () => {
       const page = await (await fetch(`http://127.0.0.1:${relay.httpPort}/`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text();
       expect(page).toMatch(fix);
       expect(page).toMatch(/HTTP 403/);
+      // The Set up page gives this transport's steps: Graph's Mail.Send, the Gmail API and its scope; no SMTP AUTH.
+      const setup = await (await fetch(`http://127.0.0.1:${relay.httpPort}/setup`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text();
+      expect(setup).toMatch(transport === 'graph' ? /Microsoft Graph › Delegated › Mail\.Send/ : /enable the <strong>Gmail API<\/strong>/);
+      expect(setup).not.toMatch(/SmtpClientAuthenticationDisabled|https:\/\/mail\.google\.com\//);
       provider.apiSendDenied = false;
       await until(() => provider.received.length === 1);
     });

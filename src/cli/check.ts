@@ -30,7 +30,8 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   for (const account of loaded.accounts.values()) {
     lines.push(`  ${account.name}: ${account.mailbox} (${account.provider}, ${account.flow})`);
     lines.push(`    token endpoint ${account.tokenUrl}`);
-    lines.push(`    upstream       ${account.upstream.host}:${account.upstream.port} STARTTLS, XOAUTH2, up to ${account.upstream.maxConnections} connections`);
+    lines.push(`    upstream       ${describeUpstream(account)}`);
+    lines.push(`    scopes         ${account.scopes ?? '(none)'}`);
     if (account.sendAs.length) lines.push(`    may send as    ${account.sendAs.join(', ')}`);
     lines.push(`    token          ${await tokenState(store, account)}`);
     for (const expiry of credentialExpiries(account)) {
@@ -80,4 +81,17 @@ function redactedUrl(url: string): string {
   const parsed = new URL(url);
   if (parsed.password) parsed.password = '***';
   return parsed.toString();
+}
+
+/** What `check` says of an account's way out: where, how, and what its transport needs from the admin. */
+function describeUpstream(account: ResolvedAccount): string {
+  const { upstream } = account;
+  switch (upstream.transport) {
+    case 'graph':
+      return `Microsoft Graph sendMail at ${upstream.apiUrl} (MIME, 4 MB; needs Mail.Send or RBAC for Applications "Application Mail.Send", no SMTP AUTH)`;
+    case 'gmail':
+      return `Gmail API messages.send at ${upstream.apiUrl} (35 MB; needs the gmail.send scope and the Gmail API enabled)`;
+    default:
+      return `${upstream.host}:${upstream.port} STARTTLS, XOAUTH2, up to ${upstream.maxConnections} connections`;
+  }
 }

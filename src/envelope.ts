@@ -8,6 +8,20 @@ export interface DsnRequest {
   recipients?: Record<string, { notify?: string[]; orcpt?: string }>;
 }
 
+/**
+ * What a device declared of its message at MAIL FROM, kept with it and declared again upstream:
+ * 8-bit content (BODY=8BITMIME, RFC 6152) and UTF-8 in addresses or headers (SMTPUTF8, RFC 6531).
+ */
+export interface DeclaredContent {
+  eightBitMime?: true;
+  smtpUtf8?: true;
+}
+
+/** smtp-server's reading of BODY= and SMTPUTF8 on MAIL FROM. */
+export function declaredContent(envelope: { bodyType?: string; smtpUtf8?: boolean }): DeclaredContent {
+  return { ...(envelope.bodyType === '8bitmime' ? { eightBitMime: true } : {}), ...(envelope.smtpUtf8 ? { smtpUtf8: true } : {}) };
+}
+
 export type NoticeKind = 'FAILURE' | 'DELAY';
 
 /**

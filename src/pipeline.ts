@@ -8,7 +8,7 @@ import type { Metrics } from './metrics/metrics.js';
 import { LineEndingGuard, SenderRewriter, SizeGuard, type LineEndingPolicy, type SenderDecision } from './rewrite/index.js';
 import { newQueueRecord, type DeliveryAgent, type Spool, type StagedMessage } from './spool/index.js';
 import { LiveSend, recipientReplies, type Upstream } from './upstream/index.js';
-import { SmtpError, asSmtpError, defer, reject } from './reply.js';
+import { DEVICE_INPUT_REASONS, SmtpError, asSmtpError, defer, reject } from './reply.js';
 import { messageDate } from './util/rfc5322.js';
 import { upstreamDsn } from './envelope.js';
 import type { HealthBoard } from './health.js';
@@ -101,7 +101,7 @@ export class Pipeline {
   private liveSend(route: Route, transaction: Transaction, rewriter: SenderRewriter): LiveSend | undefined {
     if (route.account.delivery === 'queue') return undefined;
     if (transaction.rcptTo.length > (route.upstream.maxRecipientsPerTransaction ?? Infinity)) return undefined;
-    return new LiveSend(route.upstream, () => ({ from: rewriter.decision.envelopeFrom, to: transaction.rcptTo, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo) }));
+    return new LiveSend(route.upstream, () => ({ from: rewriter.decision.envelopeFrom, to: transaction.rcptTo, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo), content: transaction.content }));
   }
 
   /**
@@ -160,6 +160,7 @@ export class Pipeline {
       originalFrom: decision.originalFrom,
       bounce: transaction.mailFrom === '' || undefined,
       dsn: transaction.dsn,
+      content: Object.keys(transaction.content).length ? transaction.content : undefined,
     });
     await spool.commit(staged, record);
     this.options.trace.record(traced);
@@ -172,7 +173,7 @@ export class Pipeline {
   private async relay({ log, route, transaction, staged, decision, traced }: StageResult, live: LiveSend | undefined): Promise<string> {
     const { spool, metrics, health, trace } = this.options;
     const account = route.account.name;
-    const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo) };
+    const envelope = { from: decision.envelopeFrom, to: transaction.rcptTo, size: staged.size, dsn: upstreamDsn(transaction.dsn, transaction.rcptTo), content: transaction.content };
     const started = performance.now();
     const open = () => spool.openStaged(staged);
     const receipt = await (live ? live.finish(open) : route.upstream.send(envelope, open)).catch((error: unknown) => {
@@ -215,7 +216,7 @@ export class Pipeline {
     this.options.metrics.messagesFailed.inc({ account, reason: smtpError.reason });
     this.options.health.failed(account, smtpError.reason, `${smtpError.reply.code} ${smtpError.message}`, smtpError.hint);
     const cause = smtpError.cause as { message?: string; response?: string } | undefined;
-    log[smtpError.isTemporary ? 'warn' : 'error'](
+    log[smtpError.isTemporary || DEVICE_INPUT_REASONS.has(smtpError.reason) ? 'warn' : 'error'](
       { size, reason: smtpError.reason, reply: `${smtpError.reply.code} ${smtpError.message}`, cause: cause?.message, hint: smtpError.hint, upstream: cause?.response },
       'message not accepted',
     );

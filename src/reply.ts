@@ -57,6 +57,12 @@ export const FAILURE_REASONS: readonly FailureReason[] = [
   'internal',
 ];
 
+/**
+ * Refusals of what the device sent (its size, its header, its line endings): the device is told,
+ * and the log says so as a warning, wherever in the session it was refused. Not the relay's fault.
+ */
+export const DEVICE_INPUT_REASONS: ReadonlySet<FailureReason> = new Set(['too_large', 'header_too_large', 'bare_line_ending', 'policy']);
+
 /** Failures that say the account, not the message, must be fixed: its queue waits instead of retrying each message. */
 export const HOLDING_REASONS: ReadonlySet<FailureReason> = new Set(['needs_reauth', 'account_misconfigured', 'quota_exhausted']);
 

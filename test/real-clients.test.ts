@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { DEVICE, MAILBOX, execFileAsync, headerValues, metric, splitMessage, startProvider, startRelay, type TestRelay } from './helpers.js';
+import { DEVICE, MAILBOX, execFileAsync, headerValues, metric, splitMessage, startProvider, startRelay, until, type TestRelay } from './helpers.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
 // Clients no one here wrote: swaks, curl and Python's smtplib, as devices would use the relay.
@@ -101,5 +101,31 @@ describe('devices using real SMTP clients', () => {
       (error: { stdout: string; stderr: string }) => error,
     );
     expect(`${result.stdout}${result.stderr}`).toContain('530 5.7.0');
+  });
+
+  it('carries what a Python smtplib device declared upstream: SMTPUTF8 and BODY=8BITMIME, and its UTF-8 address intact in Reply-To (direct and queue)', async () => {
+    const queued = await startRelay(provider, { top: { delivery: 'queue' } });
+    const script = [
+      'import smtplib, sys',
+      's = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)',
+      `s.login("${DEVICE.username}", "${DEVICE.password}")`,
+      'msg = "From: Jörg Müller <jörg@exämple.com>\\r\\nTo: alice@example.com\\r\\nSubject: Grüße aus dem Büro\\r\\n\\r\\nSchöne Grüße\\r\\n".encode()',
+      's.sendmail("jörg@exämple.com", ["alice@example.com"], msg, mail_options=["SMTPUTF8", "BODY=8BITMIME"])',
+      'ascii = b"From: mfp@printers.local\\r\\nTo: alice@example.com\\r\\nSubject: 8bit\\r\\nContent-Type: text/plain; charset=utf-8\\r\\nContent-Transfer-Encoding: 8bit\\r\\n\\r\\n\\xc3\\x9cbersicht\\r\\n"',
+      's.sendmail("mfp@printers.local", ["alice@example.com"], ascii, mail_options=["BODY=8BITMIME"])',
+      's.quit()',
+    ].join('\n');
+    for (const target of [relay, queued]) {
+      const before = provider.received.length;
+      await execFileAsync('python3', ['-c', script, String(target.port)]);
+      await until(() => provider.received.length === before + 2);
+      const [utf8, eightBit] = provider.received.slice(before);
+      const header = utf8.raw.subarray(0, utf8.raw.indexOf('\r\n\r\n')).toString('utf8');
+      expect(header).toContain('Reply-To: =?UTF-8?Q?J=C3=B6rg_M=C3=BCller?= <jörg@exämple.com>');
+      expect(header).toContain('Subject: Grüße aus dem Büro');
+      expect(utf8.declared).toEqual({ body: '8bitmime', smtpUtf8: true });
+      expect(eightBit.declared).toEqual({ body: '8bitmime', smtpUtf8: false });
+      expect(splitMessage(eightBit.raw).body.toString('utf8')).toBe('Übersicht\r\n');
+    }
   });
 });

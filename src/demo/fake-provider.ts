@@ -50,6 +50,8 @@ export interface ReceivedMessage {
   envelope: { from: string; to: string[] };
   /** The RFC 3461 parameters the client sent: RET and ENVID, and NOTIFY per recipient. */
   dsn: { ret?: string | null; envid?: string | null; notify: (string[] | undefined)[] };
+  /** BODY= and SMTPUTF8 as the client declared them at MAIL FROM (SMTP only). */
+  declared?: { body: string; smtpUtf8: boolean };
   raw: Buffer;
 }
 
@@ -461,6 +463,7 @@ export class FakeProvider {
       mailbox,
       envelope: { from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((rcpt) => rcpt.address) },
       dsn: { ret: session.envelope.dsn?.ret, envid: session.envelope.dsn?.envid, notify: session.envelope.rcptTo.map((rcpt) => rcpt.dsn?.notify) },
+      declared: { body: (session.envelope as { bodyType?: string }).bodyType ?? '7bit', smtpUtf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8 },
       raw,
     };
     return this.profile.accepted(await this.keep(message));

@@ -15,7 +15,7 @@ import { NetworkList, type Config, type UserConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { SmtpError, asSmtpError, defer, reject } from '../reply.js';
-import type { DsnRequest } from '../envelope.js';
+import { declaredContent, type DeclaredContent, type DsnRequest } from '../envelope.js';
 import { DeviceAuthenticator } from './passwords.js';
 import { AuthGuard, type ActiveLockout, type AuthGuardLimits, type Lockout } from './auth-guard.js';
 import { RecipientPolicy } from './recipient-policy.js';
@@ -37,6 +37,8 @@ export interface Transaction {
   rcptTo: string[];
   /** RFC 3461 parameters the device gave (RET, ENVID, NOTIFY, ORCPT), if any. */
   dsn?: DsnRequest;
+  /** What the device declared of its content at MAIL FROM: BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531). */
+  content: DeclaredContent;
 }
 
 /**
@@ -518,6 +520,7 @@ export class Listener {
       mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
       rcptTo: session.envelope.rcptTo.map((rcpt) => rcpt.address),
       dsn: dsnRequest(session),
+      content: declaredContent(session.envelope),
     };
     const hangUp = new AbortController();
     const lost = () => {

@@ -79,13 +79,9 @@ export class SenderRewriter extends Transform {
     this.collector = undefined;
     if (problem) return problem;
     const { fields, decision } = applySenderRules(section.fields, this.rules);
-    const folded = fields.map(foldLongLines);
-    if (folded.some((field) => field === undefined)) {
-      return reject('header_too_large', 554, '5.6.0', 'A header line is longer than 998 octets and has no white space to fold it at (RFC 5322 2.1.1)');
-    }
     this.decisionValue = decision;
     this.subjectField = section.fields.find((field) => field.key === 'subject');
-    this.push(buildHeader(folded as HeaderField[]));
+    this.push(buildHeader(fields.map(foldLongLines)));
     if (section.rest.length > 0) this.push(section.rest);
     return null;
   }

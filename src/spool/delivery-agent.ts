@@ -402,7 +402,7 @@ export class DeliveryAgent {
     const traceAttempt = (result: AttemptResult, reply: string, recipients: { address: string; reply: string }[]) =>
       this.options.trace.record({ at: new Date().toISOString(), event: 'attempt', id: record.id, account, result, reply, recipients, durationMs: Math.round(performance.now() - started) });
     try {
-      const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size, dsn: upstreamDsn(record.dsn, to) }, () => spool.openMessage(record));
+      const receipt = await queue.upstream.send({ from: record.envelope.from, to, size: record.size, dsn: upstreamDsn(record.dsn, to), content: record.content }, () => spool.openMessage(record));
       record.delivered.push(...receipt.accepted);
       record.lastReply = receipt.response;
       for (const refusal of receipt.rejected) {

@@ -1,4 +1,4 @@
-import type { DsnRequest } from '../envelope.js';
+import type { DeclaredContent, DsnRequest } from '../envelope.js';
 
 /** What the spool keeps beside each message: its envelope and its delivery history. */
 export interface QueueRecord {
@@ -18,6 +18,8 @@ export interface QueueRecord {
   bounce?: boolean;
   /** The device's DSN parameters (RFC 3461): honoured in reports, passed upstream. */
   dsn?: DsnRequest;
+  /** BODY=8BITMIME and SMTPUTF8 as the device declared them: declared upstream too. */
+  content?: DeclaredContent;
   /** Set once a delay report (NOTIFY=DELAY) went out: there is one per message. */
   delayReported?: boolean;
   attempts: number;

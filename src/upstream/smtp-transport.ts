@@ -7,6 +7,7 @@ import type { TokenManager } from '../oauth/index.js';
 import type { SmtpError } from '../reply.js';
 import { classifySendError, type NodemailerError } from './classify.js';
 import type { Envelope, SendReceipt, Transport } from './transport.js';
+import './smtputf8.js';
 import { RELAY_LOGIN_METHOD, XOAuth2Rejected, logInWithXOAuth2, type LoginContext } from './xoauth2-login.js';
 
 /**
@@ -51,7 +52,10 @@ export class SmtpTransport implements Transport {
   readonly maxRecipientsPerAttempt?: number;
 
   async deliver(envelope: Envelope, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
-    const info = await this.transport.sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size }, raw: message, dsn: envelope.dsn, signal });
+    // BODY=8BITMIME and SMTPUTF8 where the device declared them (SMTPUTF8 content is 8-bit too).
+    const smtpUtf8 = envelope.content?.smtpUtf8 === true;
+    const use8BitMime = smtpUtf8 || envelope.content?.eightBitMime === true;
+    const info = await this.transport.sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime, smtpUtf8 } as Mail.Options['envelope'], raw: message, dsn: envelope.dsn, signal });
     const rejectedErrors = ((info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? []).map((error) => ({
       address: String((error as { recipient?: string }).recipient ?? ''),
       response: error.response ?? error.message,

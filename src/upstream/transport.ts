@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { TransportName } from '../config/index.js';
+import type { DeclaredContent } from '../envelope.js';
 import type { SmtpError } from '../reply.js';
 
 export interface Envelope {
@@ -9,6 +10,8 @@ export interface Envelope {
   dsn?: { ret?: string; envid?: string; notify?: string[] };
   /** The message's size in bytes, when known before it is read. */
   size?: number;
+  /** What the device declared of the content (8BITMIME, SMTPUTF8): declared upstream where the server offers it. */
+  content?: DeclaredContent;
 }
 
 export interface SendReceipt {

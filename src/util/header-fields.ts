@@ -39,8 +39,9 @@ export function fieldValue(field: HeaderField): string {
   return text.slice(text.indexOf(':') + 1).replace(/\r?\n(?=[ \t])/g, '').replace(/\r?\n$/, '');
 }
 
+/** A new field from text (UTF-8 where it is not ASCII: an internationalized address, RFC 6532). */
 export function makeField(name: string, value: string): HeaderField {
-  return { key: name.toLowerCase(), raw: Buffer.from(`${name}: ${value}\r\n`, 'latin1') };
+  return { key: name.toLowerCase(), raw: Buffer.from(`${name}: ${value}\r\n`, 'utf8') };
 }
 
 /**
@@ -145,10 +146,12 @@ export function buildHeader(fields: readonly HeaderField[]): Buffer {
 export const MAX_LINE_OCTETS = 998;
 
 /**
- * The field with every line over 998 octets folded at white space (RFC 5322 §2.2.3), or undefined
- * when a line has no white space to fold at (such a field cannot be sent as it is).
+ * The field with every line over 998 octets folded (RFC 5322 §2.2.3): at white space where there is
+ * some, otherwise by inserting a folding space at the limit, as Postfix does for long lines
+ * (smtp_line_length_limit). The field's words survive with a space where it was cut; a UTF-8
+ * character is never cut in two.
  */
-export function foldLongLines(field: HeaderField): HeaderField | undefined {
+export function foldLongLines(field: HeaderField): HeaderField {
   if (field.raw.length <= MAX_LINE_OCTETS + 2) return field; // nearly every field: no line can be too long
   const text = field.raw.toString('latin1');
   const lines = text.replace(/\r\n$/, '').split('\r\n');
@@ -157,12 +160,19 @@ export function foldLongLines(field: HeaderField): HeaderField | undefined {
   for (let line of lines) {
     while (line.length > MAX_LINE_OCTETS) {
       // The last white space that leaves a first part within the limit (not the one that starts a continuation).
-      const cut = Math.max(line.lastIndexOf(' ', MAX_LINE_OCTETS), line.lastIndexOf('\t', MAX_LINE_OCTETS));
-      if (cut <= 0) return undefined;
+      const space = Math.max(line.lastIndexOf(' ', MAX_LINE_OCTETS), line.lastIndexOf('\t', MAX_LINE_OCTETS));
+      const cut = space > 0 ? space : characterStart(line, MAX_LINE_OCTETS);
       folded.push(line.slice(0, cut));
-      line = line.slice(cut);
+      line = space > 0 ? line.slice(cut) : ` ${line.slice(cut)}`;
     }
     folded.push(line);
   }
   return { key: field.key, raw: Buffer.from(`${folded.join('\r\n')}\r\n`, 'latin1') };
+}
+
+/** The position at or before `at` where a UTF-8 character starts (a binary string: one char per byte). */
+function characterStart(binary: string, at: number): number {
+  let position = at;
+  while (position > at - 3 && (binary.charCodeAt(position) & 0xc0) === 0x80) position--;
+  return position;
 }

@@ -17,8 +17,9 @@ import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
 import { ControlServer, daemonCommands } from './control/index.js';
 import { AdminPage, type ConsoleSources } from './web/index.js';
+import { ExchangeMessageTrace } from './provider-trace/index.js';
 import { ClusterQueue, type ClusterState, type LocalQueue, type ReplicaInfo } from './cluster/index.js';
-import type { UserConfig } from './config/index.js';
+import type { Config, ResolvedAccount, UserConfig } from './config/index.js';
 
 export interface AppOptions {
   logger?: Logger;
@@ -152,6 +153,15 @@ interface ConsoleParts {
   clusterQueue: ClusterQueue;
   users: () => UserConfig[];
   replicas: () => Promise<ReplicaInfo[] | undefined>;
+  /** Exchange's message trace, for the accounts trace.providerLookup names. */
+  providerTraces: Map<string, ExchangeMessageTrace>;
+}
+
+/** trace.providerLookup: true is every Microsoft account with an app credential, a list names them. */
+function providerTraces(config: Config, accounts: Iterable<ResolvedAccount>): Map<string, ExchangeMessageTrace> {
+  const wanted = config.trace.providerLookup;
+  const named = (account: ResolvedAccount) => (wanted === true ? !!(account.clientSecret || account.clientCertificateFile || account.clientAssertionFile) : Array.isArray(wanted) && wanted.includes(account.name));
+  return new Map([...accounts].filter((account) => account.provider === 'microsoft' && named(account)).map((account) => [account.name, new ExchangeMessageTrace(account)]));
 }
 
 /** This replica's queue as the console and the other replicas' consoles see and change it. */
@@ -177,7 +187,7 @@ async function failedMessage(spool: Spool, id: string): Promise<{ record: QueueR
 }
 
 /** What the console reads and does, each through the part of the daemon that owns it. */
-function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users, replicas }: ConsoleParts): ConsoleSources {
+function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users, replicas, providerTraces }: ConsoleParts): ConsoleSources {
   return {
     accounts: routes,
     queueState: (name) => agent.state(name),
@@ -190,6 +200,7 @@ function consoleSources({ cluster, routes, agent, spool, health, listener, clust
     },
     queueAction: (replica, action) => clusterQueue.act(replica, action),
     searchTrace: (query) => clusterLog.search(query),
+    providerTrace: (account, messageId, receivedAt) => providerTraces.get(account)?.lookup(messageId, receivedAt),
     users,
     lockouts: () => listener.lockouts(),
     unlock: (scope, key) => {
@@ -343,7 +354,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const clusterQueue = new ClusterQueue({ local, self: cluster.name, peers: () => livePeerReplicas(cluster), trust, onUntrusted, timeoutMs: config.trace.clusterTimeout * 1000, logger });
   let users = config.users;
   const admin = new AdminPage({
-    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined) }),
+    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined), providerTraces: providerTraces(config, loaded.accounts.values()) }),
     store,
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,

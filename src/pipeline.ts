@@ -139,6 +139,7 @@ export class Pipeline {
       sentAs: decision?.envelopeFrom ?? route.account.mailbox,
       to: transaction.rcptTo,
       subject: this.options.traceSubjects ? rewriter.subject : undefined,
+      messageId: rewriter.hasDecision ? rewriter.messageId : undefined,
     };
   }
 

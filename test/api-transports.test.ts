@@ -136,4 +136,37 @@ describe('API transports', () => {
     const wrong = await startRelay(provider, { account: apiAccount(provider, 'graph', { scopes: 'https://outlook.office365.com/.default', flow: 'client_credentials', refreshToken: undefined }) });
     expect(await sendRawExpectingError(wrong.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN })).toMatch(/^451 4\.7\.0 Relay account office cannot send now \(HTTP 401 InvalidAuthenticationToken\)/);
   });
+
+  for (const transport of ['smtp', 'graph'] as const) {
+    it(`${transport}: the console's timeline shows what Exchange did with the message (its message trace, asked on demand, cached)`, async () => {
+      const provider = await startProvider({ profile: 'microsoft' });
+      provider.traceStatus.set('carol@example.com', 'quarantined');
+      const account = apiAccount(provider, transport, { flow: 'client_credentials', refreshToken: undefined });
+      const relay = await startRelay(provider, { account, top: { http: await adminHttp(), trace: { providerLookup: true } } });
+      const sent = await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+      const id = /as ([0-9A-Z]+)/.exec(sent.response)![1];
+      const page = async () => (await fetch(`http://127.0.0.1:${relay.httpPort}/messages/${id}`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text();
+      const first = await page();
+      expect(first).toContain('What Exchange Online did');
+      expect(first).toMatch(/alice@example\.com<\/td><td[^>]*>Delivered<\/td>/);
+      expect(first).toMatch(/carol@example\.com<\/td><td[^>]*>Quarantined<\/td>/);
+      expect(first).toContain('The message was successfully delivered.');
+      const asked = provider.api.trace.requests.length;
+      expect(asked).toBe(3); // the list, and the detail of each recipient
+      await page();
+      expect(provider.api.trace.requests.length).toBe(asked); // final statuses are cached
+    });
+  }
+
+  it('trace.providerLookup: without ExchangeMessageTrace.Read.All the console says what to grant; a delegated-only account is a config error', async () => {
+    const provider = await startProvider({ profile: 'microsoft' });
+    provider.api.trace.denied = true;
+    const relay = await startRelay(provider, { account: apiAccount(provider, 'graph', { flow: 'client_credentials', refreshToken: undefined }), top: { http: await adminHttp(), trace: { providerLookup: ['office'] } } });
+    const sent = await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+    const id = /as ([0-9A-Z]+)/.exec(sent.response)![1];
+    const page = await (await fetch(`http://127.0.0.1:${relay.httpPort}/messages/${id}`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text();
+    expect(page).toMatch(/grant the app the Microsoft Graph application permission ExchangeMessageTrace\.Read\.All/);
+    const { clientSecret: _none, ...publicClient } = apiAccount(provider, 'smtp') as Record<string, unknown>;
+    await expect(startRelay(provider, { account: publicClient, top: { trace: { providerLookup: ['office'] } } })).rejects.toThrow(/trace\.providerLookup\[0\].*no app credential/s);
+  });
 });

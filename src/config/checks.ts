@@ -38,6 +38,7 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
     if (credentials.length > 1) add(`${at}.${credentials[1]}`, `give one credential, not ${credentials.join(' and ')}`);
     if (flow === 'client_credentials' && account.provider === 'google') add(`${at}.flow`, 'Google has no client_credentials grant for Gmail; use refresh_token');
   }
+  problems.push(...providerLookupProblems(tree, accounts));
   const unauthenticated = tree?.unauthenticated;
   if (isObject(unauthenticated) && typeof unauthenticated.account === 'string' && !(unauthenticated.account in accounts)) {
     add('unauthenticated.account', `no account named "${unauthenticated.account}"; accounts are: ${Object.keys(accounts).join(', ') || 'none'}`);
@@ -64,4 +65,21 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** trace.providerLookup asks Exchange Online as the app: a Microsoft account with an app credential. */
+function providerLookupProblems(tree: Loose, accounts: Record<string, Loose>): ConfigProblem[] {
+  const trace = isObject(tree?.trace) ? tree.trace : {};
+  const lookup = trace.providerLookup;
+  if (!Array.isArray(lookup)) return [];
+  return lookup.flatMap((name, index): ConfigProblem[] => {
+    const account = accounts[String(name)];
+    const path = `trace.providerLookup[${index}]`;
+    if (!isObject(account)) return [{ path, message: `no account named "${String(name)}"; accounts are: ${Object.keys(accounts).join(', ') || 'none'}` }];
+    if (account.provider !== 'microsoft') return [{ path, message: `"${String(name)}" is not a microsoft account: only Exchange Online has a message trace to ask` }];
+    if (!['clientSecret', 'clientCertificateFile', 'clientAssertionFile'].some((key) => account[key] !== undefined)) {
+      return [{ path, message: `"${String(name)}" has no app credential: the message trace is asked as the app (give clientSecret or clientCertificateFile, and grant ExchangeMessageTrace.Read.All)` }];
+    }
+    return [];
+  });
 }

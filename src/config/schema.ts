@@ -289,6 +289,12 @@ const traceSchema = z
     maxSize: byteSize.default(1024 ** 3),
     /** How long a search waits for each other replica of a cluster. */
     clusterTimeout: durationSeconds.default(5),
+    /**
+     * The console's timeline also asks Exchange Online what it did with the message (Microsoft
+     * Graph message trace, ExchangeMessageTrace.Read.All): true for every microsoft account, or a
+     * list of account names. Needs the account's app credential (client secret or certificate).
+     */
+    providerLookup: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
   })
   .strict();
 

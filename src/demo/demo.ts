@@ -43,6 +43,8 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
     http: { host: options.httpHost, port: options.httpPort, adminPasswordHash: await hashPassword(adminPassword) },
     dataDir: path.resolve(options.dataDir),
     log: { level: options.logLevel },
+    // The console's timeline also shows what the stand-in's Exchange did with each message.
+    ...(options.provider === 'microsoft' ? { trace: { providerLookup: true } } : {}),
     accounts: {
       // The provider's preset (its pace, sessions and recipient limits), pointed at the stand-in.
       demo: {

@@ -50,6 +50,8 @@ export interface ReceivedMessage {
   envelope: { from: string; to: string[] };
   /** The RFC 3461 parameters the client sent: RET and ENVID, and NOTIFY per recipient. */
   dsn: { ret?: string | null; envid?: string | null; notify: (string[] | undefined)[] };
+  /** When the provider took it. */
+  at?: string;
   /** BODY= and SMTPUTF8 as the client declared them at MAIL FROM (SMTP only). */
   declared?: { body: string; smtpUtf8: boolean };
   raw: Buffer;
@@ -117,6 +119,8 @@ export class FakeProvider {
   readonly apiScript: ApiScriptedAnswer[] = [];
   /** The app may not send through the API (no Mail.Send, no RBAC scope; Gmail: scope or delegation missing): 403. */
   apiSendDenied = false;
+  /** What Exchange's message trace says became of a recipient's copy (default delivered): quarantined, filteredAsSpam, failed, pending. */
+  readonly traceStatus = new Map<string, string>();
 
   /** Each device-code poll takes the next scripted error first (e.g. authorization_pending, slow_down). */
   readonly devicePollScript: string[] = [];
@@ -471,6 +475,7 @@ export class FakeProvider {
 
   /** A delivered message: recorded, and written to the outbox when there is one. Resolves with its id. */
   private async keep(message: ReceivedMessage): Promise<string> {
+    message.at ??= new Date().toISOString();
     this.received.push(message);
     const id = randomBytes(6).toString('hex').toUpperCase();
     if (this.options.outboxDir) {
@@ -496,6 +501,10 @@ export class FakeProvider {
       deliver: (mailbox, raw, to) => this.keep({ mailbox, envelope: { from: mailbox, to }, dsn: { notify: [] }, raw }),
       nextScripted: () => this.apiScript.shift(),
       sendDenied: () => this.apiSendDenied,
+      traced: (messageId) =>
+        this.received
+          .filter((message) => headerMessageId(message.raw) === messageId)
+          .flatMap((message) => message.envelope.to.map((recipient) => ({ recipient, at: message.at ?? '', from: message.mailbox, size: message.raw.length, status: this.traceStatus.get(recipient) ?? 'delivered' }))),
     };
   }
 }
@@ -506,4 +515,10 @@ function oauthError(status: number, error: string, description: string) {
 
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
+}
+
+/** The Message-ID field of a delivered message, as Exchange's trace keys it. */
+function headerMessageId(raw: Buffer): string | undefined {
+  const head = raw.subarray(0, Math.max(0, raw.indexOf('\r\n\r\n'))).toString('latin1');
+  return /^Message-ID:[ \t]*(\S+)/im.exec(head)?.[1];
 }

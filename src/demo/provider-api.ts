@@ -37,6 +37,8 @@ export interface ApiBackend {
   nextScripted(): ApiScriptedAnswer | undefined;
   /** The app lacks the permission to send (Graph Mail.Send / RBAC; Gmail scope): 403. */
   sendDenied(): boolean;
+  /** Messages delivered with this Message-ID, one row per recipient, for Exchange's message trace. */
+  traced(messageId: string): { recipient: string; at: string; from: string; size: number; status: string }[];
 }
 
 export const GRAPH_MIME_LIMIT = 4 * 1024 * 1024;
@@ -44,6 +46,7 @@ export const GMAIL_API_LIMIT = 35 * 1024 * 1024;
 
 export class ProviderApiServer {
   private readonly server: Server;
+  readonly trace = new MessageTraceState();
   /** Every send request as received: path, content type, and the Authorization scheme. */
   readonly requests: { path: string; contentType: string; status: number }[] = [];
   url = '';
@@ -69,6 +72,7 @@ export class ProviderApiServer {
 
   private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const url = new URL(request.url ?? '/', 'http://localhost');
+    if (request.method === 'GET' && url.pathname.startsWith('/v1.0/admin/exchange/tracing/messageTraces')) return this.messageTrace(request, url, response);
     const graph = /^\/v1\.0\/users\/([^/]+)\/sendMail$/.exec(url.pathname);
     const gmail = /^\/upload\/gmail\/v1\/users\/([^/]+)\/messages\/send$/.exec(url.pathname);
     const answer = (status: number, body?: Record<string, unknown>, headers?: Record<string, string>) => {
@@ -101,6 +105,53 @@ export class ProviderApiServer {
     if (graph) return answer(202, undefined, { 'request-id': randomUUID(), 'client-request-id': randomUUID() });
     return answer(200, { id, threadId: id, labelIds: ['SENT'] });
   }
+
+  private messageTrace(request: IncomingMessage, url: URL, response: ServerResponse): void {
+    const token = /^Bearer (\S+)$/.exec(request.headers.authorization ?? '')?.[1];
+    const grant = token ? this.backend.bearer(token) : undefined;
+    if (!grant || !GRAPH.scopeGranted(grant.scope)) return json(response, 401, GRAPH.invalidToken);
+    if (grant.mailbox !== '*' || this.trace.denied) return json(response, 403, graphError('Forbidden', "Missing role permissions on the request. API requires one of 'ExchangeMessageTrace.Read.All'."));
+    const now = Date.now();
+    const recent = this.trace.requests.filter((at) => at > now - TRACE_WINDOW_MS);
+    if (recent.length >= TRACE_REQUESTS) return json(response, 429, graphError('TooManyRequests', 'Too many requests.'), { 'Retry-After': String(Math.ceil((recent[0] + TRACE_WINDOW_MS - now) / 1000)) });
+    this.trace.requests.push(now);
+    const detail = /\/messageTraces\/([^/]+)\/getDetailsByRecipient\(recipientAddress='(.*)'\)$/.exec(decodeURIComponent(url.pathname));
+    if (detail) {
+      const [messageId, recipient] = [Buffer.from(detail[1], 'base64url').toString(), detail[2].replace(/''/g, "'")];
+      const row = this.backend.traced(messageId).find((candidate) => candidate.recipient === recipient);
+      if (!row) return json(response, 404, graphError('NotFound', 'The message trace was not found.'));
+      return json(response, 200, { value: traceDetails(row) });
+    }
+    const filter = url.searchParams.get('$filter') ?? '';
+    const messageId = /messageId eq '((?:[^']|'')*)'/.exec(filter)?.[1]?.replace(/''/g, "'");
+    if (!messageId || !/receivedDateTime ge /.test(filter)) return json(response, 400, graphError('BadRequest', 'A messageId and a receivedDateTime range are required in $filter.'));
+    const rows = this.backend.traced(messageId).map((row) => ({
+      id: Buffer.from(messageId).toString('base64url'),
+      messageId,
+      senderAddress: row.from,
+      recipientAddress: row.recipient,
+      status: row.status,
+      receivedDateTime: row.at,
+      size: row.size,
+      fromIP: '127.0.0.1',
+      toIP: '',
+    }));
+    return json(response, 200, { '@odata.context': 'https://graph.microsoft.com/v1.0/$metadata#admin/exchange/tracing/messageTraces', value: rows });
+  }
+}
+
+/**
+ * Exchange's message trace (learn.microsoft.com/graph/api/messagetracingroot-list-messagetraces and
+ * exchangemessagetrace-getdetailsbyrecipient): app-only with ExchangeMessageTrace.Read.All, at
+ * most 100 requests per tenant in 5 minutes (Exchange Team blog, January 2026).
+ */
+const TRACE_WINDOW_MS = 5 * 60_000;
+const TRACE_REQUESTS = 100;
+
+export class MessageTraceState {
+  readonly requests: number[] = [];
+  /** The app lacks ExchangeMessageTrace.Read.All: 403. */
+  denied = false;
 }
 
 const GRAPH = {
@@ -179,4 +230,19 @@ function withoutBcc(raw: Buffer): { to: string[]; copy: Buffer } {
 /** A Gmail message id (16 hex digits). */
 export function gmailMessageId(): string {
   return randomBytes(8).toString('hex');
+}
+
+/** Exchange's events for one recipient: received from the app, then what became of it. */
+function traceDetails(row: { recipient: string; at: string; status: string }): Record<string, unknown>[] {
+  const outcome: Record<string, [string, string]> = {
+    delivered: ['Deliver', 'The message was successfully delivered.'],
+    quarantined: ['Quarantine', 'The message was quarantined as high confidence phish.'],
+    filteredAsSpam: ['Spam', 'The message was marked as spam and delivered to the Junk Email folder.'],
+    failed: ['Fail', '550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup'],
+  };
+  const [event, description] = outcome[row.status] ?? ['Pending', 'The message is being processed.'];
+  return [
+    { dateTime: row.at, event: 'Receive', action: '', description: 'Message received by: SN4PR0501MB3886.namprd05.prod.outlook.com' },
+    { dateTime: row.at, event, action: '', description },
+  ];
 }

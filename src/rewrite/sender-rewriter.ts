@@ -28,6 +28,7 @@ export class SenderRewriter extends Transform {
   private collector?: HeaderCollector = new HeaderCollector();
   private decisionValue?: SenderDecision;
   private subjectField?: HeaderField;
+  private messageIdField?: HeaderField;
 
   constructor(
     private readonly rules: SenderRules,
@@ -50,6 +51,12 @@ export class SenderRewriter extends Transform {
   get subject(): string | undefined {
     // Decoded only when asked (trace.subjects): the hot path keeps a reference to the field.
     return decodedSubject(this.subjectField);
+  }
+
+  /** The Message-ID that leaves (the device's, or the one the relay added): how a provider's own trace finds the message. */
+  get messageId(): string | undefined {
+    const value = this.messageIdField && fieldValue(this.messageIdField).replace(/[\x00-\x20\x7f-\xff]+/g, '');
+    return value ? value.slice(0, 250) : undefined;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -81,6 +88,7 @@ export class SenderRewriter extends Transform {
     const { fields, decision } = applySenderRules(section.fields, this.rules);
     this.decisionValue = decision;
     this.subjectField = section.fields.find((field) => field.key === 'subject');
+    this.messageIdField = fields.find((field) => field.key === 'message-id');
     this.push(buildHeader(fields.map(foldLongLines)));
     if (section.rest.length > 0) this.push(section.rest);
     return null;

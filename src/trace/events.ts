@@ -27,6 +27,8 @@ export type TraceEvent =
       /** Recipients past the first MAX_LISTED, counted but not listed (a refused flood must not fill the log). */
       toMore?: number;
       subject?: string;
+      /** The Message-ID that left (the key of the provider's own message trace). */
+      messageId?: string;
       /** For a delivery report the relay wrote: the message it is about ('notification' for a notify.email message). */
       about?: string;
     })

@@ -125,7 +125,10 @@ export class AdminPage {
     const spooled = local
       ? { message: local.message, summary: await summarizeMessage(local.open()).catch((error: Error) => error) }
       : (await sources.queue()).entries.filter((entry) => entry.record.id === id).map((message) => ({ message }))[0];
-    return renderMessage(id, result.messages[0], result, spooled, csrf, notice);
+    // Asked on demand, when the page is opened (cached and rate-limited by the lookup).
+    const received = result.messages[0]?.received;
+    const provider = received?.messageId ? await sources.providerTrace(received.account, received.messageId, received.at) : undefined;
+    return renderMessage(id, result.messages[0], result, spooled, csrf, notice, provider);
   }
 
   /** POST: an action, answered with the page it was taken from and what happened. */

@@ -7,6 +7,7 @@ import type { TokenManager } from '../oauth/index.js';
 import type { AccountQueueState } from '../spool/index.js';
 import type { ActivityView, ReplicaAnswers, TraceQuery, TraceSearchResult } from '../trace/index.js';
 import type { Upstream } from '../upstream/index.js';
+import type { ProviderTraceResult } from '../provider-trace/index.js';
 
 export interface AdminAccount {
   account: ResolvedAccount;
@@ -34,6 +35,8 @@ export interface ConsoleSources {
   /** Retry, delete (by the replica that holds the message) or retry all (everywhere). */
   queueAction(replica: string | undefined, action: QueueAction): Promise<QueueActionResult | { error: string }>;
   searchTrace(query: TraceQuery): Promise<TraceSearchResult>;
+  /** What the provider says it did with a message (trace.providerLookup); undefined for an account that does not ask. */
+  providerTrace(account: string, messageId: string, receivedAt: string): Promise<ProviderTraceResult> | undefined;
   /** The configured device users (as of the last reload). */
   users(): UserConfig[];
   lockouts(): ActiveLockout[];

@@ -2,6 +2,7 @@ import type { MessageSummary } from '../../spool/index.js';
 import { describeEvent, MESSAGE_STATUSES, type MessageTrace, type ReplicaAnswers, type TraceQuery, type TraceSearchResult } from '../../trace/index.js';
 import { actionForm, bytes, escape, layout, table, when, type Notice, type Csrf } from '../html.js';
 import type { SpooledMessage } from '../sources.js';
+import type { ProviderTraceResult } from '../../provider-trace/index.js';
 
 const STATUS_CLASS: Record<string, string> = { delivered: 'ok', failed: 'bad', expired: 'bad', refused: 'bad', held: 'warn', deferred: 'warn' };
 
@@ -75,14 +76,40 @@ export function messageActions({ record, area, inFlight, replica }: SpooledMessa
   return `${retry}<details class="inline"><summary>Delete…</summary>${actionForm(`/queue/${record.id}/delete`, csrf, `Delete ${record.id} for good`, where, 'danger')}</details>`;
 }
 
-export function renderMessage(id: string, trace: MessageTrace | undefined, result: TraceSearchResult, spooled: { message: SpooledMessage; summary?: MessageSummary | Error } | undefined, csrf: Csrf, notice?: Notice): string {
+/** Exchange's words for its trace statuses (exchangeMessageTraceStatus), as an administrator reads them. */
+const EXCHANGE_STATUS: Record<string, string> = {
+  delivered: 'Delivered',
+  failed: 'Failed',
+  pending: 'Pending',
+  expanded: 'Expanded (a group)',
+  quarantined: 'Quarantined',
+  filteredAsSpam: 'Filtered as spam',
+  gettingStatus: 'Getting status',
+};
+
+/** What Exchange Online did with the message, per recipient, under the relay's own timeline. */
+function providerBlock(provider: ProviderTraceResult | undefined): string {
+  if (!provider) return '';
+  const title = '<h2>What Exchange Online did <small>Microsoft Graph message trace</small></h2>';
+  if ('unavailable' in provider) return `<section class="card">${title}<p class="warn">${escape(provider.unavailable)}</p></section>`;
+  if (provider.entries.length === 0) return `<section class="card">${title}<p>Exchange has no trace of this Message-ID yet (it records a message within minutes; asked ${escape(when(provider.askedAt))}).</p></section>`;
+  const rows = provider.entries.map((entry) => [
+    escape(entry.recipient),
+    escape(EXCHANGE_STATUS[entry.status] ?? entry.status),
+    escape(entry.receivedAt ? when(entry.receivedAt) : ''),
+    entry.details.map((detail) => `${escape(detail.event)}: ${escape(detail.description)}`).join('<br>'),
+  ]);
+  return `<section class="card">${title}${table('Exchange message trace', ['Recipient', 'Status', 'Received by Exchange', 'Detail'], rows)}<p><small>Asked ${escape(when(provider.askedAt))}.</small></p></section>`;
+}
+
+export function renderMessage(id: string, trace: MessageTrace | undefined, result: TraceSearchResult, spooled: { message: SpooledMessage; summary?: MessageSummary | Error } | undefined, csrf: Csrf, notice?: Notice, provider?: ProviderTraceResult): string {
   const showReplica = result.replicas.length > 1;
   const timeline = trace
     ? `<ol class="timeline">${trace.events.map((event) => `<li><time datetime="${escape(event.at)}">${escape(when(event.at))}</time>${showReplica && event.replica ? ` <small>[${escape(event.replica)}]</small>` : ''} — ${escape(describeEvent(event))}</li>`).join('')}</ol>`
     : '<p>Not in the delivery log (older than trace.retention, or the log is off).</p>';
   const head = trace ? `<p>Status: ${status(trace.status)} · account ${escape(trace.account)}</p>` : '';
   const spool = spooled ? summaryBlock(spooled.message, spooled.summary, csrf) : '';
-  return layout('messages', `Message ${id}`, `${searchWarnings(result)}<section class="card"><h2>Timeline</h2>${head}${timeline}</section>${spool}<p><a href="/messages">Back to messages</a></p>`, notice);
+  return layout('messages', `Message ${id}`, `${searchWarnings(result)}<section class="card"><h2>Timeline</h2>${head}${timeline}</section>${providerBlock(provider)}${spool}<p><a href="/messages">Back to messages</a></p>`, notice);
 }
 
 /** The query a filter form asks for; a problem when a field cannot be read. */

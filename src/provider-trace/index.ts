@@ -1,0 +1,1 @@
+export { ExchangeMessageTrace, type ProviderTraceEntry, type ProviderTraceResult } from './exchange-trace.js';

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { NetworkList, changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
@@ -221,6 +221,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
   const trust = clusterTrust(config);
   const cluster = await startCluster(config, trust, logger, metrics);
+  // Attachments a stopped send left while uploading them to Graph: the message is still in the spool.
+  const uploadParts = path.join(config.dataDir, 'upload-parts');
+  await rm(uploadParts, { recursive: true, force: true });
   const spool = new Spool(config.dataDir, {
     maxBytes: config.queue.maxSize,
     minFreeDisk: config.queue.minFreeDisk,
@@ -248,7 +251,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       retries: config.oauth.retries,
       retryDelayMs: config.oauth.retryDelay * 1000,
     });
-    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname, cluster) });
+    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname, cluster, uploadParts) });
     for (const expiry of credentialExpiries(account)) {
       metrics.credentialExpiry.set({ account: account.name, credential: expiry.credential }, expiry.expiresAt / 1000);
       const warning = expiryWarning(account, expiry);

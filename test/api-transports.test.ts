@@ -1,4 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { simpleParser } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
 import { presetAccountFor } from '../bench/harness.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
@@ -103,18 +106,46 @@ describe('API transports', () => {
     });
   }
 
-  it('gmail: a 25 MB scan streams through the media upload; graph refuses a message over its 4 MB MIME request at DATA', async () => {
-    const large = message(['From: mfp@printers.local', 'To: alice@example.com', 'Subject: 25 MB scan', 'Content-Type: application/octet-stream', 'Content-Transfer-Encoding: base64'], 'QUJD'.repeat(19).concat('\r\n').repeat(337_000));
-    expect(large.length).toBeGreaterThan(25 * 1024 * 1024);
-    const google = await startProvider({ profile: 'google' });
-    const gmail = await startRelay(google, { account: apiAccount(google, 'gmail') });
-    await sendRaw(gmail.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: large });
-    expect(google.received).toHaveLength(1);
-    expect(digest(splitMessage(google.received[0].raw).body)).toBe(digest(splitMessage(Buffer.from(large)).body));
-    const microsoft = await startProvider({ profile: 'microsoft' });
-    const graph = await startRelay(microsoft, { account: apiAccount(microsoft, 'graph') });
-    expect(await sendRawExpectingError(graph.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: large })).toMatch(/^552 5\.3\.4 Message exceeds the size limit of /);
-    expect(microsoft.api.requests).toEqual([]);
+  for (const { transport, profile } of TRANSPORTS) {
+    it(`${transport}: a 25 MB scan with a Bcc recipient arrives with its headers and its attachment's bytes as sent${transport === 'graph' ? ' (draft, upload session, send)' : ' (streamed media upload)'}`, async () => {
+      const pdf = randomBytes(19 * 1024 * 1024);
+      const scan = Buffer.concat([
+        Buffer.from(message(['From: mfp@printers.local', 'To: alice@example.com', 'Cc: carol@example.com', 'Subject: 25 MB scan', 'X-Device: lobby', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="scan-boundary"'], '--scan-boundary\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nScan attached.\r\n--scan-boundary\r\nContent-Type: application/pdf; name="scan.pdf"\r\nContent-Disposition: attachment; filename="scan.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n')),
+        Buffer.from(pdf.toString('base64').replace(/.{76}/g, '$&\r\n')),
+        Buffer.from('\r\n--scan-boundary--\r\n'),
+      ]);
+      expect(scan.length).toBeGreaterThan(25 * 1024 * 1024);
+      const provider = await startProvider({ profile });
+      const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
+      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com', 'hidden@example.com'], raw: scan });
+      expect(provider.received).toHaveLength(1);
+      const [received] = provider.received;
+      expect([...received.envelope.to].sort()).toEqual(['alice@example.com', 'carol@example.com', 'hidden@example.com']);
+      expect(received.raw.includes('hidden@')).toBe(false);
+      const { header } = splitMessage(received.raw);
+      for (const [name, value] of [['subject', '25 MB scan'], ['to', 'alice@example.com'], ['cc', 'carol@example.com'], ['x-device', 'lobby'], ['content-type', 'multipart/mixed; boundary="scan-boundary"'], ['from', 'scanner@contoso.test']]) {
+        expect(headerValues(header, name)).toEqual([value]);
+      }
+      const parsed = await simpleParser(received.raw);
+      expect(parsed.text?.trim()).toBe('Scan attached.');
+      expect(parsed.attachments.map((attachment) => [attachment.filename, attachment.contentType, digest(attachment.content)])).toEqual([['scan.pdf', 'application/pdf', digest(pdf)]]);
+      if (transport === 'graph') {
+        const paths = provider.api.requests.map((request) => `${request.status} ${request.path.replace(/AAMkAD[\w-]+/, 'DRAFT').replace(/upload-sessions\/[\w-]+/, 'upload-sessions/S')}`);
+        expect(paths[0]).toBe('201 /v1.0/users/scanner%40contoso.test/messages');
+        expect(paths[1]).toBe('201 /v1.0/users/scanner%40contoso.test/messages/DRAFT/attachments/createUploadSession');
+        expect(paths.filter((entry) => entry.includes('/upload-sessions/')).length).toBeGreaterThanOrEqual(7); // chunks under 4 MB
+        expect(paths.at(-1)).toBe('202 /v1.0/users/scanner%40contoso.test/messages/DRAFT/send');
+        expect(await readdir(path.join(relay.dataDir, 'upload-parts'))).toEqual([]); // the lifted attachment's file is gone
+      }
+    });
+  }
+
+  it('graph: a message whose text alone passes 3 MB is refused at once, nothing left at Graph', async () => {
+    const provider = await startProvider({ profile: 'microsoft' });
+    const relay = await startRelay(provider, { account: apiAccount(provider, 'graph') });
+    const text = message(['From: mfp@printers.local', 'To: alice@example.com', 'Subject: a long log'], 'log line of a chatty device\r\n'.repeat(130_000));
+    expect(await sendRawExpectingError(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: text })).toMatch(/^552 5\.3\.4 Message is too large for Microsoft Graph: without its attachments it is over 3 MB/);
+    expect(provider.api.requests).toEqual([]);
   });
 
   it('graph: while the provider asks to wait (Retry-After), a device gets 451 with the time left and Graph is not asked', async () => {

@@ -44,8 +44,23 @@ export interface ApiBackend {
 export const GRAPH_MIME_LIMIT = 4 * 1024 * 1024;
 export const GMAIL_API_LIMIT = 35 * 1024 * 1024;
 
+type Answer = (status: number, body?: Record<string, unknown>, headers?: Record<string, string>) => void;
+
+interface Upload {
+  name: string;
+  contentType: string;
+  size: number;
+  chunks: Buffer[];
+  received: number;
+}
+
+const GRAPH_ATTACHMENT_LIMIT = 150 * 1024 * 1024;
+const UPLOAD_CHUNK_LIMIT = 4 * 1024 * 1024;
+
 export class ProviderApiServer {
   private readonly server: Server;
+  private readonly drafts = new Map<string, { mailbox: string; raw: Buffer; attachments: Upload[] }>();
+  private readonly uploads = new Map<string, Upload>();
   readonly trace = new MessageTraceState();
   /** Every send request as received: path, content type, and the Authorization scheme. */
   readonly requests: { path: string; contentType: string; status: number }[] = [];
@@ -73,14 +88,15 @@ export class ProviderApiServer {
   private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const url = new URL(request.url ?? '/', 'http://localhost');
     if (request.method === 'GET' && url.pathname.startsWith('/v1.0/admin/exchange/tracing/messageTraces')) return this.messageTrace(request, url, response);
-    const graph = /^\/v1\.0\/users\/([^/]+)\/sendMail$/.exec(url.pathname);
-    const gmail = /^\/upload\/gmail\/v1\/users\/([^/]+)\/messages\/send$/.exec(url.pathname);
     const answer = (status: number, body?: Record<string, unknown>, headers?: Record<string, string>) => {
       this.requests.push({ path: url.pathname, contentType: String(request.headers['content-type'] ?? ''), status });
-      if (status !== 202 && status !== 200) request.resume(); // the rest of a refused body is read and dropped
+      if (status >= 300) request.resume(); // the rest of a refused body is read and dropped
       json(response, status, body, headers);
     };
-    if (request.method !== 'POST' || (!graph && !gmail)) return answer(404, { error: { code: 'ResourceNotFound', message: 'Resource not found for the segment.' } });
+    if (request.method === 'PUT' && url.pathname.startsWith('/upload-sessions/')) return this.uploadChunk(request, url.pathname.slice('/upload-sessions/'.length), answer);
+    const graph = /^\/v1\.0\/users\/([^/]+)\/(sendMail|messages(?:\/([^/]+)(?:\/(send|attachments\/createUploadSession))?)?)$/.exec(url.pathname);
+    const gmail = /^\/upload\/gmail\/v1\/users\/([^/]+)\/messages\/send$/.exec(url.pathname);
+    if (!graph && !gmail) return answer(404, { error: { code: 'ResourceNotFound', message: 'Resource not found for the segment.' } });
     const api = graph ? GRAPH : GMAIL;
     const userId = decodeURIComponent((graph ?? gmail)![1]);
     const token = /^Bearer (\S+)$/.exec(request.headers.authorization ?? '')?.[1];
@@ -91,19 +107,94 @@ export class ProviderApiServer {
     if (!this.backend.knowsMailbox(mailbox)) return answer(404, api.unknownUser(mailbox));
     if (grant.mailbox !== '*' && grant.mailbox.toLowerCase() !== mailbox.toLowerCase()) return answer(403, api.accessDenied);
     if (this.backend.sendDenied()) return answer(403, api.accessDenied);
+    if (graph && graph[2] !== 'sendMail') return this.draftRoute(request, mailbox, graph[3] && decodeURIComponent(graph[3]), graph[4], answer);
+    if (request.method !== 'POST') return answer(405, graphError('BadRequest', 'Method not allowed.'));
     const scripted = this.backend.nextScripted();
     if (scripted) return answer(scripted.status, scripted.body, scripted.headers);
-    const expected = graph ? 'text/plain' : 'message/rfc822';
-    if (!String(request.headers['content-type'] ?? '').startsWith(expected)) return answer(400, api.badContentType);
-    const body = await readLimited(request, graph ? GRAPH_MIME_LIMIT : GMAIL_API_LIMIT);
-    if (!body) return answer(413, api.tooLarge);
-    const raw = graph ? decodeBase64(body) : body;
-    if (!raw) return answer(400, GRAPH.invalidBase64);
+    const raw = graph ? await this.mimeBody(request, answer) : await this.rfc822Body(request, answer);
+    if (!raw) return;
     const { to, copy } = withoutBcc(raw);
     if (!to.length) return answer(400, api.noRecipients);
     const id = await this.backend.deliver(mailbox, copy, to, graph ? 'graph' : 'gmail');
     if (graph) return answer(202, undefined, { 'request-id': randomUUID(), 'client-request-id': randomUUID() });
     return answer(200, { id, threadId: id, labelIds: ['SENT'] });
+  }
+
+  /** Graph's MIME body: base64 as text/plain, at most 4 MB; undefined once refused. */
+  private async mimeBody(request: IncomingMessage, answer: Answer): Promise<Buffer | undefined> {
+    if (!String(request.headers['content-type'] ?? '').startsWith('text/plain')) return void answer(400, GRAPH.badContentType);
+    const body = await readLimited(request, GRAPH_MIME_LIMIT);
+    if (!body) return void answer(413, GRAPH.tooLarge);
+    const raw = decodeBase64(body);
+    if (!raw) return void answer(400, GRAPH.invalidBase64);
+    return raw;
+  }
+
+  private async rfc822Body(request: IncomingMessage, answer: Answer): Promise<Buffer | undefined> {
+    if (!String(request.headers['content-type'] ?? '').startsWith('message/rfc822')) return void answer(400, GMAIL.badContentType);
+    const body = await readLimited(request, GMAIL_API_LIMIT);
+    if (!body) return void answer(413, GMAIL.tooLarge);
+    return body;
+  }
+
+  /**
+   * Graph's large-message path (learn.microsoft.com/graph/outlook-large-attachments): a draft from
+   * MIME (201), upload sessions for its attachments, send (202), or delete.
+   */
+  private async draftRoute(request: IncomingMessage, mailbox: string, draftId: string | undefined, action: string | undefined, answer: Answer): Promise<void> {
+    if (!draftId) {
+      if (request.method !== 'POST') return answer(405, graphError('BadRequest', 'Method not allowed.'));
+      const scripted = this.backend.nextScripted();
+      if (scripted) return answer(scripted.status, scripted.body, scripted.headers);
+      const raw = await this.mimeBody(request, answer);
+      if (!raw) return;
+      const id = `AAMkAD${randomBytes(24).toString('base64url')}`;
+      this.drafts.set(id, { mailbox, raw, attachments: [] });
+      return answer(201, { id, isDraft: true, hasAttachments: false });
+    }
+    const draft = this.drafts.get(draftId);
+    if (!draft || draft.mailbox !== mailbox) return answer(404, graphError('ErrorItemNotFound', 'The specified object was not found in the store.'));
+    if (!action && request.method === 'DELETE') {
+      this.drafts.delete(draftId);
+      return answer(204);
+    }
+    if (action === 'attachments/createUploadSession' && request.method === 'POST') {
+      const item = (JSON.parse((await readLimited(request, 64 * 1024))?.toString('utf8') || '{}') as { AttachmentItem?: { attachmentType?: string; name?: string; size?: number; contentType?: string } }).AttachmentItem;
+      if (item?.attachmentType !== 'file' || !item.name || !Number.isInteger(item.size) || item.size! <= 0) return answer(400, graphError('ErrorInvalidRequest', 'AttachmentItem with attachmentType file, name and size is required.'));
+      if (item.size! > GRAPH_ATTACHMENT_LIMIT) return answer(400, graphError('ErrorAttachmentSizeLimitExceeded', 'The attachment size exceeds the maximum of 150 MB.'));
+      const session = randomBytes(18).toString('base64url');
+      const upload = { name: item.name, contentType: item.contentType ?? 'application/octet-stream', size: item.size!, chunks: [] as Buffer[], received: 0 };
+      draft.attachments.push(upload);
+      this.uploads.set(session, upload);
+      return answer(201, { uploadUrl: `${this.url}/upload-sessions/${session}`, expirationDateTime: new Date(Date.now() + 3_600_000).toISOString(), nextExpectedRanges: ['0-'] });
+    }
+    if (action === 'send' && request.method === 'POST') {
+      request.resume();
+      if (draft.attachments.some((upload) => upload.received !== upload.size)) return answer(400, graphError('ErrorInvalidRequest', 'An attachment upload is not complete.'));
+      const { to, copy } = withoutBcc(withAttachments(draft.raw, draft.attachments));
+      if (!to.length) return answer(400, GRAPH.noRecipients);
+      this.drafts.delete(draftId);
+      await this.backend.deliver(mailbox, copy, to, 'graph');
+      return answer(202, undefined, { 'request-id': randomUUID() });
+    }
+    return answer(405, graphError('BadRequest', 'Method not allowed.'));
+  }
+
+  /** A chunk of an upload session: no Authorization header (the URL is the credential), Content-Range in order, under 4 MB. */
+  private async uploadChunk(request: IncomingMessage, session: string, answer: Answer): Promise<void> {
+    const upload = this.uploads.get(session);
+    if (!upload) return answer(404, graphError('ErrorItemNotFound', 'The upload session was not found.'));
+    if (request.headers.authorization) return answer(401, graphError('InvalidAuthenticationToken', 'An upload URL must be used without an Authorization header.'));
+    const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(request.headers['content-range'] ?? ''));
+    if (!range || Number(range[1]) !== upload.received || Number(range[3]) !== upload.size) return answer(416, graphError('InvalidRange', `Expected the range starting at ${upload.received}.`));
+    const body = await readLimited(request, UPLOAD_CHUNK_LIMIT);
+    if (!body) return answer(413, graphError('ErrorRequestEntityTooLarge', 'An upload chunk must be under 4 MB.'));
+    if (body.length !== Number(range[2]) - Number(range[1]) + 1) return answer(400, graphError('InvalidRange', 'The body does not match Content-Range.'));
+    upload.chunks.push(body);
+    upload.received += body.length;
+    if (upload.received < upload.size) return answer(200, { expirationDateTime: new Date(Date.now() + 3_600_000).toISOString(), nextExpectedRanges: [`${upload.received}-`] });
+    this.uploads.delete(session);
+    return answer(201);
   }
 
   private messageTrace(request: IncomingMessage, url: URL, response: ServerResponse): void {
@@ -245,4 +336,34 @@ function traceDetails(row: { recipient: string; at: string; status: string }): R
     { dateTime: row.at, event: 'Receive', action: '', description: 'Message received by: SN4PR0501MB3886.namprd05.prod.outlook.com' },
     { dateTime: row.at, event, action: '', description },
   ];
+}
+
+/**
+ * The message Exchange sends from a draft and its uploaded attachments: the draft's MIME with each
+ * attachment added as a base64 part of its top multipart/mixed (a single-part draft becomes one).
+ */
+function withAttachments(raw: Buffer, uploads: Upload[]): Buffer {
+  if (!uploads.length) return raw;
+  const headEnd = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, headEnd + 2).toString('latin1');
+  const body = raw.subarray(headEnd + 4);
+  const boundary = /^Content-Type:[ \t]*multipart\/mixed;[^]*?boundary="?([^";\r\n]+)"?/im.exec(head)?.[1];
+  const parts = uploads.map((upload) => Buffer.from(
+    `--${boundary ?? 'stand-in-mixed'}\r\nContent-Type: ${upload.contentType}; name="${upload.name}"\r\nContent-Disposition: attachment; filename="${upload.name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n${Buffer.concat(upload.chunks).toString('base64').replace(/.{76}/g, '$&\r\n')}\r\n`,
+    'latin1',
+  ));
+  if (boundary) {
+    const close = body.lastIndexOf(`--${boundary}--`);
+    return Buffer.concat([raw.subarray(0, headEnd + 4), body.subarray(0, close), ...parts, body.subarray(close)]);
+  }
+  const inner = /^(Content-[^:]+:.*(?:\r\n[ \t].*)*\r\n)/gim;
+  const contentFields = head.match(inner)?.join('') ?? '';
+  const otherFields = head.replace(inner, '');
+  return Buffer.concat([
+    Buffer.from(`${otherFields}Content-Type: multipart/mixed; boundary="stand-in-mixed"\r\n\r\n--stand-in-mixed\r\n${contentFields}\r\n`, 'latin1'),
+    body,
+    Buffer.from('\r\n'),
+    ...parts,
+    Buffer.from('--stand-in-mixed--\r\n'),
+  ]);
 }

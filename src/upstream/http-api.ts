@@ -6,6 +6,13 @@ import type { Readable } from 'node:stream';
 /** An API's answer is read up to this much (its error bodies are small; a mail API returns no mail). */
 const MAX_ANSWER_BYTES = 256 * 1024;
 
+interface RequestOptions {
+  method: string;
+  headers: Record<string, string>;
+  body?: Buffer | Readable | AsyncIterable<Buffer>;
+  signal?: AbortSignal;
+}
+
 export interface ApiAnswer {
   status: number;
   headers: IncomingHttpHeaders;
@@ -55,8 +62,16 @@ export class ApiClient {
   }
 
   /** Sends the request; the body streams, and aborting `signal` before its end leaves the request unfinished. */
-  request(path: string, options: { method: string; headers: Record<string, string>; body?: Buffer | Readable | AsyncIterable<Buffer>; signal?: AbortSignal }): Promise<ApiAnswer> {
-    const url = new URL(this.baseUrl + path);
+  request(path: string, options: RequestOptions): Promise<ApiAnswer> {
+    return this.requestUrl(new URL(this.baseUrl + path), options);
+  }
+
+  /**
+   * A request to a URL the API handed out (an upload session): only over the API's own protocol
+   * (https, or http for a local stand-in), and never with the bearer token.
+   */
+  requestUrl(url: URL, options: RequestOptions): Promise<ApiAnswer> {
+    if (url.protocol !== new URL(this.baseUrl).protocol) return Promise.reject(new Error(`the API handed out a ${url.protocol} URL; only ${new URL(this.baseUrl).protocol} is used`));
     const client = url.protocol === 'https:' ? https : http;
     return new Promise<ApiAnswer>((resolve, reject) => {
       const request = client.request(url, { method: options.method, headers: options.headers, ca: this.ca, minVersion: 'TLSv1.2', signal: options.signal, timeout: this.timeoutMs });

@@ -6,10 +6,10 @@ import { SmtpTransport } from './smtp-transport.js';
 import type { Transport } from './transport.js';
 
 /** The account's transport (upstream.transport). */
-export function createTransport(account: ResolvedAccount, tokens: TokenManager, hostname: string, options: { pooled: boolean }): Transport {
+export function createTransport(account: ResolvedAccount, tokens: TokenManager, hostname: string, options: { pooled: boolean; scratchDir: string }): Transport {
   switch (account.upstream.transport) {
     case 'graph':
-      return new GraphTransport(account, tokens);
+      return new GraphTransport(account, tokens, options.scratchDir);
     case 'gmail':
       return new GmailTransport(account, tokens);
     default:

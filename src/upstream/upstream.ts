@@ -46,11 +46,13 @@ export class Upstream {
     private readonly metrics: Metrics,
     hostname: string,
     private readonly cluster: ClusterState,
+    /** Where a transport may keep a message's parts while it sends them (Graph's large attachments). */
+    scratchDir: string,
   ) {
     if (account.delivery === 'direct' && !cluster.sharesSessions) this.directPacer = new Pacer(account.limits);
     // In a cluster every send holds a cluster-wide session slot and its own connection, so that
     // the provider never sees more than maxConnections sessions (an idle pooled one counts too).
-    this.transport = createTransport(account, tokens, hostname, { pooled: !cluster.sharesSessions });
+    this.transport = createTransport(account, tokens, hostname, { pooled: !cluster.sharesSessions, scratchDir });
   }
 
   /**

@@ -148,6 +148,27 @@ describe('API transports', () => {
     expect(provider.api.requests).toEqual([]);
   });
 
+  it('graph: the copy Graph files in Sent Items is deleted (saveToSentItems defaults to false), kept with true, and a missing Mail.ReadWrite is said once', async () => {
+    const provider = await startProvider({ profile: 'microsoft' });
+    const scan = { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN };
+    const keeping = await startRelay(provider, { account: apiAccount(provider, 'graph', { upstream: { ...(apiAccount(provider, 'graph') as { upstream: object }).upstream, saveToSentItems: true } }) });
+    await sendRaw(keeping.port, scan);
+    const cleaning = await startRelay(provider, { account: apiAccount(provider, 'graph') });
+    await sendRaw(cleaning.port, scan);
+    expect(provider.api.sentItems.size).toBe(2);
+    // The cleaning relay deletes its copy; the keeping one, which sent first, never looks.
+    await until(() => provider.api.sentItems.size === 1);
+    const [kept] = [...provider.api.sentItems.values()];
+    expect(kept.internetMessageId).toBe(headerValues(splitMessage(provider.received[0].raw).header, 'message-id')[0]);
+    provider.api.mailReadWriteDenied = true;
+    await sendRaw(cleaning.port, scan);
+    await sendRaw(cleaning.port, scan);
+    await until(() => provider.api.requests.filter((request) => request.path.endsWith('/mailFolders/SentItems/messages') && request.status === 403).length === 2);
+    await until(() => cleaning.logs.some((line) => line.includes('cannot delete the sent copies Graph files in Sent Items')));
+    expect(provider.received).toHaveLength(4);
+    expect(cleaning.logs.filter((line) => line.includes('Mail.ReadWrite')).length).toBe(1);
+  });
+
   it('graph: while the provider asks to wait (Retry-After), a device gets 451 with the time left and Graph is not asked', async () => {
     const provider = await startProvider({ profile: 'microsoft' });
     const relay = await startRelay(provider, { account: apiAccount(provider, 'graph') });

@@ -31,6 +31,7 @@ export function crossCheck(tree: Loose): ConfigProblem[] {
     if (transport === 'graph' && account.provider === 'google') add(`${at}.upstream.transport`, 'graph is Microsoft Graph: use transport gmail (or smtp) with provider google');
     if (transport === 'gmail' && account.provider === 'microsoft') add(`${at}.upstream.transport`, 'gmail is the Gmail API: use transport graph (or smtp) with provider microsoft');
     if (transport !== 'smtp' && hve) add(`${at}.upstream.transport`, 'High Volume Email is SMTP only: drop upstream.transport (or service hve)');
+    if (upstream.saveToSentItems !== undefined && transport !== 'graph') add(`${at}.upstream.saveToSentItems`, 'only transport graph can choose: drop the key (SMTP submission and the Gmail API always keep a sent copy)');
     if (flow === 'service_account' && account.provider === 'microsoft') add(`${at}.flow`, 'service_account is the JWT bearer grant of Google Workspace (or a custom server); Microsoft uses client_credentials');
     if (flow === 'service_account' && !account.serviceAccountKeyFile) add(`${at}.serviceAccountKeyFile`, 'required for flow service_account: the JSON key of the service account');
     const credentials = ['clientSecret', 'clientCertificateFile', 'clientAssertionFile'].filter((key) => account[key] !== undefined);

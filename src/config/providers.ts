@@ -74,6 +74,8 @@ export interface ResolvedUpstream {
   transport: TransportName;
   /** Base URL of the HTTP API (graph, gmail). */
   apiUrl?: string;
+  /** graph: keep Exchange's copy in Sent Items (false: the relay deletes it). */
+  saveToSentItems: boolean;
   host: string;
   port: number;
   ca?: string;
@@ -143,6 +145,7 @@ export function resolveAccount(name: string, account: AccountConfig, delivery: '
     upstream: {
       transport,
       apiUrl: (account.upstream?.apiUrl ?? preset.apiUrl)?.replace(/\/+$/, ''),
+      saveToSentItems: account.upstream?.saveToSentItems ?? false,
       host: host ?? '',
       port: account.upstream?.port ?? preset.upstream?.port ?? 587,
       ca: account.upstream?.ca,

@@ -144,6 +144,11 @@ const upstreamSchema = z
     transport: z.enum(['smtp', 'graph', 'gmail']).default('smtp'),
     /** Where graph or gmail sends (default https://graph.microsoft.com or https://gmail.googleapis.com): a private stand-in, a proxy. */
     apiUrl: z.string().url().optional(),
+    /**
+     * graph only: keep the copy Exchange files in the mailbox's Sent Items. Graph's MIME send always
+     * files one; with false (a printer needs none) the relay deletes it afterwards, which needs Mail.ReadWrite.
+     */
+    saveToSentItems: z.boolean().optional(),
     host: z.string().min(1),
     port: port.default(587),
     /** PEM file of an extra CA to trust (a private or test upstream). */

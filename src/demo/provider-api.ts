@@ -61,6 +61,10 @@ export class ProviderApiServer {
   private readonly server: Server;
   private readonly drafts = new Map<string, { mailbox: string; raw: Buffer; attachments: Upload[] }>();
   private readonly uploads = new Map<string, Upload>();
+  /** What Graph filed in Sent Items: id → mailbox and Message-ID. */
+  readonly sentItems = new Map<string, { mailbox: string; internetMessageId: string }>();
+  /** The app has Mail.Send only: listing or deleting in the mailbox gets 403. */
+  mailReadWriteDenied = false;
   readonly trace = new MessageTraceState();
   /** Every send request as received: path, content type, and the Authorization scheme. */
   readonly requests: { path: string; contentType: string; status: number }[] = [];
@@ -94,7 +98,7 @@ export class ProviderApiServer {
       json(response, status, body, headers);
     };
     if (request.method === 'PUT' && url.pathname.startsWith('/upload-sessions/')) return this.uploadChunk(request, url.pathname.slice('/upload-sessions/'.length), answer);
-    const graph = /^\/v1\.0\/users\/([^/]+)\/(sendMail|messages(?:\/([^/]+)(?:\/(send|attachments\/createUploadSession))?)?)$/.exec(url.pathname);
+    const graph = /^\/v1\.0\/users\/([^/]+)\/(sendMail|mailFolders\/SentItems\/messages|messages(?:\/([^/]+)(?:\/(send|attachments\/createUploadSession))?)?)$/.exec(url.pathname);
     const gmail = /^\/upload\/gmail\/v1\/users\/([^/]+)\/messages\/send$/.exec(url.pathname);
     if (!graph && !gmail) return answer(404, { error: { code: 'ResourceNotFound', message: 'Resource not found for the segment.' } });
     const api = graph ? GRAPH : GMAIL;
@@ -107,6 +111,7 @@ export class ProviderApiServer {
     if (!this.backend.knowsMailbox(mailbox)) return answer(404, api.unknownUser(mailbox));
     if (grant.mailbox !== '*' && grant.mailbox.toLowerCase() !== mailbox.toLowerCase()) return answer(403, api.accessDenied);
     if (this.backend.sendDenied()) return answer(403, api.accessDenied);
+    if (graph && (graph[2] === 'mailFolders/SentItems/messages' || (request.method === 'DELETE' && graph[3] && this.sentItems.has(decodeURIComponent(graph[3]))))) return this.sentItemsRoute(request, url, mailbox, graph[3] && decodeURIComponent(graph[3]), answer);
     if (graph && graph[2] !== 'sendMail') return this.draftRoute(request, mailbox, graph[3] && decodeURIComponent(graph[3]), graph[4], answer);
     if (request.method !== 'POST') return answer(405, graphError('BadRequest', 'Method not allowed.'));
     const scripted = this.backend.nextScripted();
@@ -116,6 +121,7 @@ export class ProviderApiServer {
     const { to, copy } = withoutBcc(raw);
     if (!to.length) return answer(400, api.noRecipients);
     const id = await this.backend.deliver(mailbox, copy, to, graph ? 'graph' : 'gmail');
+    if (graph) this.fileSentCopy(mailbox, copy);
     if (graph) return answer(202, undefined, { 'request-id': randomUUID(), 'client-request-id': randomUUID() });
     return answer(200, { id, threadId: id, labelIds: ['SENT'] });
   }
@@ -175,9 +181,31 @@ export class ProviderApiServer {
       if (!to.length) return answer(400, GRAPH.noRecipients);
       this.drafts.delete(draftId);
       await this.backend.deliver(mailbox, copy, to, 'graph');
+      this.fileSentCopy(mailbox, copy);
       return answer(202, undefined, { 'request-id': randomUUID() });
     }
     return answer(405, graphError('BadRequest', 'Method not allowed.'));
+  }
+
+  /**
+   * The copies Graph files in Sent Items (its MIME send always does): listed by internetMessageId
+   * and deleted, with Mail.ReadWrite (Mail.Send alone gets 403).
+   */
+  private sentItemsRoute(request: IncomingMessage, url: URL, mailbox: string, id: string | undefined, answer: Answer): void {
+    if (this.mailReadWriteDenied) return answer(403, GRAPH.accessDenied);
+    if (request.method === 'DELETE' && id) {
+      this.sentItems.delete(id);
+      return answer(204);
+    }
+    const wanted = /internetMessageId eq '((?:[^']|'')*)'/.exec(url.searchParams.get('$filter') ?? '')?.[1]?.replace(/''/g, "'");
+    const value = [...this.sentItems].filter(([, copy]) => copy.mailbox === mailbox && (!wanted || copy.internetMessageId === wanted)).map(([copyId]) => ({ id: copyId }));
+    return answer(200, { value });
+  }
+
+  /** Graph files every message it sends in the mailbox's Sent Items. */
+  private fileSentCopy(mailbox: string, raw: Buffer): void {
+    const head = raw.subarray(0, Math.max(0, raw.indexOf('\r\n\r\n'))).toString('latin1');
+    this.sentItems.set(`AAMkAD${randomBytes(24).toString('base64url')}`, { mailbox, internetMessageId: /^Message-ID:[ \t]*(\S+)/im.exec(head)?.[1] ?? '' });
   }
 
   /** A chunk of an upload session: no Authorization header (the URL is the credential), Content-Range in order, under 4 MB. */

@@ -8,6 +8,9 @@ import { liftAttachments, SkeletonTooLarge, type LiftedAttachment, type LiftedMe
 import { headerForApi, splitAtBody } from './header-recipients.js';
 import { ApiRefusal } from './http-api.js';
 import type { Envelope, SendReceipt } from './transport.js';
+import { SentItemsCleaner } from './sent-items.js';
+import { fieldValue } from '../util/header-fields.js';
+import type { Logger } from '../log.js';
 
 /** Graph takes a MIME request (the message in base64) of at most 4 MB. */
 export const GRAPH_MIME_REQUEST_LIMIT = 4 * 1024 * 1024;
@@ -27,19 +30,34 @@ const UPLOAD_CHUNK = 9 * 320 * 1024;
 export class GraphTransport extends ApiTransport {
   readonly name = 'graph';
 
+  /** upstream.saveToSentItems: false deletes the copy Graph files; undefined keeps it. */
+  private readonly sentItems?: SentItemsCleaner;
+
   constructor(
     account: ResolvedAccount,
     tokens: TokenManager,
     /** Where lifted attachments wait for their upload (under the data directory). */
     private readonly scratchDir: string,
+    logger: Logger,
   ) {
     super(account, tokens);
+    if (!account.upstream.saveToSentItems) this.sentItems = new SentItemsCleaner((path, options) => this.call(path, options), this.user, logger);
   }
 
   async deliver(envelope: Envelope, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
     const split = await splitAtBody(message);
     const head = headerForApi(split, envelope.to);
-    const body = split.body[Symbol.asyncIterator]();
+    const receipt = await this.send(envelope, head, split.body[Symbol.asyncIterator](), signal);
+    const messageId = split.fields.find((field) => field.key === 'message-id');
+    if (messageId) this.sentItems?.remove(fieldValue(messageId).trim());
+    return receipt;
+  }
+
+  override close(): void {
+    this.sentItems?.close();
+  }
+
+  private async send(envelope: Envelope, head: Buffer, body: AsyncIterator<Buffer>, signal?: AbortSignal): Promise<SendReceipt> {
     const start = await readUpTo(head, body, GRAPH_MIME_MESSAGE_LIMIT, signal);
     if (start.whole) return this.sendMime(envelope, Buffer.concat(start.chunks), signal);
     const lifted = await liftAttachments(concat(start.chunks, body), this.scratchDir, GRAPH_MIME_MESSAGE_LIMIT).catch((error: unknown) => {

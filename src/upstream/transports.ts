@@ -4,12 +4,13 @@ import { GmailTransport } from './gmail-transport.js';
 import { GraphTransport } from './graph-transport.js';
 import { SmtpTransport } from './smtp-transport.js';
 import type { Transport } from './transport.js';
+import type { Logger } from '../log.js';
 
 /** The account's transport (upstream.transport). */
-export function createTransport(account: ResolvedAccount, tokens: TokenManager, hostname: string, options: { pooled: boolean; scratchDir: string }): Transport {
+export function createTransport(account: ResolvedAccount, tokens: TokenManager, hostname: string, options: { pooled: boolean; scratchDir: string; logger: Logger }): Transport {
   switch (account.upstream.transport) {
     case 'graph':
-      return new GraphTransport(account, tokens, options.scratchDir);
+      return new GraphTransport(account, tokens, options.scratchDir, options.logger);
     case 'gmail':
       return new GmailTransport(account, tokens);
     default:

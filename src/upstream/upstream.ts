@@ -52,7 +52,7 @@ export class Upstream {
     if (account.delivery === 'direct' && !cluster.sharesSessions) this.directPacer = new Pacer(account.limits);
     // In a cluster every send holds a cluster-wide session slot and its own connection, so that
     // the provider never sees more than maxConnections sessions (an idle pooled one counts too).
-    this.transport = createTransport(account, tokens, hostname, { pooled: !cluster.sharesSessions, scratchDir });
+    this.transport = createTransport(account, tokens, hostname, { pooled: !cluster.sharesSessions, scratchDir, logger: logger.child({ account: account.name }) });
   }
 
   /**

@@ -46,13 +46,14 @@ function microsoftGraph(account: ResolvedAccount, redirectUri: string | undefine
   const mailbox = account.mailbox;
   if (account.flow === 'client_credentials') {
     return `<ol>
-<li>Entra admin centre › App registrations › <em>your app</em> › API permissions: <strong>Microsoft Graph › Application permissions › Mail.Send</strong>, then <strong>Grant admin consent</strong>. That lets the app send as every mailbox; to allow only ${escape(mailbox)}, skip this step and use the RBAC for Applications lines below instead.</li>
+<li>Entra admin centre › App registrations › <em>your app</em> › API permissions: <strong>Microsoft Graph › Application permissions › Mail.Send</strong>${account.upstream.saveToSentItems ? '' : ' and <strong>Mail.ReadWrite</strong> (the relay deletes the copies Graph files in Sent Items; or set <code>upstream.saveToSentItems: true</code>)'}, then <strong>Grant admin consent</strong>. That lets the app act on every mailbox; to allow only ${escape(mailbox)}, skip this step and use the RBAC for Applications lines below instead.</li>
 <li>${account.clientCertificateFile ? 'Certificates &amp; secrets: upload the certificate (<code>smtp-oauth-relay credentials create-certificate ' + escape(account.name) + '</code> makes one).' : 'Certificates &amp; secrets: create a client secret; put it in the config and its end date in <code>credentialExpiresAt</code>.'}</li>
 <li>Exchange Online PowerShell (<code>Connect-ExchangeOnline</code>), to scope the app to this mailbox. SMTP AUTH may stay off.
 ${code([
   `New-ServicePrincipal -AppId ${account.clientId} -ObjectId <ENTERPRISE-APP-OBJECT-ID> -DisplayName smtp-oauth-relay`,
   `New-ManagementScope -Name "smtp-oauth-relay ${mailbox}" -RecipientRestrictionFilter "PrimarySmtpAddress -eq '${mailbox}'"`,
   `New-ManagementRoleAssignment -App ${account.clientId} -Role "Application Mail.Send" -CustomResourceScope "smtp-oauth-relay ${mailbox}"`,
+  ...(account.upstream.saveToSentItems ? [] : [`New-ManagementRoleAssignment -App ${account.clientId} -Role "Application Mail.ReadWrite" -CustomResourceScope "smtp-oauth-relay ${mailbox}"`]),
   `Test-ServicePrincipalAuthorization -Identity ${account.clientId} -Resource ${mailbox}`,
 ])}</li>
 </ol>`;

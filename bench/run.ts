@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { startProvider } from './harness.js';
-import { accessTokenFor, buildMessage, deviceSender, load, startRelay, upstreamSender } from './load.js';
+import { BENCH_TRANSPORT, accessTokenFor, buildMessage, deviceSender, load, startRelay, upstreamSender } from './load.js';
 import { record, rows } from './report.js';
 import { versusPostfix } from './versus-postfix.js';
 import { clusterCost } from './cluster.js';
@@ -41,7 +41,9 @@ async function throughput(provider: FakeProvider, token: string): Promise<void> 
         const style = longSession ? 'long session' : 'printer-style';
         const ratio = measured.rate / baseline.rate;
         const goal = mode === 'direct' && longSession ? 0.8 : 0.5;
-        const targeted = longSession ? mode === 'direct' : true;
+        // The targets are the SMTP path's; an API transport's baseline is a bare HTTP POST (no TLS, no
+        // SMTP dialogue): its ratios are reported, not judged.
+        const targeted = BENCH_TRANSPORT === 'smtp' && (longSession ? mode === 'direct' : true);
         record({
           name: `throughput ${mode} ${style} c=${concurrency}`,
           value: measured.rate,
@@ -55,7 +57,8 @@ async function throughput(provider: FakeProvider, token: string): Promise<void> 
           // Printer-style: the baseline also pays for TLS and XOAUTH2 on every connection, which
           // the relay's pooled upstream leg does not; the long session shows the relay's own cost.
           const added50 = measured.p50 - baseline.p50;
-          record({ name: `added latency p50 (direct, ${style}, c=1)`, value: added50, unit: 'ms', baseline: baseline.p50, target: '< 3 ms', met: added50 < 3 });
+          const judged = BENCH_TRANSPORT === 'smtp';
+          record({ name: `added latency p50 (direct, ${style}, c=1)`, value: added50, unit: 'ms', baseline: baseline.p50, target: judged ? '< 3 ms' : undefined, met: judged ? added50 < 3 : undefined });
           record({ name: `added latency p99 (direct, ${style}, c=1)`, value: measured.p99 - baseline.p99, unit: 'ms', baseline: baseline.p99 });
         }
       }
@@ -68,7 +71,9 @@ async function memory(): Promise<void> {
   // A provider that takes 50 MB messages: Exchange, whose admins can raise the limit to 150 MB (Gmail stops at 35 MB).
   const provider = await startProvider({ profile: 'microsoft', maxSize: 100 * MB });
   const peaks: Record<number, number> = {};
-  for (const size of [1, 10, 50]) {
+  // The Gmail API takes 35 MB at most: its largest message here is 30 MB.
+  const sizes = BENCH_TRANSPORT === 'gmail' ? [1, 10, 30] : [1, 10, 50];
+  for (const size of sizes) {
     const relay = await startRelay(provider, { delivery: 'direct', smtp: { maxMessageSize: '100MB' } });
     const idle = memoryOf(relay.child!.pid!).peak;
     await load(() => deviceSender(relay.port, false), 1, 1, buildMessage(size * MB));
@@ -77,8 +82,9 @@ async function memory(): Promise<void> {
     record({ name: `peak RSS relaying one ${size} MB message`, value: peaks[size] / MB, unit: 'MB', baseline: idle / MB });
   }
   await provider.stop();
-  const growth = (peaks[50] - peaks[1]) / MB;
-  record({ name: 'peak RSS growth 50 MB vs 1 MB message', value: growth, unit: 'MB', target: '< 32 MB', met: growth < 32 });
+  const largest = sizes.at(-1)!;
+  const growth = (peaks[largest] - peaks[1]) / MB;
+  record({ name: `peak RSS growth ${largest} MB vs 1 MB message`, value: growth, unit: 'MB', target: '< 32 MB', met: growth < 32 });
 }
 
 async function tokenRefresh(provider: FakeProvider): Promise<void> {
@@ -122,9 +128,10 @@ async function idleConnections(provider: FakeProvider): Promise<void> {
 async function main(): Promise<void> {
   const started = performance.now();
   // The stand-in speaks Exchange Online's wire unless BENCH_PROVIDER=google (or generic) says otherwise.
-  const profile = (process.env.BENCH_PROVIDER ?? 'microsoft') as ProviderProfileName;
+  // An API transport names its provider: Graph is Microsoft's, the Gmail API Google's.
+  const profile = (process.env.BENCH_PROVIDER ?? (BENCH_TRANSPORT === 'gmail' ? 'google' : 'microsoft')) as ProviderProfileName;
   if (!PROVIDER_PROFILES.includes(profile)) throw new Error(`BENCH_PROVIDER=${profile}: use one of ${PROVIDER_PROFILES.join(', ')}`);
-  process.stdout.write(`smtp-oauth-relay benchmark on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, upstream stand-in: ${profile}\n\n`);
+  process.stdout.write(`smtp-oauth-relay benchmark on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, upstream stand-in: ${profile}, transport: ${BENCH_TRANSPORT}\n\n`);
   const provider = await startProvider({ profile });
   const token = await accessTokenFor(provider);
   // BENCH_ONLY=memory,connections runs a part (while profiling one figure); BENCH_REPETITIONS for the Postfix runs.

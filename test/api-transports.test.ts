@@ -5,7 +5,7 @@ import { simpleParser } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
 import { presetAccountFor } from '../bench/harness.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
-import { THROTTLED } from '../src/demo/provider-api.js';
+import { REFUSALS, THROTTLED } from '../src/demo/provider-api.js';
 import { ADMIN_AUTHORIZATION, adminHttp, cli, headerValues, message, metric, readyz, sendRaw, sendRawExpectingError, splitMessage, startProvider, startRelay, stopStarted, until } from './helpers.js';
 
 /**
@@ -168,6 +168,27 @@ describe('API transports', () => {
     expect(provider.received).toHaveLength(4);
     expect(cleaning.logs.filter((line) => line.includes('Mail.ReadWrite')).length).toBe(1);
   });
+
+  // Each documented refusal, scripted at the stand-in, as a device in direct mode hears it and as the account's health shows it.
+  const refusals = [
+    { transport: 'graph', answer: REFUSALS.mailboxNotEnabled, device: /^451 4\.7\.0 Relay account office cannot send now \(HTTP 404 MailboxNotEnabledForRESTAPI\)/, reason: 'account_misconfigured' },
+    { transport: 'graph', answer: REFUSALS.invalidRecipients, device: /^550 5\.1\.3 Upstream API: HTTP 400 ErrorInvalidRecipients: At least one recipient isn't valid/, reason: 'upstream_rejected' },
+    { transport: 'graph', answer: REFUSALS.graphTooLarge, device: /^552 5\.3\.4 Upstream API: HTTP 413/, reason: 'too_large' },
+    { transport: 'graph', answer: REFUSALS.unavailable(1), device: /^451 4\.3\.2 Upstream API: HTTP 503 ServiceUnavailable/, reason: 'upstream_deferred' },
+    { transport: 'gmail', answer: REFUSALS.gmailFailedPrecondition, device: /^554 5\.6\.0 Upstream API: HTTP 400 failedPrecondition: Bad Request/, reason: 'upstream_rejected' },
+    { transport: 'gmail', answer: REFUSALS.gmailInvalidArgument, device: /^554 5\.6\.0 Upstream API: HTTP 400 invalidArgument: Invalid To header/, reason: 'upstream_rejected' },
+    { transport: 'gmail', answer: REFUSALS.gmailDailyLimit, device: /^451 4\.7\.0 Relay account office cannot send now \(HTTP 403 dailyLimitExceeded\)/, reason: 'quota_exhausted' },
+  ] as const;
+  for (const { transport, answer, device, reason } of refusals) {
+    it(`${transport}: HTTP ${answer.status} ${JSON.stringify(answer.body).match(/"(?:code|reason)":"([A-Za-z]+)"/g)?.at(-1)?.split('"')[3]} is read as ${reason}`, async () => {
+      const provider = await startProvider({ profile: transport === 'graph' ? 'microsoft' : 'google' });
+      const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
+      provider.apiScript.push(answer);
+      expect(await sendRawExpectingError(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN })).toMatch(device);
+      expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason })).toBe(1);
+      expect(provider.received).toHaveLength(0);
+    });
+  }
 
   it('graph: while the provider asks to wait (Retry-After), a device gets 451 with the time left and Graph is not asked', async () => {
     const provider = await startProvider({ profile: 'microsoft' });

@@ -145,3 +145,32 @@ describe('the console', () => {
     }
   });
 });
+
+describe("a provider's Retry-After in a cluster", () => {
+  it('pauses the account on every replica, is only ever lengthened, and a pause written by someone else delays for an hour at most', async () => {
+    const redis = await RedisServer.start();
+    closers.push(() => redis.stop());
+    const secret = trust();
+    const replica = (name: string) => {
+      const cluster = new RedisCluster({ ...redis.clusterConfig, url: redis.url, password: redis.password, ca: redis.clusterConfig.redisCa, name, keyPrefix: 'smtp-oauth-relay:', trust: secret, logger: quiet, metrics: createMetrics([]) });
+      closers.push(() => cluster.close());
+      return cluster;
+    };
+    const [a, b] = [replica('replica-a'), replica('replica-b')];
+    expect(await a.connected(5000)).toBe(true);
+    expect(await b.connected(5000)).toBe(true);
+    const limits = { messagesPerMinute: 1000 };
+    expect(await b.pace('office', limits, 1, 1)).toBe(0);
+    await a.pauseSending('office', 30_000); // Graph's 429 on replica A
+    const wait = await b.pace('office', limits, 1, 1);
+    expect(wait).toBeGreaterThan(25_000);
+    expect(wait).toBeLessThanOrEqual(30_000);
+    await a.pauseSending('office', 5_000); // a shorter one does not shorten it
+    expect(await b.pace('office', limits, 1, 1)).toBeGreaterThan(25_000);
+    expect(await b.pace('other', limits, 1, 1)).toBe(0); // per account
+    const attacker = redis.client();
+    closers.push(() => attacker.disconnect());
+    await attacker.set('smtp-oauth-relay:pace:office:pause', '1', 'PX', 86_400_000 * 30);
+    expect(await b.pace('office', limits, 1, 1)).toBe(3_600_000);
+  });
+});

@@ -304,6 +304,17 @@ function googleError(code: number, status: string, reason: string, message: stri
   return { error: { code, message, errors: [{ message, domain: 'global', reason }], status } };
 }
 
+/** The documented refusals, for tests to script (apiScript). */
+export const REFUSALS = {
+  mailboxNotEnabled: { status: 404, body: graphError('MailboxNotEnabledForRESTAPI', 'The mailbox is either inactive, soft-deleted, or is hosted on-premise.') },
+  invalidRecipients: { status: 400, body: graphError('ErrorInvalidRecipients', "At least one recipient isn't valid., Recipient 'bad..address@example.com' is not resolved.") },
+  graphTooLarge: { status: 413, body: graphError('ErrorRequestEntityTooLarge', 'The request exceeds the maximum supported size of 4 MB.') },
+  gmailFailedPrecondition: { status: 400, body: googleError(400, 'FAILED_PRECONDITION', 'failedPrecondition', 'Bad Request') },
+  gmailInvalidArgument: { status: 400, body: googleError(400, 'INVALID_ARGUMENT', 'invalidArgument', 'Invalid To header') },
+  gmailDailyLimit: { status: 403, body: googleError(403, 'PERMISSION_DENIED', 'dailyLimitExceeded', 'Daily Limit Exceeded') },
+  unavailable: (seconds: number): ApiScriptedAnswer => ({ status: 503, headers: { 'Retry-After': String(seconds) }, body: graphError('ServiceUnavailable', 'Service Unavailable') }),
+} satisfies Record<string, ApiScriptedAnswer | ((seconds: number) => ApiScriptedAnswer)>;
+
 /** Gmail's and Graph's throttling answers, for tests and the demo to script. */
 export const THROTTLED = {
   graph: (seconds: number): ApiScriptedAnswer => ({ status: 429, headers: { 'Retry-After': String(seconds) }, body: graphError('ApplicationThrottled', 'Application is over its MailboxConcurrency limit.') }),

@@ -1,5 +1,6 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -189,6 +190,18 @@ describe('API transports', () => {
       expect(provider.received).toHaveLength(0);
     });
   }
+
+  it('gmail: a Workspace service account with domain-wide delegation sends with the gmail.send scope only', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const provider = await startProvider({ profile: 'google', serviceAccountPublicKey: publicKey.export({ type: 'spki', format: 'pem' }).toString() });
+    const keyFile = path.join(await mkdtemp(path.join(os.tmpdir(), 'relay-sa-')), 'key.json');
+    await writeFile(keyFile, JSON.stringify({ client_email: 'relay@project.iam.gserviceaccount.com', private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }) }));
+    const { refreshToken: _none, clientSecret: _secret, ...account } = apiAccount(provider, 'gmail');
+    const relay = await startRelay(provider, { account: { ...account, flow: 'service_account', serviceAccountKeyFile: keyFile } });
+    await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+    expect(provider.received).toHaveLength(1);
+    expect(provider.api.requests.map((request) => request.status)).toEqual([200]);
+  });
 
   it('graph: while the provider asks to wait (Retry-After), a device gets 451 with the time left and Graph is not asked', async () => {
     const provider = await startProvider({ profile: 'microsoft' });

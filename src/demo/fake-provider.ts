@@ -383,7 +383,8 @@ export class FakeProvider {
     } else {
       return oauthError(400, 'unsupported_grant_type', `grant_type ${grant} is not supported`);
     }
-    const scope = form.get('scope') ?? '';
+    // The JWT bearer grant (Google's domain-wide delegation) carries its scope in the assertion.
+    const scope = grant === 'urn:ietf:params:oauth:grant-type:jwt-bearer' ? assertionScope(form.get('assertion') ?? '') : (form.get('scope') ?? '');
     const accessToken = this.profile.accessToken({ mailbox, clientId: this.clientId, lifetimeSeconds: this.tokenLifetime, scope });
     this.tokenIssuedAt.push(Date.now());
     this.accessTokens.set(accessToken, { mailbox, expiresAt: Date.now() + this.tokenLifetime * 1000, scope });
@@ -521,4 +522,10 @@ function escapeHtml(text: string): string {
 function headerMessageId(raw: Buffer): string | undefined {
   const head = raw.subarray(0, Math.max(0, raw.indexOf('\r\n\r\n'))).toString('latin1');
   return /^Message-ID:[ \t]*(\S+)/im.exec(head)?.[1];
+}
+
+/** The scope claim of a (verified) JWT bearer assertion. */
+function assertionScope(assertion: string): string {
+  const claims = JSON.parse(Buffer.from(assertion.split('.')[1] ?? '', 'base64url').toString() || '{}') as { scope?: unknown };
+  return typeof claims.scope === 'string' ? claims.scope : '';
 }

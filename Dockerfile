@@ -1,11 +1,11 @@
 # syntax=docker/dockerfile:1
-FROM node:22-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
 RUN npm ci --ignore-scripts && npx tsc -p tsconfig.json && npm prune --omit=dev
 
-FROM node:22-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production \
     SMTP_OAUTH_RELAY_CONFIG=/etc/smtp-oauth-relay/config.yaml
 WORKDIR /app

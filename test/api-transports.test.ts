@@ -7,7 +7,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { presetAccountFor } from '../bench/harness.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { REFUSALS, THROTTLED } from '../src/demo/provider-api.js';
-import { ADMIN_AUTHORIZATION, adminHttp, cli, headerValues, message, metric, readyz, sendRaw, sendRawExpectingError, splitMessage, startProvider, startRelay, stopStarted, until } from './helpers.js';
+import { RawSmtp } from './raw-smtp.js';
+import { ADMIN_AUTHORIZATION, DEVICE, adminHttp, cli, headerValues, message, metric, readyz, sendRaw, sendRawExpectingError, splitMessage, startProvider, startRelay, stopStarted, until } from './helpers.js';
 
 /**
  * Microsoft Graph's sendMail and the Gmail API's messages.send against the stand-in's APIs, which
@@ -201,6 +202,24 @@ describe('API transports', () => {
     await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
     expect(provider.received).toHaveLength(1);
     expect(provider.api.requests.map((request) => request.status)).toEqual([200]);
+  });
+
+  it('gmail: a device that hangs up mid-DATA in direct mode leaves the streamed request unfinished, and Gmail sends nothing', async () => {
+    const provider = await startProvider({ profile: 'google' });
+    const relay = await startRelay(provider, { account: apiAccount(provider, 'gmail') });
+    const { client } = await RawSmtp.connect(relay.port);
+    await client.command('EHLO printer');
+    await client.login(DEVICE.username, DEVICE.password);
+    await client.command('MAIL FROM:<mfp@printers.local>');
+    await client.command('RCPT TO:<alice@example.com>');
+    expect(await client.command('DATA')).toMatch(/^354/);
+    await client.send(`From: mfp@printers.local\r\nTo: alice@example.com\r\nSubject: half a scan\r\n\r\n${'QUJD'.repeat(19).concat('\r\n').repeat(3000)}`);
+    await until(() => provider.api.bodiesBegun === 1); // the message is streaming to Gmail
+    client.close();
+    await until(async () => (await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'disconnected' })) === 1);
+    await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+    expect(provider.received).toHaveLength(1);
+    expect(provider.received[0].raw.toString()).not.toContain('half a scan');
   });
 
   it('graph: while the provider asks to wait (Retry-After), a device gets 451 with the time left and Graph is not asked', async () => {

@@ -66,6 +66,8 @@ export class ProviderApiServer {
   /** The app has Mail.Send only: listing or deleting in the mailbox gets 403. */
   mailReadWriteDenied = false;
   readonly trace = new MessageTraceState();
+  /** Gmail sends whose message body has begun to arrive (one broken off is begun, never delivered). */
+  bodiesBegun = 0;
   /** Every send request as received: path, content type, and the Authorization scheme. */
   readonly requests: { path: string; contentType: string; status: number }[] = [];
   url = '';
@@ -138,6 +140,7 @@ export class ProviderApiServer {
 
   private async rfc822Body(request: IncomingMessage, answer: Answer): Promise<Buffer | undefined> {
     if (!String(request.headers['content-type'] ?? '').startsWith('message/rfc822')) return void answer(400, GMAIL.badContentType);
+    this.bodiesBegun++;
     const body = await readLimited(request, GMAIL_API_LIMIT);
     if (!body) return void answer(413, GMAIL.tooLarge);
     return body;

@@ -1,5 +1,10 @@
-import type { ConfigProblem } from './load.js';
 import { accountFlow } from './providers.js';
+
+/** One thing wrong with the configuration, named by its key path, with the fix. */
+export interface ConfigProblem {
+  path: string;
+  message: string;
+}
 
 type Loose = Record<string, unknown> | undefined;
 

@@ -3,13 +3,9 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './schema.js';
 import { accountFlow, resolveAccount, type ResolvedAccount } from './providers.js';
-import { crossCheck } from './checks.js';
+import { crossCheck, type ConfigProblem } from './checks.js';
 
-/** One thing wrong with the configuration, named by its key path, with the fix. */
-export interface ConfigProblem {
-  path: string;
-  message: string;
-}
+export type { ConfigProblem };
 
 export class ConfigError extends Error {
   constructor(

@@ -81,6 +81,7 @@ export class Pipeline {
       metrics.messagesReceived.inc({ account });
       metrics.messageSize.observe({ account }, guard.bytes);
       if (guard.exceeded) throw reject('too_large', 552, '5.3.4', `Message exceeds the size limit of ${formatByteSize(sizeLimit)}`);
+      route.upstream.checkHeaderRecipients(rewriter.recipientFields, transaction.rcptTo);
       const context = { log, route, transaction, staged, decision: rewriter.decision, traced: this.receivedEvent(id, route, transaction, rewriter, guard.bytes, receivedAt) };
       return route.account.delivery === 'queue' ? await this.enqueue(context) : await this.relay(context, live);
     } catch (error) {

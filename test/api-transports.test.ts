@@ -54,11 +54,14 @@ describe('API transports', () => {
       expect(await metric(relay.httpPort, 'smtp_relay_upstream_send_duration_seconds_count', { account: 'office', transport })).toBe(1);
     });
 
-    it(`${transport}: the To or Cc naming an address the device did not send to is not sent (the API would deliver to it)`, async () => {
+    it(`${transport}: a To or Cc naming an address the device did not send to is refused at DATA, in direct and queue mode (the API would deliver to it)`, async () => {
       const provider = await startProvider({ profile });
-      const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
-      const reply = await sendRawExpectingError(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: SCAN });
-      expect(reply).toMatch(/^550 5\.7\.1 Message names recipients it is not addressed to \(carol@example\.com\)/);
+      for (const delivery of ['direct', 'queue']) {
+        const relay = await startRelay(provider, { account: apiAccount(provider, transport), top: { delivery } });
+        const reply = await sendRawExpectingError(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: SCAN });
+        expect(reply).toMatch(/^550 5\.7\.1 Message names recipients it is not addressed to \(carol@example\.com\)/);
+        expect(await metric(relay.httpPort, 'smtp_relay_queue_messages')).toBe(0);
+      }
       expect(provider.api.requests).toEqual([]);
     });
 

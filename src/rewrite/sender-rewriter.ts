@@ -29,6 +29,7 @@ export class SenderRewriter extends Transform {
   private decisionValue?: SenderDecision;
   private subjectField?: HeaderField;
   private messageIdField?: HeaderField;
+  private recipientFieldList: HeaderField[] = [];
 
   constructor(
     private readonly rules: SenderRules,
@@ -51,6 +52,11 @@ export class SenderRewriter extends Transform {
   get subject(): string | undefined {
     // Decoded only when asked (trace.subjects): the hot path keeps a reference to the field.
     return decodedSubject(this.subjectField);
+  }
+
+  /** The To, Cc and Bcc fields that leave (set with the decision). */
+  get recipientFields(): readonly HeaderField[] {
+    return this.recipientFieldList;
   }
 
   /** The Message-ID that leaves (the device's, or the one the relay added): how a provider's own trace finds the message. */
@@ -89,6 +95,7 @@ export class SenderRewriter extends Transform {
     this.decisionValue = decision;
     this.subjectField = section.fields.find((field) => field.key === 'subject');
     this.messageIdField = fields.find((field) => field.key === 'message-id');
+    this.recipientFieldList = fields.filter((field) => field.key === 'to' || field.key === 'cc' || field.key === 'bcc');
     this.push(buildHeader(fields.map(foldLongLines)));
     if (section.rest.length > 0) this.push(section.rest);
     return null;

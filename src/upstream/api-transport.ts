@@ -14,6 +14,7 @@ import type { Envelope, SendReceipt, Transport } from './transport.js';
 export abstract class ApiTransport implements Transport {
   abstract readonly name: Exclude<TransportName, 'smtp'>;
   readonly maxRecipientsPerAttempt = undefined;
+  readonly deliversToHeader = true;
   protected readonly client: ApiClient;
 
   constructor(

@@ -59,16 +59,22 @@ export function headerRecipients(fields: readonly HeaderField[]): string[] {
   return [...new Set(addresses)];
 }
 
+/** The header's recipients; throws when one of them is not an envelope recipient. */
+export function checkHeaderRecipients(fields: readonly HeaderField[], envelopeTo: readonly string[]): string[] {
+  const named = headerRecipients(fields);
+  const envelope = new Set(envelopeTo.map((address) => address.toLowerCase()));
+  const outside = named.filter((address) => !envelope.has(address));
+  if (outside.length) throw new RecipientsOutsideEnvelope(outside);
+  return named;
+}
+
 /**
  * The header an API transport sends: as it is, with a Bcc field first for the envelope recipients
  * the header does not name (the provider delivers to them and removes the field from every copy).
  * Throws when the header names a recipient the envelope does not have.
  */
 export function headerForApi(split: SplitMessage, envelopeTo: readonly string[]): Buffer {
-  const named = headerRecipients(split.fields);
-  const envelope = new Set(envelopeTo.map((address) => address.toLowerCase()));
-  const outside = named.filter((address) => !envelope.has(address));
-  if (outside.length) throw new RecipientsOutsideEnvelope(outside);
+  const named = checkHeaderRecipients(split.fields, envelopeTo);
   const unnamed = envelopeTo.filter((address) => !named.includes(address.toLowerCase()));
   if (!unnamed.length) return split.head;
   return Buffer.concat([Buffer.from(`Bcc: ${unnamed.join(',\r\n ')}\r\n`, 'utf8'), split.head]);

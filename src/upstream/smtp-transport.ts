@@ -17,6 +17,7 @@ import { RELAY_LOGIN_METHOD, XOAuth2Rejected, logInWithXOAuth2, type LoginContex
  */
 export class SmtpTransport implements Transport {
   readonly name = 'smtp';
+  readonly deliversToHeader = false;
   private readonly transport: Mail;
 
   /** @param pooled whether idle connections are kept (not in a cluster: every send holds a cluster-wide slot and its own connection). */

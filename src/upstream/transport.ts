@@ -41,6 +41,11 @@ export interface Transport {
   classify(error: unknown, account: string): SmtpError;
   /** The largest message this transport can send, when it is smaller than any device would meet otherwise: the listener refuses larger ones at DATA. */
   readonly maxMessageSize?: number;
+  /**
+   * Whether the provider delivers to the header's To, Cc and Bcc rather than to an envelope (the
+   * HTTP APIs): then a header naming a recipient the device did not send to is refused at DATA.
+   */
+  readonly deliversToHeader: boolean;
   /** Recipients one attempt may carry (the provider's per-message limit), or undefined for no split. */
   readonly maxRecipientsPerAttempt?: number;
   close(): void;

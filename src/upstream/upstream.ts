@@ -8,6 +8,8 @@ import type { ClusterState, SessionSlot } from '../cluster/index.js';
 import { Pacer } from './pacing.js';
 import type { Envelope, SendReceipt, Transport } from './transport.js';
 import { createTransport } from './transports.js';
+import { checkHeaderRecipients } from './header-recipients.js';
+import type { HeaderField } from '../util/header-fields.js';
 
 export type { Envelope, SendReceipt } from './transport.js';
 
@@ -95,6 +97,19 @@ export class Upstream {
       }
     }
     return receipt;
+  }
+
+  /**
+   * Before a message is taken (250): for a transport that delivers to the header's recipients, a
+   * To/Cc/Bcc the device did not send to is refused now, with the reply the delivery would get.
+   */
+  checkHeaderRecipients(fields: readonly HeaderField[], envelopeTo: readonly string[]): void {
+    if (!this.transport.deliversToHeader) return;
+    try {
+      checkHeaderRecipients(fields, envelopeTo);
+    } catch (error) {
+      throw this.transport.classify(error, this.account.name);
+    }
   }
 
   /** The largest message the account's transport can send, when it has a limit of its own. */

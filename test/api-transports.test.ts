@@ -210,12 +210,7 @@ describe('API transports', () => {
   it('gmail: a device that hangs up mid-DATA in direct mode leaves the streamed request unfinished, and Gmail sends nothing', async () => {
     const provider = await startProvider({ profile: 'google' });
     const relay = await startRelay(provider, { account: apiAccount(provider, 'gmail') });
-    const { client } = await RawSmtp.connect(relay.port);
-    await client.command('EHLO printer');
-    await client.login(DEVICE.username, DEVICE.password);
-    await client.command('MAIL FROM:<mfp@printers.local>');
-    await client.command('RCPT TO:<alice@example.com>');
-    expect(await client.command('DATA')).toMatch(/^354/);
+    const client = await RawSmtp.inData(relay.port, DEVICE, { from: 'mfp@printers.local', to: ['alice@example.com'] });
     await client.send(`From: mfp@printers.local\r\nTo: alice@example.com\r\nSubject: half a scan\r\n\r\n${'QUJD'.repeat(19).concat('\r\n').repeat(3000)}`);
     await until(() => provider.api.bodiesBegun === 1); // the message is streaming to Gmail
     client.close();

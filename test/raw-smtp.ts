@@ -37,6 +37,18 @@ export class RawSmtp {
     return { client, greeting };
   }
 
+  /** A device logged in and past DATA's 354, about to send its message (to break it off, or trickle it). */
+  static async inData(port: number, login: { username: string; password: string }, envelope: { from: string; to: string[] }): Promise<RawSmtp> {
+    const { client } = await RawSmtp.connect(port);
+    await client.command('EHLO printer');
+    await client.login(login.username, login.password);
+    await client.command(`MAIL FROM:<${envelope.from}>`);
+    for (const recipient of envelope.to) await client.command(`RCPT TO:<${recipient}>`);
+    const reply = await client.command('DATA');
+    if (!reply.startsWith('354')) throw new Error(`DATA was answered ${reply.trim()}`);
+    return client;
+  }
+
   /** One command line (CRLF added); resolves with the complete reply. */
   command(line: string): Promise<string> {
     return this.write(`${line}\r\n`);

@@ -134,12 +134,7 @@ describe('direct mode streams upstream while the device sends', () => {
 
   /** A device that has sent the header and part of the body, with the upstream's DATA under way. */
   async function midMessage(provider: FakeProvider, relay: TestRelay): Promise<RawSmtp> {
-    const { client } = await RawSmtp.connect(relay.port);
-    await client.command('EHLO printer');
-    await client.login(DEVICE.username, DEVICE.password);
-    await client.command('MAIL FROM:<mfp@printers.local>');
-    await client.command('RCPT TO:<alice@example.com>');
-    expect(await client.command('DATA')).toMatch(/^354/);
+    const client = await RawSmtp.inData(relay.port, DEVICE, { from: 'mfp@printers.local', to: ['alice@example.com'] });
     await client.send(`From: mfp@printers.local\r\nSubject: half a scan\r\n\r\n${LINE.repeat(501)}`);
     await until(() => provider.dataStarted === 1); // the upstream has begun this message
     return client;

@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { DEVICE } from './harness.js';
 import { message10k, startRelay } from './load.js';
 import { RedisServer } from './redis-server.js';
-import { generateClusterSecret } from '../src/cluster/index.js';
+import { generateClusterSecret } from '../src/cluster-state/index.js';
 import { record } from './report.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { packageRoot } from '../src/util/package-root.js';

@@ -6,7 +6,8 @@ import { NetworkList, changedKeys, type LoadedConfig } from './config/index.js';
 import { Listener, authGuardLimits } from './listener/index.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, StatusServer, type ReadinessReport } from './metrics/index.js';
-import { HandoffReceiver, clusterTrust, handOffQueue, livePeerReplicas, startCluster } from './cluster/index.js';
+import { HandoffReceiver, handOffQueue } from './cluster/index.js';
+import { clusterTrust, livePeerReplicas, startCluster, type ClusterState, type ReplicaInfo } from './cluster-state/index.js';
 import { Activity, ClusterLog, FileTraceLog, NoTraceLog, type TraceEvent, type TraceLog, type TraceSink } from './trace/index.js';
 import { EmailChannel, Notifier, WebhookChannel, type Channel, type RelaySnapshot } from './notify/index.js';
 import { packageVersion } from './util/package-root.js';
@@ -18,7 +19,7 @@ import { HealthBoard } from './health.js';
 import { ControlServer, daemonCommands } from './control/index.js';
 import { AdminPage, type ConsoleSources } from './web/index.js';
 import { ExchangeMessageTrace } from './provider-trace/index.js';
-import { ClusterQueue, type ClusterState, type LocalQueue, type ReplicaInfo } from './cluster/index.js';
+import { ClusterQueue, type LocalQueue } from './cluster/index.js';
 import type { Config, ResolvedAccount, UserConfig } from './config/index.js';
 
 export interface AppOptions {

@@ -1,7 +1,8 @@
 import os from 'node:os';
 import type { LoadedConfig } from '../config/index.js';
 import { askDaemon } from '../control/index.js';
-import { clusterTrust, handOffQueue, livePeerReplicas, startCluster } from '../cluster/index.js';
+import { handOffQueue } from '../cluster/index.js';
+import { clusterTrust, livePeerReplicas, startCluster } from '../cluster-state/index.js';
 import { createLogger } from '../log.js';
 import { createMetrics } from '../metrics/index.js';
 import { Spool } from '../spool/index.js';

@@ -10,7 +10,7 @@ import { SignInError } from '../oauth/sign-in.js';
 import { TokenStoreError } from '../oauth/token-store.js';
 import { startApp } from '../app.js';
 import { startDemo } from '../demo/demo.js';
-import { generateClusterSecret } from '../cluster/index.js';
+import { generateClusterSecret } from '../cluster-state/index.js';
 import { hashPassword } from '../listener/index.js';
 import { describeConfig } from './check.js';
 import { handoffCommand } from './handoff.js';

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { QueueRecord, SpoolArea } from '../spool/index.js';
-import { fromPeers, serveSigned, type PeerLinks, type ReplicaAnswers } from './peers.js';
+import { fromPeers, serveSigned, type PeerLinks, type ReplicaAnswers } from '../cluster-state/index.js';
 
 export const QUEUE_PATH = '/internal/queue';
 export const QUEUE_ACTION_PATH = '/internal/queue-action';

@@ -3,8 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { QueueRecord, Spool } from '../spool/index.js';
-import { fetchPeer, signedRequestHeaders, verifiedRequest } from './peers.js';
-import { sha256Hex, type ClusterTrust } from './trust.js';
+import { fetchPeer, sha256Hex, signedRequestHeaders, verifiedRequest, type ClusterTrust } from '../cluster-state/index.js';
 
 /**
  * Scale-down without stranded mail: a stopping replica hands each message still queued to a live

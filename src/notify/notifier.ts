@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
-import type { ClusterState } from '../cluster/index.js';
+import type { ClusterState } from '../cluster-state/index.js';
 import { findProblems, type Problem, type RelaySnapshot } from './problems.js';
 
 export type NotificationStatus = 'firing' | 'resolved' | 'event';

@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Metrics, TokenRefreshResult } from '../metrics/metrics.js';
 import type { ResolvedAccount } from '../config/index.js';
-import type { ClusterState, SharedRefreshToken } from '../cluster/index.js';
+import type { ClusterState, SharedRefreshToken } from '../cluster-state/index.js';
 import { fingerprint, TokenStoreError, type TokenStore } from './token-store.js';
 import { serviceAccountAssertion } from './service-account.js';
 import { TokenError } from './token-error.js';

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { fromPeers, serveSigned, type PeerLinks, type ReplicaAnswers } from '../cluster/index.js';
+import { fromPeers, serveSigned, type PeerLinks, type ReplicaAnswers } from '../cluster-state/index.js';
 import type { MessageTrace, TraceEvent } from './events.js';
 import type { FoundEvents, TraceLog } from './file-trace-log.js';
 import { selectMessages, type TraceQuery } from './query.js';

@@ -4,7 +4,7 @@ import type { TokenManager } from '../oauth/index.js';
 import type { Logger } from '../log.js';
 import { SmtpError } from '../reply.js';
 import type { Metrics } from '../metrics/index.js';
-import type { ClusterState, SessionSlot } from '../cluster/index.js';
+import type { ClusterState, SessionSlot } from '../cluster-state/index.js';
 import { Pacer } from './pacing.js';
 import type { Envelope, SendReceipt, Transport } from './transport.js';
 import { createTransport } from './transports.js';

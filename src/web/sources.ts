@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { ResolvedAccount, UserConfig } from '../config/index.js';
-import type { QueueAction, QueueActionResult, QueueEntry, ReplicaInfo } from '../cluster/index.js';
+import type { QueueAction, QueueActionResult, QueueEntry } from '../cluster/index.js';
+import type { ReplicaInfo } from '../cluster-state/index.js';
 import type { DeliveryHealth } from '../health.js';
 import type { ActiveLockout } from '../listener/index.js';
 import type { TokenManager } from '../oauth/index.js';

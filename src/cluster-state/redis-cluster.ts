@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ClusterTrust } from './trust.js';
 import { HOLDING_REASONS, type FailureReason } from '../reply.js';
-import { LOCAL_SLOT, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './cluster.js';
+import { LOCAL_SLOT, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './state.js';
 
 export interface RedisClusterOptions {
   url: string;

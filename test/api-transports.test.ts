@@ -26,6 +26,16 @@ const SCAN = message(['From: mfp@printers.local', 'To: alice@example.com', 'Cc: 
 /** Compared by digest: a failed comparison of 25 MB buffers would print them. */
 const digest = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
+/** Sends to alice and carol (the To and Cc) and hidden (envelope only): delivered to all three, hidden named nowhere. */
+async function sendWithBcc(provider: FakeProvider, port: number, raw: string | Buffer) {
+  await sendRaw(port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com', 'hidden@example.com'], raw });
+  expect(provider.received).toHaveLength(1);
+  const [received] = provider.received;
+  expect([...received.envelope.to].sort()).toEqual(['alice@example.com', 'carol@example.com', 'hidden@example.com']);
+  expect(received.raw.includes('hidden@')).toBe(false);
+  return received;
+}
+
 function apiAccount(provider: FakeProvider, transport: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const account = presetAccountFor(provider) as { upstream: Record<string, unknown> };
   return { ...account, upstream: { ...account.upstream, transport, apiUrl: provider.apiUrl }, ...extra };
@@ -38,11 +48,7 @@ describe('API transports', () => {
     it(`${transport}: a 10 KB scan with a Bcc recipient arrives as sent, Bcc undisclosed, over the API only`, async () => {
       const provider = await startProvider({ profile });
       const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
-      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com', 'hidden@example.com'], raw: SCAN });
-      expect(provider.received).toHaveLength(1);
-      const [received] = provider.received;
-      expect([...received.envelope.to].sort()).toEqual(['alice@example.com', 'carol@example.com', 'hidden@example.com']);
-      expect(received.raw.toString('latin1')).not.toContain('hidden@');
+      const received = await sendWithBcc(provider, relay.port, SCAN);
       const { header, body } = splitMessage(received.raw);
       expect(body).toEqual(splitMessage(Buffer.from(SCAN)).body);
       expect(headerValues(header, 'subject')).toEqual(['Scan from MFP']);
@@ -122,11 +128,7 @@ describe('API transports', () => {
       expect(scan.length).toBeGreaterThan(25 * 1024 * 1024);
       const provider = await startProvider({ profile });
       const relay = await startRelay(provider, { account: apiAccount(provider, transport) });
-      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com', 'hidden@example.com'], raw: scan });
-      expect(provider.received).toHaveLength(1);
-      const [received] = provider.received;
-      expect([...received.envelope.to].sort()).toEqual(['alice@example.com', 'carol@example.com', 'hidden@example.com']);
-      expect(received.raw.includes('hidden@')).toBe(false);
+      const received = await sendWithBcc(provider, relay.port, scan);
       const { header } = splitMessage(received.raw);
       for (const [name, value] of [['subject', '25 MB scan'], ['to', 'alice@example.com'], ['cc', 'carol@example.com'], ['x-device', 'lobby'], ['content-type', 'multipart/mixed; boundary="scan-boundary"'], ['from', 'scanner@contoso.test']]) {
         expect(headerValues(header, name)).toEqual([value]);
@@ -218,6 +220,15 @@ describe('API transports', () => {
     await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
     expect(provider.received).toHaveLength(1);
     expect(provider.received[0].raw.toString()).not.toContain('half a scan');
+  });
+
+  it('graph: a From the mailbox may not send as is refused by Exchange (403 ErrorSendAsDenied), for good, with the fix', async () => {
+    const provider = await startProvider({ profile: 'microsoft', enforceSendAs: [] });
+    const relay = await startRelay(provider, { account: apiAccount(provider, 'graph', { sendAs: ['mfp@printers.local'] }) });
+    const reply = await sendRawExpectingError(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com', 'carol@example.com'], raw: SCAN });
+    expect(reply).toMatch(/^550 5\.7\.60 Upstream API: HTTP 403 ErrorSendAsDenied: /);
+    expect(await metric(relay.httpPort, 'smtp_relay_messages_failed_total', { account: 'office', reason: 'send_as_denied' })).toBe(1);
+    expect(provider.received).toHaveLength(0);
   });
 
   it('graph: while the provider asks to wait (Retry-After), a device gets 451 with the time left and Graph is not asked', async () => {

@@ -457,13 +457,7 @@ export class FakeProvider {
     const mailbox = String(session.user);
     if (raw.length > this.messageLimit) throw scriptedError(this.profile.replies.tooLarge);
     const sendAsDenied = this.profile.replies.sendAsDenied;
-    if (this.options.enforceSendAs && sendAsDenied) {
-      const from = /^From:[^\r\n]*?<?([^\s<>]+@[^\s<>]+)>?\s*$/im.exec(raw.subarray(0, 64 * 1024).toString('latin1'))?.[1]?.toLowerCase();
-      const allowed = [mailbox, ...this.options.enforceSendAs].map((address) => address.toLowerCase());
-      if (!from || !allowed.includes(from)) {
-        throw scriptedError(sendAsDenied);
-      }
-    }
+    if (sendAsDenied && this.fromRefused(mailbox, raw)) throw scriptedError(sendAsDenied);
     const message: ReceivedMessage = {
       mailbox,
       envelope: { from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((rcpt) => rcpt.address) },
@@ -472,6 +466,14 @@ export class FakeProvider {
       raw,
     };
     return this.profile.accepted(await this.keep(message));
+  }
+
+  /** With enforceSendAs: the From is neither the mailbox nor one it may send as (Exchange's SendAsDenied). */
+  private fromRefused(mailbox: string, raw: Buffer): boolean {
+    if (!this.options.enforceSendAs) return false;
+    const from = /^From:[^\r\n]*?<?([^\s<>]+@[^\s<>]+)>?\s*$/im.exec(raw.subarray(0, 64 * 1024).toString('latin1'))?.[1]?.toLowerCase();
+    const allowed = [mailbox, ...this.options.enforceSendAs].map((address) => address.toLowerCase());
+    return !from || !allowed.includes(from);
   }
 
   /** A delivered message: recorded, and written to the outbox when there is one. Resolves with its id. */
@@ -502,6 +504,8 @@ export class FakeProvider {
       deliver: (mailbox, raw, to) => this.keep({ mailbox, envelope: { from: mailbox, to }, dsn: { notify: [] }, raw }),
       nextScripted: () => this.apiScript.shift(),
       sendDenied: () => this.apiSendDenied,
+      // Exchange refuses a From the mailbox may not send as; Gmail replaces it with the account (not modelled).
+      sendAsRefused: (mailbox, raw) => this.profile.name === 'microsoft' && this.fromRefused(mailbox, raw),
       traced: (messageId) =>
         this.received
           .filter((message) => headerMessageId(message.raw) === messageId)

@@ -37,12 +37,14 @@ export interface ApiBackend {
   nextScripted(): ApiScriptedAnswer | undefined;
   /** The app lacks the permission to send (Graph Mail.Send / RBAC; Gmail scope): 403. */
   sendDenied(): boolean;
+  /** The message's From is not one the mailbox may send as (Graph: 403 ErrorSendAsDenied). */
+  sendAsRefused(mailbox: string, raw: Buffer): boolean;
   /** Messages delivered with this Message-ID, one row per recipient, for Exchange's message trace. */
   traced(messageId: string): { recipient: string; at: string; from: string; size: number; status: string }[];
 }
 
-export const GRAPH_MIME_LIMIT = 4 * 1024 * 1024;
-export const GMAIL_API_LIMIT = 35 * 1024 * 1024;
+const GRAPH_MIME_LIMIT = 4 * 1024 * 1024;
+const GMAIL_API_LIMIT = 35 * 1024 * 1024;
 
 type Answer = (status: number, body?: Record<string, unknown>, headers?: Record<string, string>) => void;
 
@@ -122,6 +124,7 @@ export class ProviderApiServer {
     if (!raw) return;
     const { to, copy } = withoutBcc(raw);
     if (!to.length) return answer(400, api.noRecipients);
+    if (graph && this.backend.sendAsRefused(mailbox, copy)) return answer(403, GRAPH.sendAsDenied);
     const id = await this.backend.deliver(mailbox, copy, to, graph ? 'graph' : 'gmail');
     if (graph) this.fileSentCopy(mailbox, copy);
     if (graph) return answer(202, undefined, { 'request-id': randomUUID(), 'client-request-id': randomUUID() });
@@ -182,6 +185,7 @@ export class ProviderApiServer {
       if (draft.attachments.some((upload) => upload.received !== upload.size)) return answer(400, graphError('ErrorInvalidRequest', 'An attachment upload is not complete.'));
       const { to, copy } = withoutBcc(withAttachments(draft.raw, draft.attachments));
       if (!to.length) return answer(400, GRAPH.noRecipients);
+      if (this.backend.sendAsRefused(mailbox, copy)) return answer(403, GRAPH.sendAsDenied);
       this.drafts.delete(draftId);
       await this.backend.deliver(mailbox, copy, to, 'graph');
       this.fileSentCopy(mailbox, copy);
@@ -281,6 +285,7 @@ const GRAPH = {
   invalidToken: graphError('InvalidAuthenticationToken', 'Lifetime validation failed, the token is expired.'),
   wrongAudience: graphError('InvalidAuthenticationToken', 'Access token validation failure. Invalid audience.'),
   accessDenied: graphError('ErrorAccessDenied', 'Access is denied. Check credentials and try again.'),
+  sendAsDenied: graphError('ErrorSendAsDenied', 'The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.'),
   unknownUser: (mailbox: string) => graphError('ErrorInvalidUser', `The requested user '${mailbox}' is invalid.`),
   badContentType: graphError('RequestBodyRead', 'The MIME content must be sent base64-encoded as text/plain.'),
   tooLarge: graphError('ErrorRequestEntityTooLarge', 'The request exceeds the maximum supported size of 4 MB.'),
@@ -358,11 +363,6 @@ function withoutBcc(raw: Buffer): { to: string[]; copy: Buffer } {
   const kept = section.fields.filter((field) => field.key !== 'bcc');
   const head = section.blankLine ? buildHeader(kept) : Buffer.concat(kept.map((field) => field.raw));
   return { to, copy: Buffer.concat([head, section.rest]) };
-}
-
-/** A Gmail message id (16 hex digits). */
-export function gmailMessageId(): string {
-  return randomBytes(8).toString('hex');
 }
 
 /** Exchange's events for one recipient: received from the app, then what became of it. */

@@ -13,7 +13,7 @@ import { fieldValue } from '../util/header-fields.js';
 import type { Logger } from '../log.js';
 
 /** Graph takes a MIME request (the message in base64) of at most 4 MB. */
-export const GRAPH_MIME_REQUEST_LIMIT = 4 * 1024 * 1024;
+const GRAPH_MIME_REQUEST_LIMIT = 4 * 1024 * 1024;
 /** The largest MIME that fits: base64 makes 4 bytes of every 3. */
 const GRAPH_MIME_MESSAGE_LIMIT = Math.floor(GRAPH_MIME_REQUEST_LIMIT / 4) * 3;
 /** Upload session chunks: under 4 MB each, in multiples of 320 KiB (Microsoft's guidance for upload sessions). */

@@ -10,10 +10,14 @@ export class RelayProcess {
   port = 0;
   httpPort = 0;
 
-  constructor(private readonly configFile: string) {}
+  /** nodeOptions: flags for Node itself, e.g. a diagnostic one a test needs. */
+  constructor(
+    private readonly configFile: string,
+    private readonly nodeOptions: string[] = [],
+  ) {}
 
   start(): Promise<void> {
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...this.nodeOptions, CLI, 'serve', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));

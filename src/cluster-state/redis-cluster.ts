@@ -22,20 +22,58 @@ export interface RedisClusterOptions {
   metrics: Metrics;
 }
 
+/** A waiter for a session that has not asked again for this long gave up (or its replica died). */
+const WAITER_GONE_MS = 2000;
+
 /**
- * A counting semaphore with expiring leases: a sorted set of holders scored by expiry (the
- * store's clock). Expired holders (a replica that died) are dropped before counting, and so are
- * holders said to last longer than a lease can (written by someone else: they could only block).
+ * The line of waiters for an account's sessions: KEYS[1] holds them by when they first asked (the
+ * order), KEYS[2] by when they last asked. Waiters gone quiet leave the line, and so does any
+ * entry without both scores, or dated in the future (written by someone else: it could only delay).
  */
-const TAKE_SESSION = `
+const CLEAN_WAITERS = `
+local function clean_waiters(line, seen, ms)
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', ms - ${WAITER_GONE_MS})
+  redis.call('ZREMRANGEBYSCORE', seen, '(' .. ms, '+inf')
+  for _, waiter in ipairs(redis.call('ZRANGE', line, 0, -1)) do
+    if not redis.call('ZSCORE', seen, waiter) then redis.call('ZREM', line, waiter) end
+  end
+end`;
+
+/**
+ * A counting semaphore with expiring leases, served in order: a sorted set of holders scored by
+ * expiry (the store's clock), and the line of waiters. Expired holders (a replica that died) are
+ * dropped before counting, and so are holders said to last longer than a lease can. A free session
+ * goes to the longest waiter: a replica that just gave one up does not take it straight back.
+ * ARGV: limit, lease ms, holder (the same for every ask of one waiter).
+ */
+const TAKE_SESSION = `${CLEAN_WAITERS}
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (ms + tonumber(ARGV[2])), '+inf')
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+clean_waiters(KEYS[2], KEYS[3], ms)
+local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+local ahead = redis.call('ZRANK', KEYS[2], ARGV[3]) or redis.call('ZCARD', KEYS[2])
+if free > 0 and ahead < free then
   redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[3])
   return 1
+end
+redis.call('ZADD', KEYS[2], 'NX', ms, ARGV[3])
+redis.call('ZADD', KEYS[3], ms, ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ${WAITER_GONE_MS * 2})
+redis.call('PEXPIRE', KEYS[3], ${WAITER_GONE_MS * 2})
+return 0`;
+
+/** Whether a replica other than this one (ARGV[1], the prefix of its waiters) waits for one of the account's sessions. */
+const SESSIONS_WANTED = `${CLEAN_WAITERS}
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+clean_waiters(KEYS[1], KEYS[2], ms)
+for _, waiter in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(waiter, 1, string.len(ARGV[1])) ~= ARGV[1] then return 1 end
 end
 return 0`;
 const RENEW_SESSION = `
@@ -214,10 +252,10 @@ export class RedisCluster implements ClusterState {
   }
 
   /** With the store down the slot is granted: each replica's own limit (upstream.maxConnections) applies. */
-  async takeSession(account: string, limit: number): Promise<SessionSlot | undefined> {
+  async takeSession(account: string, limit: number, waiter: string): Promise<SessionSlot | undefined> {
     const key = `sessions:${account}`;
-    const holder = `${this.name}:${randomUUID()}`;
-    const taken = await this.quietly(() => this.redis.eval(TAKE_SESSION, 1, key, limit, SESSION_TTL_MS, holder));
+    const holder = `${this.name}:${waiter}`;
+    const taken = await this.quietly(() => this.redis.eval(TAKE_SESSION, 3, key, `${key}:line`, `${key}:asked`, limit, SESSION_TTL_MS, holder));
     if (taken === undefined) return LOCAL_SLOT;
     if (taken !== 1) return undefined;
     const renewal = setInterval(() => void this.quietly(() => this.redis.eval(RENEW_SESSION, 1, key, SESSION_TTL_MS, holder)), SESSION_TTL_MS / 3).unref();
@@ -227,6 +265,12 @@ export class RedisCluster implements ClusterState {
         await this.quietly(() => this.redis.zrem(key, holder));
       },
     };
+  }
+
+  /** With the store down: no (each replica's own limit applies). */
+  async sessionsWanted(account: string): Promise<boolean> {
+    const key = `sessions:${account}`;
+    return (await this.quietly(() => this.redis.eval(SESSIONS_WANTED, 2, `${key}:line`, `${key}:asked`, `${this.name}:`))) === 1;
   }
 
   async sharedAccessToken(account: string): Promise<SharedAccessToken | undefined> {

@@ -52,10 +52,7 @@ export interface SessionSlot {
 export interface ClusterState {
   /** This replica's name (registry, logs). */
   readonly name: string;
-  /**
-   * Whether upstream sessions are counted cluster-wide. Then each send holds a slot and its own
-   * connection (a pooled idle connection would count at the provider without holding a slot).
-   */
+  /** Whether upstream sessions are counted cluster-wide (each open connection holds a slot). */
   readonly sharesSessions: boolean;
   /**
    * The provider's pace for the whole cluster (`limits`: messages a minute and a day, recipients a
@@ -69,8 +66,13 @@ export interface ClusterState {
    * answers at least the rest of it on every replica. The embedded default keeps it in the process.
    */
   pauseSending(account: string, ms: number): Promise<void>;
-  /** Takes one of `limit` upstream sessions of this account; undefined while all are taken elsewhere. */
-  takeSession(account: string, limit: number): Promise<SessionSlot | undefined>;
+  /**
+   * Takes one of `limit` upstream sessions of this account; undefined while all are taken elsewhere
+   * or others waited longer. `waiter` names one wait (the same on each ask), so sessions are served in order.
+   */
+  takeSession(account: string, limit: number, waiter: string): Promise<SessionSlot | undefined>;
+  /** Whether another replica waits for one of this account's sessions (then an idle connection gives its up). */
+  sessionsWanted(account: string): Promise<boolean>;
   /** Whether the shared store is reachable (always, for the embedded default). */
   readonly up: boolean;
   /** A token another replica obtained and that is still fresh; undefined when there is none (or no store). */
@@ -153,6 +155,10 @@ export class LocalCluster implements ClusterState {
 
   async takeSession(): Promise<SessionSlot> {
     return LOCAL_SLOT;
+  }
+
+  async sessionsWanted(): Promise<boolean> {
+    return false;
   }
 
   async pace(): Promise<number> {

@@ -15,6 +15,7 @@ export abstract class ApiTransport implements Transport {
   abstract readonly name: Exclude<TransportName, 'smtp'>;
   readonly maxRecipientsPerAttempt = undefined;
   readonly deliversToHeader = true;
+  readonly sessionsPerConnection = false;
   protected readonly client: ApiClient;
 
   constructor(

@@ -1,31 +1,39 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import nodemailer, { type Mail, type SMTPPoolOptions } from 'nodemailer';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { ResolvedAccount } from '../config/index.js';
 import type { TokenManager } from '../oauth/index.js';
 import type { SmtpError } from '../reply.js';
 import { classifySendError, type NodemailerError } from './classify.js';
+import { SmtpPool, type SessionSlots } from './smtp-pool.js';
 import type { Envelope, SendReceipt, Transport } from './transport.js';
 import './smtputf8.js';
 import { RELAY_LOGIN_METHOD, XOAuth2Rejected, logInWithXOAuth2, type LoginContext } from './xoauth2-login.js';
 
 /**
  * SMTP submission (587, STARTTLS with a verified certificate) that logs in with AUTH XOAUTH2 using
- * the token manager's token, through a nodemailer transport. Nodemailer's own OAuth2 client is
- * bypassed (it caches per connection and does not retry Office 365's plain 535).
+ * the token manager's token, over nodemailer's SMTPConnection: the raw message is streamed as it
+ * is (no Mail object compiled per message), and MAIL, RCPT and DATA go in one write where the
+ * server offers PIPELINING. Nodemailer's own OAuth2 client is bypassed (it caches per connection
+ * and does not retry Office 365's plain 535).
  */
 export class SmtpTransport implements Transport {
   readonly name = 'smtp';
   readonly deliversToHeader = false;
-  private readonly transport: Mail;
+  readonly sessionsPerConnection = true;
+  readonly maxRecipientsPerAttempt?: number;
+  private readonly pool: SmtpPool;
+  private readonly options: SMTPConnection.Options;
 
-  /** @param pooled whether idle connections are kept (not in a cluster: every send holds a cluster-wide slot and its own connection). */
-  constructor(account: ResolvedAccount, tokens: TokenManager, hostname: string, pooled: boolean) {
+  constructor(
+    private readonly account: ResolvedAccount,
+    private readonly tokens: TokenManager,
+    private readonly hostname: string,
+    sessions: SessionSlots,
+  ) {
     const upstream = account.upstream;
-    this.transport = nodemailer.createTransport({
-      pool: pooled,
-      maxConnections: upstream.maxConnections,
+    this.options = {
       host: upstream.host,
       port: upstream.port,
       secure: false,
@@ -37,31 +45,46 @@ export class SmtpTransport implements Transport {
       greetingTimeout: upstream.timeoutMs,
       socketTimeout: upstream.timeoutMs,
       logger: false,
-      // nodemailer would re-send a message whose connection closed mid-send from the same, already
-      // read stream; the retry is the caller's, from a fresh read of the file.
-      maxRequeues: 0,
       // XOAUTH2 only, whatever else the server lists, and no password at all (xoauth2-login.ts).
-      // forceAuth: a server that lists no AUTH is still "logged in to", so the handler refuses it
-      // instead of the message going out unauthenticated.
-      forceAuth: true,
-      auth: { type: 'custom', method: RELAY_LOGIN_METHOD, user: account.mailbox },
-      customAuth: { [RELAY_LOGIN_METHOD]: (ctx: LoginContext) => logInWithXOAuth2(ctx, account.mailbox, tokens, hostname) },
-    } as SMTPPoolOptions & { pool: true });
+      customAuth: { [RELAY_LOGIN_METHOD]: (ctx) => logInWithXOAuth2(ctx as unknown as LoginContext, this.account.mailbox, this.tokens, this.hostname) },
+    };
+    this.pool = new SmtpPool({ maxConnections: upstream.maxConnections, sessions, open: () => this.connect() });
     this.maxRecipientsPerAttempt = upstream.maxRecipientsPerMessage;
   }
-
-  readonly maxRecipientsPerAttempt?: number;
 
   async deliver(envelope: Envelope, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
     // BODY=8BITMIME and SMTPUTF8 where the device declared them (SMTPUTF8 content is 8-bit too).
     const smtpUtf8 = envelope.content?.smtpUtf8 === true;
     const use8BitMime = smtpUtf8 || envelope.content?.eightBitMime === true;
-    const info = await this.transport.sendMail({ envelope: { from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime, smtpUtf8 } as Mail.Options['envelope'], raw: message, dsn: envelope.dsn, signal });
-    const rejectedErrors = ((info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? []).map((error) => ({
+    const info = await this.pool.send({ from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime, smtpUtf8, dsn: envelope.dsn as SMTPConnection.DSNOptions | undefined }, message, signal);
+    const rejected = (info.rejectedErrors ?? []).map((error) => ({
       address: String((error as { recipient?: string }).recipient ?? ''),
       response: error.response ?? error.message,
     }));
-    return { accepted: (info.accepted as string[]) ?? [], rejected: rejectedErrors, response: info.response ?? '' };
+    return { accepted: info.accepted, rejected, response: info.response };
+  }
+
+  /**
+   * A connected session, logged in whatever the server lists: a server that lists no AUTH is still
+   * "logged in to", so the handler refuses it instead of the message going out unauthenticated.
+   */
+  private connect(): Promise<SMTPConnection> {
+    const connection = new SMTPConnection(this.options);
+    return new Promise((resolve, reject) => {
+      const fail = (error: Error) => {
+        connection.close();
+        reject(error);
+      };
+      connection.once('error', fail);
+      connection.connect((connectError) => {
+        if (connectError) return fail(connectError);
+        connection.login({ method: RELAY_LOGIN_METHOD, user: this.account.mailbox }, (loginError) => {
+          if (loginError) return fail(loginError);
+          connection.removeListener('error', fail);
+          resolve(connection);
+        });
+      });
+    });
   }
 
   worthOneRetry(error: unknown): boolean {
@@ -79,6 +102,6 @@ export class SmtpTransport implements Transport {
   }
 
   close(): void {
-    this.transport.close();
+    this.pool.close();
   }
 }

@@ -46,6 +46,11 @@ export interface Transport {
    * HTTP APIs): then a header naming a recipient the device did not send to is refused at DATA.
    */
   readonly deliversToHeader: boolean;
+  /**
+   * Whether the transport holds the account's session slots itself, one per open connection (SMTP's
+   * pool, so that a cluster reuses connections as a single relay does); otherwise each attempt holds one.
+   */
+  readonly sessionsPerConnection: boolean;
   /** Recipients one attempt may carry (the provider's per-message limit), or undefined for no split. */
   readonly maxRecipientsPerAttempt?: number;
   close(): void;

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { ResolvedAccount } from '../config/index.js';
 import type { TokenManager } from '../oauth/index.js';
@@ -52,9 +53,10 @@ export class Upstream {
     scratchDir: string,
   ) {
     if (account.delivery === 'direct' && !cluster.sharesSessions) this.directPacer = new Pacer(account.limits);
-    // In a cluster every send holds a cluster-wide session slot and its own connection, so that
-    // the provider never sees more than maxConnections sessions (an idle pooled one counts too).
-    this.transport = createTransport(account, tokens, hostname, { pooled: !cluster.sharesSessions, scratchDir, logger: logger.child({ account: account.name }) });
+    // The provider never sees more than maxConnections sessions of the mailbox, cluster-wide: an
+    // SMTP connection holds a slot while it is open (idle in the pool too), an API call while it lasts.
+    const sessions = { take: (signal?: AbortSignal) => this.waitForSession(signal), wantedElsewhere: () => cluster.sessionsWanted(account.name), shared: cluster.sharesSessions };
+    this.transport = createTransport(account, tokens, hostname, { sessions, scratchDir, logger: logger.child({ account: account.name }) });
   }
 
   /**
@@ -146,13 +148,15 @@ export class Upstream {
   private async sendOnce(envelope: Envelope, message: Readable, signal?: AbortSignal): Promise<SendReceipt> {
     // A send that fails before DATA never reads the stream; it must not keep its file open (nor,
     // while the message is still arriving, hold up the device).
-    const slot = await this.waitForSession(signal).catch((error: unknown) => {
-      message.destroy();
-      throw error;
-    });
+    const slot = this.transport.sessionsPerConnection
+      ? undefined
+      : await this.waitForSession(signal).catch((error: unknown) => {
+          message.destroy();
+          throw error;
+        });
     return this.transport.deliver(envelope, message, signal).finally(() => {
       message.destroy();
-      void slot.release();
+      void slot?.release();
     });
   }
 
@@ -200,8 +204,9 @@ export class Upstream {
    */
   private async waitForSession(signal?: AbortSignal): Promise<SessionSlot> {
     const giveUpAt = Date.now() + this.account.upstream.timeoutMs;
+    const waiter = randomUUID();
     for (;;) {
-      const slot = await this.cluster.takeSession(this.account.name, this.account.upstream.maxConnections);
+      const slot = await this.cluster.takeSession(this.account.name, this.account.upstream.maxConnections, waiter);
       if (slot) return slot;
       signal?.throwIfAborted();
       if (Date.now() > giveUpAt) {

@@ -257,6 +257,17 @@ describe('replicas share tokens through Redis', () => {
     expect(provider.peakSessions.get(MAILBOX)).toBe(3); // the custom provider's default; each replica alone would open 3
   }, 30_000);
 
+  it('reuses upstream connections as a single relay does: a burst through one replica logs in a few times, not once per message', async () => {
+    provider.tokenLifetime = 3600;
+    provider.dataDelayMs = 5;
+    const [logins, received] = [provider.authLines.length, provider.received.length];
+    await Promise.all(Array.from({ length: 30 }, (_, i) => sendRaw(replicas[0].port, scan(700 + i))));
+    provider.dataDelayMs = 0;
+    expect(provider.received.length - received).toBe(30);
+    // Each pooled connection holds one of the 3 session slots while it is open (a retry may add one).
+    expect(provider.authLines.length - logins).toBeLessThanOrEqual(6);
+  }, 30_000);
+
   it('keeps taking and delivering mail while Redis is down, says so, and shares again once it is back', async () => {
     provider.tokenLifetime = 3600;
     await redis.stop('SIGKILL');

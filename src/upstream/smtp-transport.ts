@@ -70,6 +70,8 @@ export class SmtpTransport implements Transport {
    */
   private connect(): Promise<SMTPConnection> {
     const connection = new SMTPConnection(this.options);
+    // An error after the first (the socket's, once the connection is being closed) must not go unheard.
+    connection.on('error', () => undefined);
     return new Promise((resolve, reject) => {
       const fail = (error: Error) => {
         connection.close();

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -24,7 +24,15 @@ export interface PrivatePostfixOptions {
  * the benchmark as the server the relay is compared with.
  */
 export class PrivatePostfix {
-  private constructor(private readonly configDir: string) {}
+  private constructor(
+    private readonly configDir: string,
+    private readonly root: string,
+  ) {}
+
+  /** The master process, parent of every smtpd, cleanup, qmgr and smtp. */
+  get masterPid(): number {
+    return Number(readFileSync(path.join(this.root, 'spool', 'pid', 'master.pid'), 'utf8').trim());
+  }
 
   static installed(): boolean {
     return existsSync('/usr/sbin/postfix');
@@ -40,7 +48,7 @@ export class PrivatePostfix {
     await writeFile(path.join(configDir, 'master.cf'), masterCf(await readFile('/etc/postfix/master.cf', 'utf8'), options.smtpPort));
     await writeFile(path.join(configDir, 'main.cf'), mainCf(root, options));
     await run('postfix', ['-c', configDir, 'start']);
-    return new PrivatePostfix(configDir);
+    return new PrivatePostfix(configDir, root);
   }
 
   /** Submits a message file through sendmail and flushes the queue. */

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,17 +5,10 @@ import { FileTraceLog, type TraceEvent } from '../src/trace/index.js';
 import { createLogger } from '../src/log.js';
 import { deviceSender, load, startRelay } from './load.js';
 import { record } from './report.js';
+import { treeCpuSeconds } from './cpu.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-/** Clock ticks per second of /proc/<pid>/stat's times (USER_HZ: 100 on Linux). */
-const TICKS = 100;
-
-/** CPU seconds (user + system) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS;
-}
 
 /**
  * What the delivery log costs: the same queue-mode load (printer-style, 10 devices) with
@@ -33,10 +25,10 @@ export async function traceCost(provider: FakeProvider): Promise<void> {
     for (const setting of run % 2 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
       const relay = await startRelay(provider, { delivery: 'queue', trace: { enabled: setting === 'on' }, smtp: { maxConnectionsPerIp: 1000, maxClients: 500 } });
       await load(() => deviceSender(relay.port, false), 50, 10); // warm-up
-      const before = cpuSeconds(relay.child!.pid!);
+      const before = treeCpuSeconds(relay.child!.pid!);
       rates[setting].push((await load(() => deviceSender(relay.port, false), count, 10)).rate);
       await new Promise((resolve) => setTimeout(resolve, 1500)); // the deliveries and the log's last flush
-      cpu[setting].push(((cpuSeconds(relay.child!.pid!) - before) / count) * 1000);
+      cpu[setting].push(((treeCpuSeconds(relay.child!.pid!) - before) / count) * 1000);
       await relay.stop('SIGTERM');
     }
   }

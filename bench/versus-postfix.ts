@@ -3,7 +3,8 @@
  * (Python's smtplib, bench/smtp-load.py), the same ~10 KB scan, each workload repeated and the median taken. Postfix (Debian's
  * package, a private instance) relays in plain text straight to a sink; the relay goes through
  * STARTTLS + XOAUTH2 to the stand-in provider. Accepted = messages/s the client got 250 for;
- * drained = messages/s until the last one reached its sink.
+ * drained = messages/s until the last one reached its sink. CPU = user + system time per message of
+ * every process of the system under test (Postfix: its master and all it started; the relay).
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
@@ -16,6 +17,7 @@ import { DEVICE, MAILBOX, freePort } from './harness.js';
 import { message10k, startRelay } from './load.js';
 import { PrivatePostfix } from './private-postfix.js';
 import { record } from './report.js';
+import { treeCpuSeconds } from './cpu.js';
 import { FAKE_TLS, type FakeProvider } from '../src/demo/fake-provider.js';
 import { packageRoot } from '../src/util/package-root.js';
 
@@ -32,6 +34,8 @@ interface Figures {
   accepted: number;
   drained: number;
   p50: number;
+  /** CPU ms per message of the system's processes, where they are apart from the benchmark's. */
+  cpuMs?: number;
 }
 type System = 'postfix' | 'queue' | 'direct' | 'upstream';
 
@@ -53,9 +57,9 @@ export async function versusPostfix(provider: FakeProvider, token: string): Prom
   const device = ['mfp@printers.local', '--login', DEVICE.username, DEVICE.password];
   // Postfix takes mail from its LAN (mynetworks) without AUTH; the baseline is the upstream itself.
   const clients: Record<System, Client> = {
-    postfix: { messageFile, port: postfixPort, args: ['mfp@printers.local'], delivered: () => sink.count },
-    queue: { messageFile, port: queue.port, args: device, delivered: arrivedAtProvider },
-    direct: { messageFile, port: direct.port, args: device, delivered: arrivedAtProvider },
+    postfix: { messageFile, port: postfixPort, args: ['mfp@printers.local'], delivered: () => sink.count, cpu: () => treeCpuSeconds(postfix.masterPid) },
+    queue: { messageFile, port: queue.port, args: device, delivered: arrivedAtProvider, cpu: () => treeCpuSeconds(queue.child!.pid!) },
+    direct: { messageFile, port: direct.port, args: device, delivered: arrivedAtProvider, cpu: () => treeCpuSeconds(direct.child!.pid!) },
     upstream: { messageFile, port: provider.smtpPort, args: [MAILBOX, '--starttls', FAKE_TLS.ca(), '--xoauth2', MAILBOX, token], delivered: arrivedAtProvider },
   };
   const repetitions = Number(process.env.BENCH_REPETITIONS ?? 3);
@@ -82,6 +86,10 @@ function report(workload: Workload, postfix: Figures, queue: Figures, direct: Fi
   againstPostfix('queue accepted', queue.accepted, postfix.accepted);
   againstPostfix('queue drained', queue.drained, postfix.drained);
   record({ name: name('direct'), value: direct.accepted, unit: 'msg/s', baseline: postfix.accepted, ratio: direct.accepted / postfix.accepted });
+  for (const [mode, figures] of [['queue', queue], ['direct', direct]] as const) {
+    const [relayCpu, postfixCpu] = [figures.cpuMs!, postfix.cpuMs!];
+    record({ name: name(`CPU per message, ${mode}`), value: relayCpu, unit: 'ms', baseline: postfixCpu, ratio: relayCpu / postfixCpu, target: mode === 'queue' ? '≤ Postfix' : undefined, met: mode === 'queue' ? relayCpu <= postfixCpu : undefined });
+  }
   if (workload.longSession) {
     const ratio = direct.accepted / upstream.accepted;
     record({ name: name('direct vs straight to upstream'), value: direct.accepted, unit: 'msg/s', baseline: upstream.accepted, ratio, target: '≥ 0.8 × upstream', met: ratio >= 0.8 });
@@ -100,11 +108,14 @@ interface Client {
   args: string[];
   /** Messages that reached this client's final sink so far. */
   delivered: () => number;
+  /** CPU seconds the system under test used so far (all its processes). */
+  cpu?: () => number;
 }
 
 /** One run: accepted and p50 from the client, drained once the sink has every message. */
 async function measure(workload: Workload, client: Client): Promise<Figures> {
   const before = client.delivered();
+  const cpuBefore = client.cpu?.();
   const started = performance.now();
   const script = path.join(packageRoot(), 'bench', 'smtp-load.py');
   const style = workload.longSession ? 'session' : 'printer';
@@ -116,12 +127,14 @@ async function measure(workload: Workload, client: Client): Promise<Figures> {
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
   const drainedSeconds = (performance.now() - started) / 1000;
-  return { accepted: sent.rate, drained: workload.count / drainedSeconds, p50: sent.p50 };
+  const cpuMs = client.cpu && cpuBefore !== undefined ? ((client.cpu() - cpuBefore) / workload.count) * 1000 : undefined;
+  return { accepted: sent.rate, drained: workload.count / drainedSeconds, p50: sent.p50, cpuMs };
 }
 
 function median(runs: Figures[]): Figures {
   const middle = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
-  return { accepted: middle(runs.map((run) => run.accepted)), drained: middle(runs.map((run) => run.drained)), p50: middle(runs.map((run) => run.p50)) };
+  const cpu = runs.flatMap((run) => (run.cpuMs === undefined ? [] : [run.cpuMs]));
+  return { accepted: middle(runs.map((run) => run.accepted)), drained: middle(runs.map((run) => run.drained)), p50: middle(runs.map((run) => run.p50)), cpuMs: cpu.length ? middle(cpu) : undefined };
 }
 
 /** Where Postfix delivers: an SMTP server that only counts. */

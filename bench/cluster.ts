@@ -46,7 +46,7 @@ export async function clusterCost(provider: FakeProvider): Promise<void> {
       }
       await Promise.all([alone.stop('SIGTERM'), clustered.stop('SIGTERM')]);
       const [base, withCluster] = [median(rates.alone), median(rates.clustered)];
-      record({ name: `cluster: ${delivery}, printer-style c=${SENDERS}`, value: withCluster, unit: 'msg/s', baseline: base, ratio: withCluster / base });
+      record({ name: `cluster: ${delivery}, printer-style c=${SENDERS}`, value: withCluster, unit: 'msg/s', baseline: base, ratio: withCluster / base, target: '≥ 0.9 × without', met: withCluster >= 0.9 * base });
       record({ name: `cluster: Redis commands per message (${delivery})`, value: commands / (3 * COUNT), unit: 'commands' });
     }
   } finally {

@@ -87,6 +87,8 @@ class AccountQueue {
   readonly inFlight = new Map<string, QueueRecord>();
   /** Why the account's queue waits (a sign-in, a fix at the provider, a quota), if it does. */
   held?: FailureReason;
+  /** How many times the queue came back from being held: an attempt that began before the last return is stale. */
+  resumes = 0;
   timer?: NodeJS.Timeout;
   readonly pacer: Pacer;
 
@@ -364,6 +366,7 @@ export class DeliveryAgent {
   private checkHeld(queue: AccountQueue): void {
     const resume = (why: string) => {
       this.log.info({ account: queue.account.name, was: queue.held }, why);
+      queue.resumes++;
       this.setHeld(queue, undefined);
       this.pump(queue.account.name);
     };
@@ -399,6 +402,7 @@ export class DeliveryAgent {
     record.attempts++;
     record.lastAttemptAt = new Date().toISOString();
     const started = performance.now();
+    const resumesBefore = queue.resumes;
     const traceAttempt = (result: AttemptResult, reply: string, recipients: { address: string; reply: string }[]) =>
       this.options.trace.record({ at: new Date().toISOString(), event: 'attempt', id: record.id, account, result, reply, recipients, durationMs: Math.round(performance.now() - started) });
     try {
@@ -419,12 +423,16 @@ export class DeliveryAgent {
       const cause = failure.cause as { message?: string; hint?: string; response?: string } | undefined;
       // The upstream's own words when it answered; the relay's reading of the problem otherwise.
       record.lastReply = cause?.response?.split(/\r?\n/)[0] ?? `${failure.reply.code} ${failure.message}`;
-      health.failed(account, failure.reason, record.lastReply, failure.hint);
+      // The account came back (a sign-in) while this attempt failed with what it had before: the
+      // message is tried again, and the account is not held (nor announced held, nor shown failing) for it.
+      const stale = failure.holdsAccount && queue.resumes !== resumesBefore;
+      if (!stale) health.failed(account, failure.reason, record.lastReply, failure.hint);
       const reply = record.lastReply;
-      traceAttempt(failure.holdsAccount ? 'held' : failure.isTemporary ? 'deferred' : 'failed', reply, to.map((address) => ({ address, reply })));
+      traceAttempt(failure.holdsAccount && !stale ? 'held' : failure.isTemporary ? 'deferred' : 'failed', reply, to.map((address) => ({ address, reply })));
       if (failure.holdsAccount) {
         record.attempts--; // waiting for a human (or a quota) is not the message's failure
         metrics.deferrals.inc({ account, reason: failure.reason });
+        if (stale) return log.info({ reason: failure.reason }, 'attempt failed on credentials replaced meanwhile; trying again');
         if (!queue.held) {
           log.warn({ reason: failure.reason, reply: record.lastReply, hint: failure.hint }, 'holding the account queue until it can send again');
           this.options.onHeld?.(account, failure.reason, record.lastReply, failure.hint);

@@ -99,3 +99,28 @@ describe('a token the provider says expires soon', () => {
     expect(provider.tokenRequests).toBe(before + 1);
   });
 });
+
+describe('a verdict older than the account\'s return', () => {
+  afterEach(stopStarted);
+
+  it('does not hold the account again: an attempt that began before the queue came back from a hold is retried', async () => {
+    const provider = await startProvider();
+    const relay = await startRelay(provider, {
+      top: { delivery: 'queue', queue: { retry: { initialDelay: 0.2, maxDelay: 60, maxAge: 3600 } }, oauth: { retries: 0, retryDelay: 0.05, reauthCheckInterval: 0.3 } },
+    });
+    const [mailboxLogonFailure, tenantAuthOff] = [CASES[3].reply, CASES[0].reply];
+    // Message 1 is sent; the provider's answer (a mailbox logon failure, which holds the account) is slow in coming.
+    const answer = provider.holdNextDataAnswer(mailboxLogonFailure);
+    await sendRaw(relay.port, { ...SCAN, to: ['first@example.com'] });
+    await until(() => provider.dataAnswersHeld === 1);
+    // Meanwhile message 2 finds SMTP AUTH off: the account is held, comes back at its recheck, and message 2 goes.
+    provider.authScript.push(tenantAuthOff, tenantAuthOff);
+    await sendRaw(relay.port, { ...SCAN, to: ['second@example.com'] });
+    await until(() => provider.received.length === 1, 10_000);
+    // Only then message 1's answer: it predates the return, so message 1 is retried and the account not held again.
+    answer();
+    await until(() => provider.received.length === 2, 10_000);
+    expect(relay.logs.filter((line) => line.includes('holding the account queue')).length).toBe(1);
+    expect(await metric(relay.httpPort, 'smtp_relay_account_held', { account: 'office' })).toBe(0);
+  }, 30_000);
+});

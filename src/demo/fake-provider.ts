@@ -112,6 +112,10 @@ export class FakeProvider {
   readonly peakSessions = new Map<string, number>();
   /** Milliseconds each DATA takes to be answered (a slow provider). */
   dataDelayMs = 0;
+  /** The next DATA's answer, held until released (holdNextDataAnswer). */
+  private heldDataAnswer?: { gate: Promise<void>; reply?: ScriptedReply };
+  /** DATA answers waiting for their release now. */
+  dataAnswersHeld = 0;
   /** Microsoft Graph's sendMail and the Gmail API's messages.send, beside SMTP (their base URL once started). */
   readonly api: ProviderApiServer;
   apiUrl = '';
@@ -204,6 +208,16 @@ export class FakeProvider {
             (reply) => callback(null, reply),
             (error: Error) => callback(error),
           );
+          const held = this.heldDataAnswer;
+          this.heldDataAnswer = undefined;
+          if (held) {
+            this.dataAnswersHeld++;
+            return void held.gate.then(() => {
+              this.dataAnswersHeld--;
+              if (held.reply) callback(scriptedError(held.reply));
+              else void reply();
+            });
+          }
           if (this.dataDelayMs > 0) setTimeout(reply, this.dataDelayMs);
           else reply();
         });
@@ -228,6 +242,17 @@ export class FakeProvider {
   /** Every refresh and access token this provider has handed out (to check they are never logged). */
   issuedSecrets(): string[] {
     return [...this.refreshTokens.keys(), ...this.accessTokens.keys()];
+  }
+
+  /**
+   * The next message's answer waits until the returned function is called, and is then `reply` (or
+   * the usual one): an answer slow in coming, for as long as a test needs, without a timer.
+   */
+  holdNextDataAnswer(reply?: ScriptedReply): () => void {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    this.heldDataAnswer = { gate, reply };
+    return release;
   }
 
   /** Closes every submission session, as a provider restart or idle cut-off does. */

@@ -423,8 +423,9 @@ export class DeliveryAgent {
       const cause = failure.cause as { message?: string; hint?: string; response?: string } | undefined;
       // The upstream's own words when it answered; the relay's reading of the problem otherwise.
       record.lastReply = cause?.response?.split(/\r?\n/)[0] ?? `${failure.reply.code} ${failure.message}`;
-      // The account came back (a sign-in) while this attempt failed with what it had before: the
-      // message is tried again, and the account is not held (nor announced held, nor shown failing) for it.
+      // The account came back (a sign-in, a fix at the provider) while this attempt failed with what
+      // it had before: the message is tried again, and the account is not held (nor announced held,
+      // nor shown failing) for it.
       const stale = failure.holdsAccount && queue.resumes !== resumesBefore;
       if (!stale) health.failed(account, failure.reason, record.lastReply, failure.hint);
       const reply = record.lastReply;
@@ -432,7 +433,7 @@ export class DeliveryAgent {
       if (failure.holdsAccount) {
         record.attempts--; // waiting for a human (or a quota) is not the message's failure
         metrics.deferrals.inc({ account, reason: failure.reason });
-        if (stale) return log.info({ reason: failure.reason }, 'attempt failed on credentials replaced meanwhile; trying again');
+        if (stale) return log.info({ reason: failure.reason }, 'the account came back while this attempt failed; trying the message again');
         if (!queue.held) {
           log.warn({ reason: failure.reason, reply: record.lastReply, hint: failure.hint }, 'holding the account queue until it can send again');
           this.options.onHeld?.(account, failure.reason, record.lastReply, failure.hint);

@@ -18,7 +18,7 @@ export interface SessionSlots {
 export interface PoolOptions {
   /** The account's upstream sessions at most (upstream.maxConnections). */
   maxConnections: number;
-  /** A fresh connection, connected and logged in; it rejects as nodemailer does (EAUTH, ECONNECTION, ...). */
+  /** A fresh connection, connected and logged in, that never throws an 'error' event; it rejects as nodemailer does (EAUTH, ECONNECTION, ...). */
   open(): Promise<SMTPConnection>;
   sessions: SessionSlots;
 }
@@ -38,20 +38,19 @@ const CLOSE_GRACE_MS = 10_000;
 
 /** A logged-in upstream session and the session slot it holds until its socket is closed. */
 class PooledConnection {
-  messages = 0;
+  private messages = 0;
   private readonly openedAt = Date.now();
   private idleTimer?: NodeJS.Timeout;
   private closing = false;
   private ended = false;
 
   constructor(
-    readonly connection: SMTPConnection,
+    private readonly connection: SMTPConnection,
     private readonly slot: SessionSlot,
     private readonly onEnded: (pooled: PooledConnection) => void,
   ) {
     // Between sends the server may close it (an idle timeout, a 421): its 'end' takes it out of the
-    // pool. During a send, the send's callback gets the same error.
-    connection.on('error', () => undefined);
+    // pool. During a send, the send's callback gets the error (open() gave it a listener for the rest).
     connection.once('end', () => this.end());
   }
 
@@ -158,8 +157,8 @@ export class SmtpPool {
     this.opened++;
     try {
       const slot = await this.options.sessions.take(signal);
-      const connection = await this.options.open().catch(async (error: unknown) => {
-        await slot.release();
+      const connection = await this.options.open().catch((error: unknown) => {
+        void slot.release(); // as when a connection ends: the failure is not kept waiting for the store
         throw error;
       });
       return new PooledConnection(connection, slot, (ended) => this.forget(ended));

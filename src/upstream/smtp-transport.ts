@@ -70,7 +70,8 @@ export class SmtpTransport implements Transport {
    */
   private connect(): Promise<SMTPConnection> {
     const connection = new SMTPConnection(this.options);
-    // An error after the first (the socket's, once the connection is being closed) must not go unheard.
+    // No error event goes unheard: a second one (the socket's, once the connection is being closed),
+    // nor one between sends, when the pool learns of a closed connection from its 'end'.
     connection.on('error', () => undefined);
     return new Promise((resolve, reject) => {
       const fail = (error: Error) => {

@@ -21,6 +21,7 @@ import { AdminPage, type ConsoleSources } from './web/index.js';
 import { ExchangeMessageTrace } from './provider-trace/index.js';
 import { ClusterQueue, type LocalQueue } from './cluster/index.js';
 import type { Config, ResolvedAccount, UserConfig } from './config/index.js';
+import { HostShare, WorkerPool, workerCount } from './workers/index.js';
 
 export interface AppOptions {
   logger?: Logger;
@@ -144,6 +145,8 @@ function startNotifier(parts: { traceLog: TraceLog; config: LoadedConfig['config
 
 interface ConsoleParts {
   cluster: ClusterState;
+  /** Lifts a lockout in every process of this host. */
+  unlock: (scope: 'ip' | 'user', key: string) => boolean;
   routes: Map<string, Route & { tokens: TokenManager }>;
   agent: DeliveryAgent;
   spool: Spool;
@@ -188,7 +191,7 @@ async function failedMessage(spool: Spool, id: string): Promise<{ record: QueueR
 }
 
 /** What the console reads and does, each through the part of the daemon that owns it. */
-function consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users, replicas, providerTraces }: ConsoleParts): ConsoleSources {
+function consoleSources({ cluster, routes, agent, spool, health, listener, unlock, clusterLog, local, clusterQueue, users, replicas, providerTraces }: ConsoleParts): ConsoleSources {
   return {
     accounts: routes,
     queueState: (name) => agent.state(name),
@@ -206,10 +209,60 @@ function consoleSources({ cluster, routes, agent, spool, health, listener, clust
     lockouts: () => listener.lockouts(),
     unlock: (scope, key) => {
       cluster.announceUnlock(scope, key); // every replica counted the same failures
-      return listener.unlock(scope, key);
+      return unlock(scope, key);
     },
     replicas,
   };
+}
+
+interface PrimaryOfWorkers {
+  share: HostShare;
+  workers: number;
+  spool: Spool;
+  agent: DeliveryAgent;
+  routes: Map<string, Route & { tokens: TokenManager }>;
+  trace: TraceSink;
+  health: HealthBoard;
+  activity: Activity;
+  listener: Listener;
+  cluster: ClusterState;
+  logger: Logger;
+  metrics: ReturnType<typeof createMetrics>;
+}
+
+/**
+ * smtp.workers above 1: this process becomes the primary, owning the queue, the tokens, the
+ * host's session slots and pace, the console and the control socket; workers take the sessions.
+ * Its own listener never listens: it keeps the lockouts every worker's failures add to (the console's view).
+ */
+function startWorkerPool({ share, workers, spool, agent, routes, trace, health, activity, listener, cluster, logger, metrics }: PrimaryOfWorkers): WorkerPool {
+  const committed = async (record: QueueRecord) => {
+    if (await spool.countReceived(record, () => agent.knows(record.id))) agent.add(record);
+  };
+  const pool: WorkerPool = new WorkerPool(
+    {
+      logger,
+      metrics,
+      share,
+      tokens: (account) => routes.get(account)?.tokens,
+      committed,
+      rescan: async () => {
+        for (const record of await spool.list('queue')) await committed(record);
+      },
+      trace,
+      health,
+      authFailure: (ip, username, from) => {
+        listener.noteFailureElsewhere(ip, username, false); // the worker where it happened counts the lockout
+        pool.broadcast('authFailure', { ip, username }, from);
+        cluster.announceAuthFailure(ip, username);
+      },
+      login: (username, ip) => activity.login(username, ip),
+      queuedBytes: () => spool.bytes,
+      incomingDir: spool.incomingDir,
+    },
+    workers,
+  );
+  return pool;
 }
 
 /** Wires the parts for one configuration; no globals, so tests can run several side by side. */
@@ -222,6 +275,9 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const store = new TokenStore(path.join(config.dataDir, 'tokens'), config.tokenKey);
   const trust = clusterTrust(config);
   const cluster = await startCluster(config, trust, logger, metrics);
+  // With worker processes, the primary keeps the host's session slots and pace for all of them.
+  const workers = workerCount(config);
+  const share = workers > 1 ? new HostShare(cluster) : cluster;
   // Attachments a stopped send left while uploading them to Graph: the message is still in the spool.
   const uploadParts = path.join(config.dataDir, 'upload-parts');
   await rm(uploadParts, { recursive: true, force: true });
@@ -252,7 +308,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       retries: config.oauth.retries,
       retryDelayMs: config.oauth.retryDelay * 1000,
     });
-    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname, cluster, uploadParts) });
+    routes.set(account.name, { account, tokens: manager, upstream: new Upstream(account, manager, logger, metrics, hostname, share, uploadParts) });
     for (const expiry of credentialExpiries(account)) {
       metrics.credentialExpiry.set({ account: account.name, credential: expiry.credential }, expiry.expiresAt / 1000);
       const warning = expiryWarning(account, expiry);
@@ -309,8 +365,16 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     onAuthFailure: (ip, username) => cluster.announceAuthFailure(ip, username),
     onLogin: (username, ip) => activity.login(username, ip),
   });
-  cluster.onAuthFailure((ip, username) => listener.noteFailureElsewhere(ip, username));
-  cluster.onUnlock((scope, key) => listener.unlock(scope, key));
+  const pool = share instanceof HostShare ? startWorkerPool({ share, workers, spool, agent, routes, trace, health, activity, listener, cluster, logger, metrics }) : undefined;
+  cluster.onAuthFailure((ip, username) => {
+    listener.noteFailureElsewhere(ip, username);
+    pool?.broadcast('authFailure', { ip, username });
+  });
+  const unlock = (scope: 'ip' | 'user', key: string) => {
+    pool?.broadcast('unlock', { scope, key });
+    return listener.unlock(scope, key);
+  };
+  cluster.onUnlock(unlock);
   notifier = startNotifier({ traceLog, config, routes, agent, spool, health, listener, cluster, logger, metrics });
   cluster.onHeld(({ account, reason, reply, hint }) => agent.holdFromElsewhere(account, reason, reply, hint));
 
@@ -326,7 +390,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       accountsReady &&= accountReady;
       accounts[name] = { ready: accountReady, mailbox: manager.account.mailbox, delivery: manager.account.delivery, ...token, ...delivery, queue };
     }
-    const problems = draining ? ['draining: stopping, new sessions are refused'] : await spool.acceptProblems(READY_HEADROOM);
+    const problems = draining ? ['draining: stopping, new sessions are refused'] : [...(await spool.acceptProblems(READY_HEADROOM)), ...(pool?.problems() ?? [])];
     const replicas = config.cluster ? { name: cluster.name, storeUp: cluster.up, replicas: await cluster.replicas() } : undefined;
     return { ready: problems.length === 0, problems, accountsReady, accounts, cluster: replicas };
   };
@@ -358,7 +422,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const clusterQueue = new ClusterQueue({ local, self: cluster.name, peers: () => livePeerReplicas(cluster), trust, onUntrusted, timeoutMs: config.trace.clusterTimeout * 1000, logger });
   let users = config.users;
   const admin = new AdminPage({
-    sources: consoleSources({ cluster, routes, agent, spool, health, listener, clusterLog, local, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined), providerTraces: providerTraces(config, loaded.accounts.values()) }),
+    sources: consoleSources({ cluster, routes, agent, spool, health, listener, unlock, clusterLog, local, clusterQueue, users: () => users, replicas: async () => (config.cluster ? cluster.replicas() : undefined), providerTraces: providerTraces(config, loaded.accounts.values()) }),
     store,
     adminPasswordHash: config.http.adminPasswordHash,
     publicUrl: config.http.publicUrl,
@@ -369,7 +433,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   const status = new StatusServer({
     host: config.http.host,
     port: config.http.port,
-    registry: metrics.registry,
+    registry: pool ? { contentType: metrics.registry.contentType, metrics: () => pool.metrics() } : metrics.registry,
     readiness,
     logger,
     hostNames: [os.hostname(), ...config.http.allowedHosts, ...(config.http.publicUrl ? [new URL(config.http.publicUrl).hostname] : []), ...(config.cluster?.advertiseHost ? [config.cluster.advertiseHost] : [])],
@@ -379,12 +443,13 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
   let pendingRestart: string[] = [];
   const control = new ControlServer(config.dataDir, daemonCommands({ agent, store, logger, pendingRestart: () => pendingRestart, clusterLog }), logger);
   await control.listen();
-  const [smtpAddress, ...implicitTls] = await listener.listen().catch(async (error: Error) => {
+  const [smtpAddress, ...implicitTls] = await (pool ? pool.listen() : listener.listen()).catch(async (error: Error) => {
+    await pool?.close();
     await control.close();
     throw error;
   });
   const httpAddress = await status.listen().catch(async (error: Error) => {
-    await listener.close();
+    await (pool ? pool.close() : listener.close());
     await control.close();
     throw error;
   });
@@ -420,7 +485,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     for (const { tokens: manager } of routes.values()) manager.startKeepAlive(config.oauth.keepAliveInterval * 1000);
   }
   logger.info(
-    { smtp: `${smtpAddress.address}:${smtpAddress.port}`, smtps: implicitTls.map((address) => `${address.address}:${address.port}`), http: `${httpAddress.address}:${httpAddress.port}`, accounts: [...loaded.accounts.keys()], users: config.users.length },
+    { smtp: `${smtpAddress.address}:${smtpAddress.port}`, workers, smtps: implicitTls.map((address) => `${address.address}:${address.port}`), http: `${httpAddress.address}:${httpAddress.port}`, accounts: [...loaded.accounts.keys()], users: config.users.length },
     'smtp-oauth-relay listening',
   );
 
@@ -436,6 +501,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
       const changed = changedKeys(config, next.config).filter((key) => !(key === 'tokenKey' && store.usesKey(next.config.tokenKey)));
       const applyListener = listener.prepareReload(next.config); // throws before anything changed
       applyListener();
+      pool?.reload();
       users = next.config.users;
       logger.level = next.config.log.level;
       agent.setBounces(bounceSettings(next.config));
@@ -453,7 +519,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
         notifier?.stop();
         tokenWatcher.close();
         // New sessions get 421 while those in progress finish; what they commit is delivered or handed over.
-        await listener.drain(SESSION_DRAIN_MS);
+        await (pool ? pool.drain(SESSION_DRAIN_MS) : listener.drain(SESSION_DRAIN_MS));
         await agent.stop(config.queue.shutdownTimeout * 1000);
         if (trust) {
           const onHandedOver = (record: QueueRecord, peer: string) => trace.record({ at: new Date().toISOString(), event: 'handed-over', id: record.id, account: record.account, peer });

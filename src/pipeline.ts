@@ -22,9 +22,10 @@ export interface Route {
 export interface PipelineOptions {
   routes: Map<string, Route>;
   spool: Spool;
-  agent: DeliveryAgent;
+  /** Takes each committed message (the delivery agent, or the primary process that runs it). */
+  agent: Pick<DeliveryAgent, 'add'>;
   metrics: Metrics;
-  health: HealthBoard;
+  health: Pick<HealthBoard, 'relayed' | 'failed'>;
   logger: Logger;
   maxMessageSize: number;
   maxHeaderBytes: number;

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { ADMIN_AUTHORIZATION, MAILBOX, accountFor, adminHttp, cli, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
+import { ADMIN_AUTHORIZATION, MAILBOX, consolePost, accountFor, adminHttp, cli, execFileAsync, message, metric, sendRaw, startProvider, until, writeRelayConfig } from './helpers.js';
 import { TokenStore } from '../src/oauth/token-store.js';
 import { HANDOFF_PATH } from '../src/cluster/index.js';
 import { ClusterTrust, generateClusterSecret } from '../src/cluster-state/index.js';
@@ -60,14 +60,6 @@ async function withCluster(count: number, extra: Record<string, unknown> | ((pro
 }
 
 /** A console form posted as a browser on the replica's machine would: with its session cookie and CSRF token. */
-async function consolePost(httpPort: number, path: string, fields: Record<string, string>): Promise<string> {
-  const page = await fetch(`http://127.0.0.1:${httpPort}/`, { headers: { authorization: ADMIN_AUTHORIZATION } });
-  const cookie = String(page.headers.get('set-cookie')).split(';')[0];
-  const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
-  const response = await fetch(`http://127.0.0.1:${httpPort}${path}`, { method: 'POST', headers: { cookie, authorization: ADMIN_AUTHORIZATION, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, ...fields }) });
-  return response.text();
-}
-
 /** Stops the replicas still running (a test may have killed or stopped some). */
 async function stopReplicas(replicas: Replica[]): Promise<void> {
   await Promise.all(replicas.map(({ relay }) => (relay.child?.exitCode === null && relay.child.signalCode === null ? relay.stop('SIGTERM') : undefined)));

@@ -37,6 +37,15 @@ export { MAILBOX, DEVICE, accountFor, writeRelayConfig, sendRaw } from '../bench
 export const ADMIN = { username: 'admin', password: 'admin password of the tests' };
 export const ADMIN_AUTHORIZATION = `Basic ${Buffer.from(`${ADMIN.username}:${ADMIN.password}`).toString('base64')}`;
 let adminHash: Promise<string> | undefined;
+
+/** A console action as an administrator takes it: the page's CSRF token and cookie, then the form. */
+export async function consolePost(httpPort: number, path: string, fields: Record<string, string>): Promise<string> {
+  const page = await fetch(`http://127.0.0.1:${httpPort}/`, { headers: { authorization: ADMIN_AUTHORIZATION } });
+  const cookie = String(page.headers.get('set-cookie')).split(';')[0];
+  const csrf = /name="csrf" value="([^"]+)"/.exec(await page.text())![1];
+  const response = await fetch(`http://127.0.0.1:${httpPort}${path}`, { method: 'POST', headers: { cookie, authorization: ADMIN_AUTHORIZATION, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf, ...fields }) });
+  return response.text();
+}
 /** `http:` for a test relay whose console takes actions (loopback, port 0, the admin password). */
 export async function adminHttp(): Promise<Record<string, unknown>> {
   adminHash ??= hashPassword(ADMIN.password);

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile, readDataDir } from '../config/index.js';
@@ -9,6 +10,7 @@ import { encryptTokenStore } from './tokens.js';
 import { SignInError } from '../oauth/sign-in.js';
 import { TokenStoreError } from '../oauth/token-store.js';
 import { startApp } from '../app.js';
+import { runWorker } from '../workers/index.js';
 import { startDemo } from '../demo/demo.js';
 import { generateClusterSecret } from '../cluster-state/index.js';
 import { hashPassword } from '../listener/index.js';
@@ -165,6 +167,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function serve(configPath: string): Promise<number> {
+  if (cluster.isWorker) return serveAsWorker(configPath);
   const app = await startApp(loadConfigFile(configPath));
   process.on('SIGHUP', () => {
     try {
@@ -177,6 +180,16 @@ async function serve(configPath: string): Promise<number> {
   });
   await untilSignal();
   await app.stop();
+  return 0;
+}
+
+/**
+ * A worker process of `serve` (smtp.workers above 1), started by the primary with the same command.
+ * The primary decides when it stops: signals a terminal sends to the whole group are left to it.
+ */
+async function serveAsWorker(configPath: string): Promise<number> {
+  for (const signal of ['SIGINT', 'SIGHUP'] as const) process.on(signal, () => undefined);
+  await runWorker(loadConfigFile(configPath), () => loadConfigFile(configPath));
   return 0;
 }
 

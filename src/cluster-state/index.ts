@@ -16,7 +16,7 @@ import { ClusterTrust, decodeClusterSecret } from './trust.js';
 /** How long a starting replica waits for the store before it counts itself alone. */
 const STORE_WAIT_MS = 5000;
 
-export { LocalCluster, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken } from './state.js';
+export { LocalCluster, type ClusterState, type HeldAccount, type ReplicaInfo, type SessionSlot, type SharedAccessToken, type SharedRefreshToken, type UpstreamShare } from './state.js';
 export { ClusterTrust, generateClusterSecret, sha256Hex } from './trust.js';
 export { fetchPeer, fromPeers, serveSigned, signedRequestHeaders, verifiedRequest, type PeerLinks, type ReplicaAnswers } from './peers.js';
 

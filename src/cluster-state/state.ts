@@ -114,6 +114,12 @@ export interface ClusterState {
   close(): Promise<void>;
 }
 
+/**
+ * What an account's way out needs of the shared state: the provider's pace, its Retry-After pauses
+ * and its session slots (a cluster's, or those the worker processes of one host share).
+ */
+export type UpstreamShare = Pick<ClusterState, 'sharesSessions' | 'pace' | 'pauseSending' | 'takeSession' | 'sessionsWanted'>;
+
 /** A slot that holds nothing: the local pool (upstream.maxConnections) is the limit. */
 export const LOCAL_SLOT: SessionSlot = { release: async () => undefined };
 

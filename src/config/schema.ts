@@ -66,6 +66,11 @@ const smtpSchema = z
     hostname: z.string().optional(),
     maxMessageSize: byteSize.default(35 * 1024 * 1024),
     maxClients: z.number().int().positive().default(100),
+    /**
+     * Processes that take devices' sessions (each its own event loop, a share of maxClients); the
+     * primary keeps the queue, tokens and the console. 1: everything in one process. auto: one per CPU.
+     */
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)], { message: 'must be auto or a number of processes from 1 to 64' }).default(1),
     /** Seconds of silence from a device before its session is closed. */
     socketTimeout: durationSeconds.default(120),
     tls: tlsSchema.optional(),

@@ -457,9 +457,14 @@ export class Listener {
     return lifted;
   }
 
-  /** A failed login on another replica counts against the same limits here. */
-  noteFailureElsewhere(ip: string, username: string): void {
+  /**
+   * A failed login on another replica (or in another process of this host) counts against the same
+   * limits here. `reported`: the lockout it causes is counted and logged here (false where a
+   * process beside this one counts it for the host).
+   */
+  noteFailureElsewhere(ip: string, username: string, reported = true): void {
     for (const scope of this.guard.noteFailureElsewhere(ip, username)) {
+      if (!reported) continue;
       this.options.metrics.authLockouts.inc({ scope });
       this.options.logger.warn({ clientIp: ip, user: username, scope }, 'device login locked out after failures across the cluster');
     }

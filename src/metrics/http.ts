@@ -22,7 +22,8 @@ export interface ReadinessReport {
 export interface StatusServerOptions {
   host: string;
   port: number;
-  registry: Registry;
+  /** /metrics: the registry (with worker processes, theirs and the primary's added up). */
+  registry: Pick<Registry, 'contentType' | 'metrics'>;
   readiness: () => Promise<ReadinessReport>;
   logger: Logger;
   /** Other pages on the same listener (the admin page); resolves false for paths it does not serve. */

@@ -30,6 +30,7 @@ export function createMetrics(accountNames: string[]) {
   const metrics = {
     registry,
     connections: new Counter({ name: `${p}smtp_connections_total`, help: 'Device connections accepted', registers: [registry] }),
+    workerRestarts: new Counter({ name: `${p}worker_restarts_total`, help: 'SMTP worker processes that died and were replaced (smtp.workers above 1)', registers: [registry] }),
     activeConnections: new Gauge({ name: `${p}smtp_active_connections`, help: 'Device connections open now', registers: [registry] }),
     clusterUp: new Gauge({
       name: `${p}cluster_up`,

@@ -68,7 +68,14 @@ export interface TokenManagerOptions {
  * time however many sends ask, rotated refresh tokens persisted, and the account's health kept
  * for /readyz and the metrics.
  */
-export class TokenManager {
+/** What a sender needs of an account's tokens: a fresh access token, and a way to say one was refused. */
+export interface AccessTokens {
+  getToken(): Promise<string>;
+  /** The provider refused this token: the next getToken() must not return it. */
+  invalidate(accessToken: string): void;
+}
+
+export class TokenManager implements AccessTokens {
   private current?: CachedToken;
   private inflight?: Promise<CachedToken>;
   private state: AccountState = 'starting';

@@ -254,6 +254,12 @@ export class DeliveryAgent {
     this.options.trace.record({ at: new Date().toISOString(), event: 'final', id: record.id, account: record.account, status, relayWrote: record.isReport || undefined });
   }
 
+  /** Whether a message is waiting or being delivered here. */
+  knows(id: string): boolean {
+    for (const queue of this.queues.values()) if (queue.waiting.has(id) || queue.inFlight.has(id)) return true;
+    return false;
+  }
+
   /** A newly committed message. */
   add(record: QueueRecord): void {
     this.track(record);

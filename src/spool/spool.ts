@@ -33,6 +33,12 @@ export interface SpoolOptions {
   minFreeDisk: number;
   /** Told of what went wrong without failing anyone: a late fsync, a damaged record set aside. */
   onFault?: (message: string, details: Record<string, unknown>) => void;
+  /**
+   * A worker process that receives into the spool the primary process owns: messages arrive in a
+   * folder of its own under incoming/ (the primary removes it if the worker dies), and the queued
+   * bytes the limits count are the primary's (it counts what every worker commits).
+   */
+  receiver?: { folder: string; queuedBytes: () => number };
 }
 
 export type SpoolArea = 'queue' | 'failed';
@@ -69,13 +75,15 @@ export class Spool {
   /** Bytes of messages being received (in memory or in incoming/): they count against the limits too. */
   private receivingBytes = 0;
   private diskCheck?: { at: number; free: number; reservedSince: number };
+  /** Worker commits being counted (countReceived). */
+  private readonly counting = new Set<string>();
 
   constructor(
     dataDir: string,
     private readonly limits: SpoolOptions = { maxBytes: Infinity, minFreeDisk: 0 },
   ) {
     const root = path.join(dataDir, 'spool');
-    this.incomingDir = path.join(root, 'incoming');
+    this.incomingDir = path.join(root, 'incoming', ...(limits.receiver ? [limits.receiver.folder] : []));
     this.queueDir = path.join(root, 'queue');
     this.failedDir = path.join(root, 'failed');
     this.corruptDir = path.join(root, 'corrupt');
@@ -87,7 +95,8 @@ export class Spool {
    */
   async init(): Promise<Recovered> {
     for (const dir of [this.incomingDir, this.queueDir, this.failedDir, this.corruptDir]) await mkdir(dir, { recursive: true, mode: 0o700 });
-    for (const name of await readdir(this.incomingDir)) await rm(path.join(this.incomingDir, name), { force: true });
+    // Partial messages, and the folders of worker processes (each receives into its own).
+    for (const name of await readdir(this.incomingDir)) await rm(path.join(this.incomingDir, name), { force: true, recursive: true });
     const recovered: Recovered = { records: [], setAside: [] };
     const failed: QueueRecord[] = [];
     for (const area of ['queue', 'failed'] as const) {
@@ -160,7 +169,7 @@ export class Spool {
 
   /** Queued messages plus those being received. */
   get bytes(): number {
-    return this.queuedBytesValue + this.receivingBytes;
+    return (this.limits.receiver?.queuedBytes() ?? this.queuedBytesValue) + this.receivingBytes;
   }
 
   /**
@@ -259,6 +268,24 @@ export class Spool {
     this.release(staged);
     this.queuedBytesValue += record.size;
     await this.syncCommitted(record.id);
+  }
+
+  /**
+   * A message a worker process committed (the primary's side): counted against the limits unless
+   * the delivery agent has it already (`known`) or its file is gone (delivered meanwhile). True
+   * when it is new here. The delivery agent removes a file before it forgets the message, so a
+   * message seen present and unknown has not been delivered.
+   */
+  async countReceived(record: QueueRecord, known: () => boolean): Promise<boolean> {
+    if (known() || this.counting.has(record.id)) return false; // told twice at once: by the worker and by a rescan
+    this.counting.add(record.id);
+    try {
+      if (!(await exists(this.queueFile(record.id))) || known()) return false;
+      this.queuedBytesValue += record.size;
+      return true;
+    } finally {
+      this.counting.delete(record.id);
+    }
   }
 
   /** A message the relay writes itself (a delivery report), committed in one step. */

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ResolvedAccount, TransportName } from '../config/index.js';
-import type { TokenManager } from '../oauth/index.js';
+import type { AccessTokens } from '../oauth/index.js';
 import type { SmtpError } from '../reply.js';
 import { classifyApiError } from './api-replies.js';
 import { ApiClient, ApiRefusal, type ApiAnswer } from './http-api.js';
@@ -20,7 +20,7 @@ export abstract class ApiTransport implements Transport {
 
   constructor(
     protected readonly account: ResolvedAccount,
-    private readonly tokens: TokenManager,
+    private readonly tokens: AccessTokens,
   ) {
     this.client = new ApiClient(account.upstream.apiUrl!, account.upstream.ca, account.upstream.timeoutMs);
   }

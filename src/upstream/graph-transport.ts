@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { ResolvedAccount } from '../config/index.js';
-import type { TokenManager } from '../oauth/index.js';
+import type { AccessTokens } from '../oauth/index.js';
 import { reject } from '../reply.js';
 import { ApiTransport } from './api-transport.js';
 import { liftAttachments, SkeletonTooLarge, type LiftedAttachment, type LiftedMessage } from './graph-attachments.js';
@@ -35,7 +35,7 @@ export class GraphTransport extends ApiTransport {
 
   constructor(
     account: ResolvedAccount,
-    tokens: TokenManager,
+    tokens: AccessTokens,
     /** Where lifted attachments wait for their upload (under the data directory). */
     private readonly scratchDir: string,
     logger: Logger,

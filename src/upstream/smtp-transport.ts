@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { ResolvedAccount } from '../config/index.js';
-import type { TokenManager } from '../oauth/index.js';
+import type { AccessTokens } from '../oauth/index.js';
 import type { SmtpError } from '../reply.js';
 import { classifySendError, type NodemailerError } from './classify.js';
 import { SmtpPool, type SessionSlots } from './smtp-pool.js';
@@ -28,7 +28,7 @@ export class SmtpTransport implements Transport {
 
   constructor(
     private readonly account: ResolvedAccount,
-    private readonly tokens: TokenManager,
+    private readonly tokens: AccessTokens,
     private readonly hostname: string,
     sessions: SessionSlots,
   ) {

@@ -1,5 +1,5 @@
 import type { ResolvedAccount } from '../config/index.js';
-import type { TokenManager } from '../oauth/index.js';
+import type { AccessTokens } from '../oauth/index.js';
 import { GmailTransport } from './gmail-transport.js';
 import { GraphTransport } from './graph-transport.js';
 import { SmtpTransport } from './smtp-transport.js';
@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { SessionSlots } from './smtp-pool.js';
 
 /** The account's transport (upstream.transport). */
-export function createTransport(account: ResolvedAccount, tokens: TokenManager, hostname: string, options: { sessions: SessionSlots; scratchDir: string; logger: Logger }): Transport {
+export function createTransport(account: ResolvedAccount, tokens: AccessTokens, hostname: string, options: { sessions: SessionSlots; scratchDir: string; logger: Logger }): Transport {
   switch (account.upstream.transport) {
     case 'graph':
       return new GraphTransport(account, tokens, options.scratchDir, options.logger);

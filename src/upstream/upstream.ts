@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { ResolvedAccount } from '../config/index.js';
-import type { TokenManager } from '../oauth/index.js';
+import type { AccessTokens } from '../oauth/index.js';
 import type { Logger } from '../log.js';
 import { SmtpError } from '../reply.js';
 import type { Metrics } from '../metrics/index.js';
-import type { ClusterState, SessionSlot } from '../cluster-state/index.js';
+import type { SessionSlot, UpstreamShare } from '../cluster-state/index.js';
 import { Pacer } from './pacing.js';
 import type { Envelope, SendReceipt, Transport } from './transport.js';
 import { createTransport } from './transports.js';
@@ -44,11 +44,11 @@ export class Upstream {
 
   constructor(
     readonly account: ResolvedAccount,
-    tokens: TokenManager,
+    tokens: AccessTokens,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
     hostname: string,
-    private readonly cluster: ClusterState,
+    private readonly cluster: UpstreamShare,
     /** Where a transport may keep a message's parts while it sends them (Graph's large attachments). */
     scratchDir: string,
   ) {

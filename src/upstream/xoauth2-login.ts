@@ -1,4 +1,4 @@
-import type { TokenManager } from '../oauth/index.js';
+import type { AccessTokens } from '../oauth/index.js';
 
 /**
  * The relay's one way of logging in upstream: SASL XOAUTH2 with the token manager's access token.
@@ -42,7 +42,7 @@ export function xoauth2InitialResponse(mailbox: string, token: string): string {
   return Buffer.from(`user=${mailbox}\x01auth=Bearer ${token}\x01\x01`).toString('base64');
 }
 
-export async function logInWithXOAuth2(ctx: LoginContext, mailbox: string, tokens: TokenManager, hostname: string): Promise<void> {
+export async function logInWithXOAuth2(ctx: LoginContext, mailbox: string, tokens: AccessTokens, hostname: string): Promise<void> {
   if (!ctx.authMethods.includes('XOAUTH2')) throw new NoXOAuth2Offered(await advertisedMechanisms(ctx, hostname));
   const token = await tokens.getToken();
   let reply = await ctx.sendCommand(`AUTH XOAUTH2 ${xoauth2InitialResponse(mailbox, token)}`);

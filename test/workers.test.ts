@@ -1,0 +1,244 @@
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+import nodemailer from 'nodemailer';
+import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, consolePost, message, sendRaw, startProvider, stopStarted, until, writeRelayConfig } from './helpers.js';
+import { RelayProcess } from '../bench/relay-process.js';
+import type { FakeProvider } from '../src/demo/fake-provider.js';
+import { Spool, newQueueRecord } from '../src/spool/index.js';
+
+/** The live processes whose parent is `pid` (read from /proc: no ps needed; a killed one not reaped yet is left out). */
+async function childPids(pid: number): Promise<number[]> {
+  const children: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(ppid) === pid && state !== 'Z') children.push(Number(name));
+  }
+  return children;
+}
+
+const relays: RelayProcess[] = [];
+async function startRelayProcess(provider: FakeProvider, extra: Record<string, unknown>): Promise<{ relay: RelayProcess; configFile: string; dataDir: string }> {
+  const { configFile, dataDir } = await writeRelayConfig(provider, extra);
+  const relay = new RelayProcess(configFile);
+  relays.push(relay);
+  await relay.start();
+  return { relay, configFile, dataDir };
+}
+
+async function scrape(relay: RelayProcess): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${relay.httpPort}/metrics`)).text();
+}
+
+async function metricFromProcess(relay: RelayProcess, line: RegExp): Promise<number> {
+  return sample(await scrape(relay), line);
+}
+
+function sample(text: string, line: RegExp): number {
+  const match = text.split('\n').find((entry) => line.test(entry));
+  return match ? Number(match.split(' ').pop()) : NaN;
+}
+
+const mail = (n: number, tag = 'workers') => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: ${tag} ${n}`], `message ${n}`) });
+
+/** A device that retries what got no 250, as a scanner does; resolves with the attempts it took. */
+async function sendUntilAccepted(port: () => number, n: number, tag: string, waitFor?: () => Promise<void> | undefined): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    await waitFor?.();
+    try {
+      await sendRaw(port(), mail(n, tag));
+      return attempt;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+}
+
+/** The relay's queue id of a delivered message (its Received field). */
+const queueId = (raw: Buffer) => /\(smtp-oauth-relay\) with \S+ id ([0-9A-Z]+);/.exec(raw.toString())![1];
+
+afterEach(async () => {
+  for (const relay of relays.splice(0)) if (relay.child?.exitCode === null && relay.child.signalCode === null) await relay.stop('SIGKILL');
+  await stopStarted();
+});
+
+describe('smtp.workers: devices on several event loops, one owner per piece of state', () => {
+  it('takes sessions in worker processes, delivers every message once, asks for one token, and sums /metrics', async () => {
+    const provider = await startProvider();
+    const { relay } = await startRelayProcess(provider, { smtp: { workers: 3 } });
+    expect(await childPids(relay.child!.pid!)).toHaveLength(3);
+    let next = 0;
+    await Promise.all(Array.from({ length: 6 }, async () => {
+      while (next < 60) await sendRaw(relay.port, mail(next++));
+    }));
+    await until(() => provider.received.length >= 60);
+    const subjects = provider.received.map((received) => /Subject: workers (\d+)/.exec(received.raw.toString())![1]);
+    expect(new Set(subjects).size).toBe(60);
+    expect(provider.received).toHaveLength(60);
+    expect(provider.tokenRequests).toBe(1);
+    const metrics = await scrape(relay);
+    expect(sample(metrics, /^smtp_relay_messages_received_total\{account="office"\}/)).toBe(60);
+    expect(sample(metrics, /^smtp_relay_smtp_connections_total /)).toBe(60);
+    expect(await relay.stop('SIGTERM')).toBe(0);
+  }, 60_000);
+
+  it('direct mode: every worker sends with the primary\'s token and session slots (never more than maxConnections upstream)', async () => {
+    const provider = await startProvider();
+    provider.dataDelayMs = 20;
+    const office = accountFor(provider);
+    const { relay } = await startRelayProcess(provider, { smtp: { workers: 3 }, delivery: 'direct', accounts: { office: { ...office, upstream: { ...(office.upstream as object), maxConnections: 2 } } } });
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < 40) await sendRaw(relay.port, mail(next++, 'direct'));
+    }));
+    expect(provider.received).toHaveLength(40);
+    expect(provider.peakSessions.get('scanner@contoso.test')).toBeLessThanOrEqual(2);
+    expect(provider.tokenRequests).toBe(1);
+  }, 60_000);
+
+  it('locks a device out after failures spread over the workers, and lifts it everywhere', async () => {
+    const provider = await startProvider();
+    const { relay } = await startRelayProcess(provider, { smtp: { workers: 3, authFailures: { maxPerUser: 4, maxPerIp: 100 } }, http: await adminHttp() });
+    const login = async (password: string) => {
+      const device = nodemailer.createTransport({ host: '127.0.0.1', port: relay.port, secure: false, ignoreTLS: true, auth: { user: DEVICE.username, pass: password } });
+      try {
+        await device.verify();
+        return 'ok';
+      } catch (error) {
+        return (error as { response?: string }).response ?? (error as Error).message;
+      } finally {
+        device.close();
+      }
+    };
+    for (let i = 0; i < 4; i++) expect(await login('wrong password')).toMatch(/^535/);
+    // The right password now fails on every worker (connections are dealt to them in turn).
+    for (let i = 0; i < 6; i++) expect(await login(DEVICE.password)).toMatch(/locked|try again later/i);
+    // The console (the primary) sees the lockout, and lifting it there lifts it in every worker.
+    const devices = await (await fetch(`http://127.0.0.1:${relay.httpPort}/devices`, { headers: { authorization: ADMIN_AUTHORIZATION } })).text();
+    expect(devices).toContain(DEVICE.username);
+    expect(await consolePost(relay.httpPort, '/devices/unlock', { scope: 'user', key: DEVICE.username })).toContain(`${DEVICE.username} unlocked.`);
+    for (let i = 0; i < 6; i++) expect(await login(DEVICE.password)).toBe('ok');
+  }, 60_000);
+
+  it('a config change on SIGHUP reaches every worker', async () => {
+    const provider = await startProvider();
+    const { relay, configFile } = await startRelayProcess(provider, { smtp: { workers: 2 } });
+    const config = parse(await readFile(configFile, 'utf8')) as { users: { password: string }[] };
+    config.users[0].password = 'a new password for the printer';
+    await writeFile(configFile, stringify(config));
+    relay.child!.kill('SIGHUP');
+    const newDevice = { username: DEVICE.username, password: 'a new password for the printer' };
+    await until(async () => {
+      for (let i = 0; i < 4; i++) {
+        const ok = await sendRaw(relay.port, mail(i, 'reload'), newDevice).then(() => true, () => false);
+        if (!ok) return false;
+      }
+      return true;
+    });
+    await expect(sendRaw(relay.port, mail(9, 'reload'))).rejects.toThrow(/535/);
+  }, 60_000);
+});
+
+describe('a message that got 250 survives SIGKILL of a worker and of the primary', () => {
+  it('delivers what a worker committed but could not tell the primary before it died', async () => {
+    const provider = await startProvider();
+    const { relay, dataDir } = await startRelayProcess(provider, { smtp: { workers: 2 } });
+    // A commit as a worker makes it, written beside the running relay: the primary has not heard of it.
+    const content = Buffer.from(message(['From: mfp@printers.local', 'Subject: committed before the worker died'], 'scan'));
+    const record = newQueueRecord({ id: 'ORPHANED0COMMIT', account: 'office', envelope: { from: MAILBOX, to: ['alice@example.com'] }, size: content.length, user: DEVICE.username, clientIp: '127.0.0.1' });
+    await new Spool(dataDir).enqueue(record, content);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(provider.received).toHaveLength(0);
+    const [worker] = await childPids(relay.child!.pid!);
+    process.kill(worker, 'SIGKILL');
+    await until(() => provider.received.length === 1);
+    expect(provider.received[0].raw.toString()).toContain('Subject: committed before the worker died');
+  }, 60_000);
+
+  it('delivers every accepted message across worker kills, none twice', async () => {
+    const MESSAGES = 400;
+    const provider = await startProvider();
+    const { relay } = await startRelayProcess(provider, { smtp: { workers: 2 }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } });
+    const accepted = new Set<number>();
+    const resent = new Set<number>();
+    const killAt = [80, 160, 240, 320];
+    let kills = 0;
+    let next = 0;
+    const client = async () => {
+      while (next < MESSAGES) {
+        const n = next++;
+        if ((await sendUntilAccepted(() => relay.port, n, 'worker-kill')) > 1) resent.add(n);
+        accepted.add(n);
+        if (killAt.length && accepted.size >= killAt[0]) {
+          killAt.shift();
+          await until(async () => (await childPids(relay.child!.pid!)).length === 2); // the last one killed was replaced
+          const [worker] = await childPids(relay.child!.pid!);
+          process.kill(worker, 'SIGKILL');
+          kills++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, client));
+    const deliveredIds = () => provider.received.map((received) => Number(/Subject: worker-kill (\d+)/.exec(received.raw.toString())![1]));
+    await until(() => new Set(deliveredIds()).size >= accepted.size, 60_000).catch(() => undefined);
+    const delivered = deliveredIds();
+    const lost = [...accepted].filter((n) => !delivered.includes(n));
+    console.log(`workers kill test (workers only): ${accepted.size} accepted, ${new Set(delivered).size} delivered, ${lost.length} lost, ${delivered.length - new Set(delivered).size} duplicates, ${kills} kills`);
+    expect(kills).toBe(4);
+    expect(lost).toEqual([]);
+    // No message the relay took was sent twice; a device sends again what got no 250 (the worker
+    // died between the commit and the reply): that copy is a message of its own, as with any MTA.
+    const ids = provider.received.map((received) => queueId(received.raw));
+    expect(ids).toHaveLength(new Set(ids).size);
+    const twice = delivered.filter((n, index) => delivered.indexOf(n) !== index);
+    expect(twice.filter((n) => !resent.has(n))).toEqual([]);
+    expect(await metricFromProcess(relay, /^smtp_relay_worker_restarts_total /)).toBe(4);
+    expect(await childPids(relay.child!.pid!)).toHaveLength(2);
+  }, 180_000);
+
+  it('delivers every accepted message across worker and primary kills', async () => {
+    const MESSAGES = 600;
+    const provider = await startProvider();
+    provider.dataDelayMs = 5;
+    const { relay } = await startRelayProcess(provider, { smtp: { workers: 2 }, queue: { retry: { initialDelay: 0.2, maxDelay: 1 } } });
+    const accepted = new Set<number>();
+    const kills = [
+      { at: 120, target: 'worker' },
+      { at: 300, target: 'primary' },
+      { at: 450, target: 'worker' },
+    ];
+    const killed: string[] = [];
+    let restarting: Promise<void> | undefined;
+    let next = 0;
+    const client = async () => {
+      while (next < MESSAGES) {
+        const n = next++;
+        await sendUntilAccepted(() => relay.port, n, 'kill', () => restarting);
+        accepted.add(n);
+        if (kills.length && accepted.size >= kills[0].at && !restarting) {
+          const { target } = kills.shift()!;
+          killed.push(target);
+          restarting =
+            target === 'primary'
+              ? relay.stop('SIGKILL').then(() => relay.start())
+              : childPids(relay.child!.pid!).then(([worker]) => void process.kill(worker, 'SIGKILL'));
+          restarting = restarting.finally(() => (restarting = undefined));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, client));
+    await restarting;
+    const deliveredIds = () => provider.received.map((received) => Number(/Subject: kill (\d+)/.exec(received.raw.toString())![1]));
+    await until(() => [...accepted].every((n) => deliveredIds().includes(n)), 60_000).catch(() => undefined);
+    const delivered = deliveredIds();
+    const lost = [...accepted].filter((n) => !delivered.includes(n));
+    const duplicates = delivered.length - new Set(delivered).size;
+    console.log(`workers kill test: ${accepted.size} accepted, ${new Set(delivered).size} delivered, ${lost.length} lost, ${duplicates} duplicates, kills: ${killed.join(', ')}`);
+    expect(killed).toEqual(['worker', 'primary', 'worker']);
+    expect(lost).toEqual([]);
+    expect(await relay.stop('SIGTERM')).toBe(0);
+  }, 180_000);
+});

@@ -30,7 +30,7 @@ export const LISTENING_PORTS_ENV = 'SMTP_OAUTH_RELAY_WORKER_PORTS';
 
 /**
  * The config as one worker applies it: smtp.maxClients is the host's, so each of N workers takes
- * its share (connections are dealt to the workers in turn). A replacement listens on the ports the
+ * its share (each accepts from the same socket). A replacement listens on the ports the
  * first workers got, also where the config says 0 (any free port): if every worker had died, the
  * socket would otherwise come back on another port.
  */

@@ -52,8 +52,8 @@ interface Member {
 }
 
 /**
- * The worker processes that take devices' sessions (node:cluster; the kernel's listening socket
- * is the primary's and connections are dealt to the workers in turn). Each worker asks the primary
+ * The worker processes that take devices' sessions (node:cluster: one listening socket, which
+ * every worker accepts from). Each worker asks the primary
  * for what must be one per host (tokens, session slots, pace) and hands it every committed message.
  * A worker that dies is replaced; what it committed is found in the spool and delivered once.
  */
@@ -74,6 +74,10 @@ export class WorkerPool {
 
   /** Starts the workers; resolves with where they listen once every one does. */
   async listen(): Promise<WorkerAddress[]> {
+    // The workers accept from the listening socket themselves (SCHED_NONE), rather than the primary
+    // accepting and passing each connection on: a connection on its way to a worker that dies would
+    // hang until the device's timeout, and the primary, which delivers the queue, would do work per connection.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
     const started = Array.from({ length: this.size }, () => this.start());
     const addresses = await Promise.all(started);
     this.ports = addresses[0].map(({ port }) => port).join(',');
@@ -142,6 +146,8 @@ export class WorkerPool {
       );
       const member: Member = { worker, channel: new Channel(worker, handlers), startedAt: Date.now() };
       this.members.set(worker.id, member);
+      // A note to a worker that just died fails (EPIPE): its death is handled on 'exit'.
+      worker.on('error', (error) => this.parts.logger.warn({ worker: worker.id, err: error.message }, 'SMTP worker unreachable'));
       worker.once('exit', (code, signal) => {
         member.channel.close();
         this.members.delete(worker.id);

@@ -85,6 +85,7 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
   let listener: Listener | undefined;
   // The primary disconnects a drained worker; a primary that died leaves the channel closed too.
   const disconnected = new Promise<void>((resolve) => process.once('disconnect', resolve));
+  process.on('error', () => undefined); // a note to a primary that just died: the disconnect ends this worker
   const channel = new Channel(
     process as unknown as { send(message: unknown): boolean; on(event: 'message', listener: (message: unknown) => void): unknown },
     {

@@ -24,6 +24,23 @@ function timesOf(pid: number): ProcessTimes | undefined {
  * cleanup, qmgr and smtp under its master, or the relay's workers.
  */
 export function treeCpuSeconds(root: number): number {
+  let ticks = 0;
+  for (const times of processTree(root).values()) ticks += times.ticks;
+  return ticks / TICKS;
+}
+
+/** Resident memory of a process and all its descendants now (the relay and its workers), in bytes. */
+export function treeRssBytes(root: number): number {
+  let bytes = 0;
+  for (const pid of processTree(root).keys()) {
+    const status = readFileSyncOrEmpty(`/proc/${pid}/status`);
+    bytes += Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+  }
+  return bytes;
+}
+
+/** A process and its descendants alive now, with their times. */
+function processTree(root: number): Map<number, ProcessTimes> {
   const all = new Map<number, ProcessTimes>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -31,7 +48,13 @@ export function treeCpuSeconds(root: number): number {
     if (times) all.set(Number(entry), times);
   }
   const inTree = (pid: number): boolean => pid === root || (pid > 1 && all.has(pid) && inTree(all.get(pid)!.parent));
-  let ticks = 0;
-  for (const [pid, times] of all) if (inTree(pid)) ticks += times.ticks;
-  return ticks / TICKS;
+  return new Map([...all].filter(([pid]) => inTree(pid)));
+}
+
+function readFileSyncOrEmpty(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return ''; // it exited meanwhile
+  }
 }

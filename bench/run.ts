@@ -13,6 +13,7 @@ import { record, rows } from './report.js';
 import { versusPostfix } from './versus-postfix.js';
 import { clusterCost } from './cluster.js';
 import { traceCost } from './trace-cost.js';
+import { treeRssBytes } from './cpu.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { PROVIDER_PROFILES, type ProviderProfileName } from '../src/demo/provider-profiles.js';
 import { packageRoot } from '../src/util/package-root.js';
@@ -102,27 +103,32 @@ async function tokenRefresh(provider: FakeProvider): Promise<void> {
 }
 
 async function idleConnections(provider: FakeProvider): Promise<void> {
-  const relay = await startRelay(provider, { smtp: { maxConnectionsPerIp: 2000, maxClients: 2000 } });
-  const idle = memoryOf(relay.child!.pid!).current;
-  const sockets: net.Socket[] = [];
-  await Promise.all(
-    Array.from({ length: 1000 }, () => {
-      return new Promise<void>((resolve, reject) => {
-        const socket = net.connect(relay.port, '127.0.0.1');
-        sockets.push(socket);
-        socket.once('data', () => {
-          socket.write('EHLO idle-device\r\n');
-          resolve();
+  for (const workers of [1, 'auto'] as const) {
+    const relay = await startRelay(provider, { smtp: { maxConnectionsPerIp: 2000, maxClients: 2000, workers } });
+    await new Promise((resolve) => setTimeout(resolve, 1000)); // the workers settle
+    const idle = treeRssBytes(relay.child!.pid!);
+    const sockets: net.Socket[] = [];
+    await Promise.all(
+      Array.from({ length: 1000 }, () => {
+        return new Promise<void>((resolve, reject) => {
+          const socket = net.connect(relay.port, '127.0.0.1');
+          sockets.push(socket);
+          socket.once('data', () => {
+            socket.write('EHLO idle-device\r\n');
+            resolve();
+          });
+          socket.once('error', reject);
         });
-        socket.once('error', reject);
-      });
-    }),
-  );
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  const rss = memoryOf(relay.child!.pid!).current;
-  sockets.forEach((socket) => socket.destroy());
-  await relay.stop('SIGTERM');
-  record({ name: 'RSS with 1,000 idle device connections', value: rss / MB, unit: 'MB', baseline: idle / MB, target: '< 150 MB', met: rss < 150 * MB });
+      }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const rss = treeRssBytes(relay.child!.pid!);
+    sockets.forEach((socket) => socket.destroy());
+    await relay.stop('SIGTERM');
+    // One process has the target; with workers the figure is the whole group's (a Node.js process each).
+    const processes = workers === 1 ? '' : `, smtp.workers: auto (${os.availableParallelism()} + primary), all processes`;
+    record({ name: `RSS with 1,000 idle device connections${processes}`, value: rss / MB, unit: 'MB', baseline: idle / MB, target: workers === 1 ? '< 150 MB' : undefined, met: workers === 1 ? rss < 150 * MB : undefined });
+  }
 }
 
 async function main(): Promise<void> {

@@ -2,7 +2,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import nodemailer from 'nodemailer';
-import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, consolePost, message, sendRaw, startProvider, stopStarted, until, writeRelayConfig } from './helpers.js';
+import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, cli, consolePost, message, sendRaw, startProvider, stopStarted, until, writeRelayConfig } from './helpers.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { Spool, newQueueRecord } from '../src/spool/index.js';
@@ -66,6 +66,15 @@ afterEach(async () => {
 });
 
 describe('smtp.workers: devices on several event loops, one owner per piece of state', () => {
+  it('says what smtp.workers takes, naming the key', async () => {
+    const provider = await startProvider();
+    for (const [workers, expected] of [[0, /smtp\.workers: must be auto or a number of processes from 1 to 64/], ['all', /smtp\.workers: must be auto/], [3, /3 worker processes \+ primary/], ['auto', /worker processes \(auto: one per CPU\) \+ primary/]] as const) {
+      const { configFile } = await writeRelayConfig(provider, { smtp: { workers } });
+      const result = await cli(['check', '--config', configFile]);
+      expect(result.stdout + result.stderr).toMatch(expected);
+    }
+  });
+
   it('takes sessions in worker processes, delivers every message once, asks for one token, and sums /metrics', async () => {
     const provider = await startProvider();
     const { relay } = await startRelayProcess(provider, { smtp: { workers: 3 } });

@@ -13,7 +13,7 @@ export async function describeConfig(loaded: LoadedConfig): Promise<string> {
   const lines = [`Config ${loaded.source} is valid.`, ''];
   lines.push('Listeners:');
   const tls = config.smtp.tls;
-  lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, STARTTLS ${tls ? `on, min ${tls.minVersion}` : 'off'})`);
+  lines.push(`  SMTP   ${config.smtp.host}:${config.smtp.port}  (max message ${formatByteSize(config.smtp.maxMessageSize)}, max ${config.smtp.maxClients} clients, ${describeWorkers(config.smtp.workers)}, STARTTLS ${tls ? `on, min ${tls.minVersion}` : 'off'})`);
   if (tls?.implicitPort !== undefined) lines.push(`  SMTPS  ${config.smtp.host}:${tls.implicitPort}  (TLS from the first byte, min ${tls.minVersion})`);
   if (tls?.legacyDevices?.length) lines.push(`  Legacy TLS (1.0/1.1, old ciphers) for devices in ${tls.legacyDevices.join(', ')} only`);
   lines.push(`  HTTP   ${config.http.host}:${config.http.port}  (console, /metrics /healthz /readyz /readyz/accounts)`);
@@ -94,4 +94,11 @@ function describeUpstream(account: ResolvedAccount): string {
     default:
       return `${upstream.host}:${upstream.port} STARTTLS, XOAUTH2, up to ${upstream.maxConnections} connections`;
   }
+}
+
+/** What smtp.workers means on this machine. */
+function describeWorkers(workers: number | 'auto'): string {
+  if (workers === 1) return 'one process';
+  const count = workers === 'auto' ? os.availableParallelism() : workers;
+  return `${count} worker processes${workers === 'auto' ? ' (auto: one per CPU)' : ''} + primary`;
 }

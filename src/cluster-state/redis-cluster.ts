@@ -252,12 +252,15 @@ export class RedisCluster implements ClusterState {
   }
 
   /** With the store down the slot is granted: each replica's own limit (upstream.maxConnections) applies. */
-  async takeSession(account: string, limit: number, waiter: string): Promise<SessionSlot | undefined> {
+  async takeSession(account: string, limit: number, waiter: string, queue = true): Promise<SessionSlot | undefined> {
     const key = `sessions:${account}`;
     const holder = `${this.name}:${waiter}`;
     const taken = await this.quietly(() => this.redis.eval(TAKE_SESSION, 3, key, `${key}:line`, `${key}:asked`, limit, SESSION_TTL_MS, holder));
     if (taken === undefined) return LOCAL_SLOT;
-    if (taken !== 1) return undefined;
+    if (taken !== 1) {
+      if (!queue) await this.quietly(() => this.redis.multi().zrem(`${key}:line`, holder).zrem(`${key}:asked`, holder).exec());
+      return undefined;
+    }
     const renewal = setInterval(() => void this.quietly(() => this.redis.eval(RENEW_SESSION, 1, key, SESSION_TTL_MS, holder)), SESSION_TTL_MS / 3).unref();
     return {
       release: async () => {

@@ -68,9 +68,11 @@ export interface ClusterState {
   pauseSending(account: string, ms: number): Promise<void>;
   /**
    * Takes one of `limit` upstream sessions of this account; undefined while all are taken elsewhere
-   * or others waited longer. `waiter` names one wait (the same on each ask), so sessions are served in order.
+   * or others waited longer. `waiter` names one wait (the same on each ask), so sessions are served
+   * in order; with `queue` false a refusal does not put it in line (one ask, by a pool that has a
+   * connection already).
    */
-  takeSession(account: string, limit: number, waiter: string): Promise<SessionSlot | undefined>;
+  takeSession(account: string, limit: number, waiter: string, queue?: boolean): Promise<SessionSlot | undefined>;
   /** Whether another replica waits for one of this account's sessions (then an idle connection gives its up). */
   sessionsWanted(account: string): Promise<boolean>;
   /** Whether the shared store is reachable (always, for the embedded default). */

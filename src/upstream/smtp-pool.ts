@@ -9,6 +9,8 @@ export type ConnectionEnvelope = SMTPConnection.Envelope & { smtpUtf8?: boolean 
 export interface SessionSlots {
   /** Takes one, waiting for it in line (or rejects with the reply to give). */
   take(signal?: AbortSignal): Promise<SessionSlot>;
+  /** One if one is free now and no one waits for it; never joins the line. */
+  takeIfFree(): Promise<SessionSlot | undefined>;
   /** Whether another replica waits for one: then a connection that finished a send gives its up. */
   wantedElsewhere(): Promise<boolean>;
   /** Whether slots are shared with other replicas (then idle connections give theirs up sooner). */
@@ -148,15 +150,21 @@ export class SmtpPool {
         idle.busy();
         return idle;
       }
-      if (this.opened < this.options.maxConnections) return this.openOne(signal);
+      if (this.opened < this.options.maxConnections) {
+        // With a connection of its own open, a busy pool takes another slot only if one is free:
+        // queueing for it would take it from a replica or worker that has none, and each side
+        // would close its connections for the other in turn.
+        const slot = this.opened === 0 || !this.options.sessions.shared ? undefined : await this.options.sessions.takeIfFree();
+        if (this.opened === 0 || !this.options.sessions.shared || slot) return this.openOne(signal, slot);
+      }
       await new Promise<void>((resolve) => this.waiting.push(resolve));
     }
   }
 
-  private async openOne(signal?: AbortSignal): Promise<PooledConnection> {
+  private async openOne(signal?: AbortSignal, taken?: SessionSlot): Promise<PooledConnection> {
     this.opened++;
     try {
-      const slot = await this.options.sessions.take(signal);
+      const slot = taken ?? (await this.options.sessions.take(signal));
       const connection = await this.options.open().catch((error: unknown) => {
         void slot.release(); // as when a connection ends: the failure is not kept waiting for the store
         throw error;

@@ -55,7 +55,12 @@ export class Upstream {
     if (account.delivery === 'direct' && !cluster.sharesSessions) this.directPacer = new Pacer(account.limits);
     // The provider never sees more than maxConnections sessions of the mailbox, cluster-wide: an
     // SMTP connection holds a slot while it is open (idle in the pool too), an API call while it lasts.
-    const sessions = { take: (signal?: AbortSignal) => this.waitForSession(signal), wantedElsewhere: () => cluster.sessionsWanted(account.name), shared: cluster.sharesSessions };
+    const sessions = {
+      take: (signal?: AbortSignal) => this.waitForSession(signal),
+      takeIfFree: () => cluster.takeSession(account.name, account.upstream.maxConnections, randomUUID(), false),
+      wantedElsewhere: () => cluster.sessionsWanted(account.name),
+      shared: cluster.sharesSessions,
+    };
     this.transport = createTransport(account, tokens, hostname, { sessions, scratchDir, logger: logger.child({ account: account.name }) });
   }
 

@@ -49,18 +49,18 @@ export class HostShare implements UpstreamShare {
   }
 
   /** For the primary's own sends. */
-  async takeSession(account: string, limit: number, waiter: string): Promise<SessionSlot | undefined> {
-    const id = await this.takeSessionFor('primary', account, limit, waiter);
+  async takeSession(account: string, limit: number, waiter: string, queue = true): Promise<SessionSlot | undefined> {
+    const id = await this.takeSessionFor('primary', account, limit, waiter, queue);
     return id === undefined ? undefined : { release: () => this.releaseSession(id) };
   }
 
-  /** One of the account's sessions for a holder; the slot's id, or undefined while none is free for it. */
-  async takeSessionFor(holder: SlotHolder, account: string, limit: number, waiter: string): Promise<string | undefined> {
+  /** One of the account's sessions for a holder; the slot's id, or undefined while none is free for it (see ClusterState.takeSession). */
+  async takeSessionFor(holder: SlotHolder, account: string, limit: number, waiter: string, queue = true): Promise<string | undefined> {
     const sessions = this.accountSessions(account);
     const now = Date.now();
     for (const [name, asked] of sessions.line) if (now - asked > WAITER_GONE_MS) sessions.line.delete(name);
-    sessions.line.set(waiter, now);
-    const slot = this.cluster.sharesSessions ? await this.cluster.takeSession(account, limit, waiter) : this.takeHere(sessions, limit, waiter);
+    if (queue) sessions.line.set(waiter, now);
+    const slot = this.cluster.sharesSessions ? await this.cluster.takeSession(account, limit, waiter, queue) : this.takeHere(sessions, limit, waiter);
     if (!slot) return undefined;
     sessions.line.delete(waiter);
     const id = randomUUID();
@@ -71,7 +71,7 @@ export class HostShare implements UpstreamShare {
   /** Alone: a slot when fewer than `limit` are held here and no one who asked earlier still waits ahead. */
   private takeHere(sessions: AccountSessions, limit: number, waiter: string): SessionSlot | undefined {
     const free = limit - sessions.held.size;
-    const ahead = [...sessions.line.keys()].indexOf(waiter);
+    const ahead = sessions.line.has(waiter) ? [...sessions.line.keys()].indexOf(waiter) : sessions.line.size; // one ask: behind all who wait
     return free > 0 && ahead < free ? { release: async () => undefined } : undefined;
   }
 

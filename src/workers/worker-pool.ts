@@ -186,7 +186,7 @@ export class WorkerPool {
       invalidate: ({ account: name, token }: { account: string; token: string }) => account(name).invalidate(token),
       pace: ({ account: name, limits, transactions, recipients }: { account: string; limits: SendingLimits; transactions: number; recipients: number }) => share.pace(name, limits, transactions, recipients),
       pause: ({ account: name, ms }: { account: string; ms: number }) => share.pauseSending(name, ms),
-      takeSession: async ({ account: name, limit, waiter }: { account: string; limit: number; waiter: string }) => (await share.takeSessionFor(id, name, limit, waiter)) ?? null,
+      takeSession: async ({ account: name, limit, waiter, queue }: { account: string; limit: number; waiter: string; queue: boolean }) => (await share.takeSessionFor(id, name, limit, waiter, queue)) ?? null,
       releaseSession: ({ id: slot }: { id: string }) => share.releaseSession(slot),
       sessionsWanted: ({ account: name }: { account: string }) => share.sessionsWanted(name),
       committed: (record: QueueRecord) => {

@@ -53,8 +53,8 @@ class PrimaryShare implements UpstreamShare {
     this.channel.tell('pause', { account, ms });
   }
 
-  async takeSession(account: string, limit: number, waiter: string): Promise<SessionSlot | undefined> {
-    const id = await this.channel.ask<string | null>('takeSession', { account, limit, waiter });
+  async takeSession(account: string, limit: number, waiter: string, queue = true): Promise<SessionSlot | undefined> {
+    const id = await this.channel.ask<string | null>('takeSession', { account, limit, waiter, queue });
     return id === null ? undefined : { release: async () => this.channel.tell('releaseSession', { id }) };
   }
 

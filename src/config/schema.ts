@@ -58,6 +58,8 @@ const network = z.string().refine((value) => parseNetwork(value) !== undefined, 
 
 const lineEndingPolicy = z.enum(['normalize', 'reject']);
 
+const WORKERS = 'must be auto (one process per CPU) or a number of processes from 1 to 64';
+
 const smtpSchema = z
   .object({
     host: z.string().default('0.0.0.0'),
@@ -70,7 +72,7 @@ const smtpSchema = z
      * Processes that take devices' sessions (each its own event loop, a share of maxClients); the
      * primary keeps the queue, tokens and the console. 1: everything in one process. auto: one per CPU.
      */
-    workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)], { message: 'must be auto or a number of processes from 1 to 64' }).default(1),
+    workers: z.union([z.literal('auto'), z.number().int(WORKERS).min(1, WORKERS).max(64, WORKERS)], { message: WORKERS }).default(1),
     /** Seconds of silence from a device before its session is closed. */
     socketTimeout: durationSeconds.default(120),
     tls: tlsSchema.optional(),

@@ -31,7 +31,7 @@ export async function cli(args: string[], options: { env?: NodeJS.ProcessEnv; in
     child.stdin.end(options.input ?? '');
   });
 }
-export { MAILBOX, DEVICE, accountFor, writeRelayConfig, sendRaw } from '../bench/harness.js';
+export { MAILBOX, DEVICE, accountFor, freePort, writeRelayConfig, sendRaw } from '../bench/harness.js';
 
 /** The console's admin login in tests (actions that change mail need it). */
 export const ADMIN = { username: 'admin', password: 'admin password of the tests' };

@@ -2,7 +2,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import nodemailer from 'nodemailer';
-import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, cli, consolePost, message, sendRaw, startProvider, stopStarted, until, writeRelayConfig } from './helpers.js';
+import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, cli, consolePost, freePort, message, sendRaw, startProvider, stopStarted, until, writeRelayConfig } from './helpers.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { Spool, newQueueRecord } from '../src/spool/index.js';
@@ -130,6 +130,25 @@ describe('smtp.workers: devices on several event loops, one owner per piece of s
     expect(devices).toContain(DEVICE.username);
     expect(await consolePost(relay.httpPort, '/devices/unlock', { scope: 'user', key: DEVICE.username })).toContain(`${DEVICE.username} unlocked.`);
     for (let i = 0; i < 6; i++) expect(await login(DEVICE.password)).toBe('ok');
+  }, 60_000);
+
+  it('keeps queue.maxSize across workers when a device sends as fast as it can', async () => {
+    const provider = await startProvider();
+    const office = accountFor(provider);
+    // Nothing drains: the upstream does not answer, so every message stays queued.
+    const { relay } = await startRelayProcess(provider, { smtp: { workers: 2 }, queue: { maxSize: '100KB' }, accounts: { office: { ...office, upstream: { ...(office.upstream as object), port: await freePort() } } } });
+    const body = 'x'.repeat(10 * 1024);
+    let accepted = 0;
+    let refusal = '';
+    while (!refusal && accepted < 50) {
+      await sendRaw(relay.port, { from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: fill ${accepted}`], body) }).then(
+        () => accepted++,
+        (error: { response?: string }) => (refusal = error.response ?? String(error)),
+      );
+    }
+    expect(refusal).toMatch(/^452 4\.3\.1/);
+    expect(accepted).toBeGreaterThanOrEqual(5);
+    expect(accepted).toBeLessThanOrEqual(9); // 100 KB of ~10.5 KB messages
   }, 60_000);
 
   it('a config change on SIGHUP reaches every worker', async () => {

@@ -14,6 +14,12 @@ export interface ListenFailure {
   message: string;
 }
 
+/** How full the queue is, as the primary tells a worker; `settled`: that worker's commits it has handled since (counted or found known). */
+export interface QueueFill {
+  bytes: number;
+  settled: string[];
+}
+
 /** How many processes take devices' sessions: `auto` is every CPU this process may use. */
 export function workerCount(config: Config): number {
   const { workers } = config.smtp;

@@ -12,7 +12,7 @@ import type { HealthBoard } from '../health.js';
 import type { FailureReason } from '../reply.js';
 import { Channel, type Handler } from './channel.js';
 import type { HostShare } from './host-share.js';
-import { LISTENING_PORTS_ENV, receiverFolder, type ListenFailure, type WorkerAddress } from './protocol.js';
+import { LISTENING_PORTS_ENV, receiverFolder, type ListenFailure, type QueueFill, type WorkerAddress } from './protocol.js';
 
 /** What the primary lends its workers: it owns each of these once for the whole host. */
 export interface PrimaryParts {
@@ -49,7 +49,10 @@ interface Member {
   channel: Channel;
   startedAt: number;
   listening?: WorkerAddress[];
+  /** Its commits the delivery agent has settled since it last heard how full the queue is. */
+  settled: string[];
 }
+
 
 /**
  * The worker processes that take devices' sessions (node:cluster: one listening socket, which
@@ -63,7 +66,9 @@ export class WorkerPool {
   private readonly adopting = new Set<Promise<void>>();
   private stopping = false;
   private restartDelayMs = 0;
+  /** Tells the workers how full the queue is as deliveries empty it; commits tell them at once. */
   private bytesTimer?: NodeJS.Timeout;
+  private fillScheduled = false;
   /** Where the first workers listen: their replacements listen there too. */
   private ports?: string;
 
@@ -81,7 +86,7 @@ export class WorkerPool {
     const started = Array.from({ length: this.size }, () => this.start());
     const addresses = await Promise.all(started);
     this.ports = addresses[0].map(({ port }) => port).join(',');
-    this.bytesTimer = setInterval(() => this.broadcast('queuedBytes', this.parts.queuedBytes()), QUEUED_BYTES_MS).unref();
+    this.bytesTimer = setInterval(() => this.tellQueueFill(), QUEUED_BYTES_MS).unref();
     return addresses[0];
   }
 
@@ -94,6 +99,21 @@ export class WorkerPool {
   /** Tells every worker (but `except`) something. */
   broadcast(kind: string, body: unknown, except?: number): void {
     for (const [id, member] of this.members) if (id !== except) member.channel.tell(kind, body);
+  }
+
+  /** After a commit is settled: soon (once per turn of the event loop), so no worker goes on with an old figure. */
+  private tellQueueFillSoon(): void {
+    if (this.fillScheduled) return;
+    this.fillScheduled = true;
+    setImmediate(() => {
+      this.fillScheduled = false;
+      this.tellQueueFill();
+    });
+  }
+
+  private tellQueueFill(): void {
+    const bytes = this.parts.queuedBytes();
+    for (const member of this.members.values()) member.channel.tell('queueFill', { bytes, settled: member.settled.splice(0) } satisfies QueueFill);
   }
 
   /** SIGHUP: each worker reads the config again (the primary checked it first). */
@@ -136,15 +156,17 @@ export class WorkerPool {
   private start(): Promise<WorkerAddress[]> {
     const worker = cluster.fork(this.ports ? { [LISTENING_PORTS_ENV]: this.ports } : {});
     return new Promise((resolve, reject) => {
+      const settled: string[] = [];
       const handlers = this.handlers(
         worker.id,
+        settled,
         (addresses) => {
           member.listening = addresses;
           resolve(addresses);
         },
         reject,
       );
-      const member: Member = { worker, channel: new Channel(worker, handlers), startedAt: Date.now() };
+      const member: Member = { worker, channel: new Channel(worker, handlers), startedAt: Date.now(), settled };
       this.members.set(worker.id, member);
       // A note to a worker that just died fails (EPIPE): its death is handled on 'exit'.
       worker.on('error', (error) => this.parts.logger.warn({ worker: worker.id, err: error.message }, 'SMTP worker unreachable'));
@@ -172,7 +194,7 @@ export class WorkerPool {
     if (!this.stopping) this.start().catch((error: Error) => logger.error({ err: error.message }, 'SMTP worker did not start'));
   }
 
-  private handlers(id: number, listening: (addresses: WorkerAddress[]) => void, failed: (error: Error) => void): Record<string, Handler> {
+  private handlers(id: number, settled: string[], listening: (addresses: WorkerAddress[]) => void, failed: (error: Error) => void): Record<string, Handler> {
     const { share, trace, health } = this.parts;
     const account = (name: string): AccessTokens => {
       const tokens = this.parts.tokens(name);
@@ -192,7 +214,11 @@ export class WorkerPool {
       committed: (record: QueueRecord) => {
         const adoption = this.parts.committed(record).catch((error: Error) => this.parts.logger.error({ id: record.id, err: error.message }, 'committed message not handed to the delivery agent; it is delivered after a restart'));
         this.adopting.add(adoption);
-        void adoption.finally(() => this.adopting.delete(adoption));
+        void adoption.finally(() => {
+          this.adopting.delete(adoption);
+          settled.push(record.id);
+          this.tellQueueFillSoon();
+        });
       },
       trace: (event: TraceEvent) => trace.record(event),
       relayed: ({ account: name }: { account: string }) => health.relayed(name),

@@ -15,7 +15,7 @@ import type { SessionSlot, UpstreamShare } from '../cluster-state/index.js';
 import type { TraceEvent } from '../trace/index.js';
 import type { FailureReason } from '../reply.js';
 import { Channel, type CrossedError } from './channel.js';
-import { receiverFolder, workerConfig, type ListenFailure, type WorkerAddress } from './protocol.js';
+import { receiverFolder, workerConfig, type ListenFailure, type QueueFill, type WorkerAddress } from './protocol.js';
 
 /** A token error from the primary is the same error here: the upstream classifies it as it would there. */
 function revive(error: CrossedError): Error {
@@ -81,7 +81,10 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
   const logger: Logger = createLogger(config.log.level).child({ worker: id });
   const hostname = config.smtp.hostname ?? os.hostname();
   const metrics = createMetrics([...loaded.accounts.keys()]);
+  // The queue's bytes as the primary last said, plus this worker's commits it had not counted yet:
+  // a fast device cannot commit past queue.maxSize between two of the primary's updates.
   let queuedBytes = 0;
+  const uncounted = new Map<string, number>();
   let listener: Listener | undefined;
   // The primary disconnects a drained worker; a primary that died leaves the channel closed too.
   const disconnected = new Promise<void>((resolve) => process.once('disconnect', resolve));
@@ -89,7 +92,10 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
   const channel = new Channel(
     process as unknown as { send(message: unknown): boolean; on(event: 'message', listener: (message: unknown) => void): unknown },
     {
-      queuedBytes: (bytes: number) => void (queuedBytes = bytes),
+      queueFill: ({ bytes, settled }: QueueFill) => {
+        queuedBytes = bytes;
+        for (const id of settled) uncounted.delete(id);
+      },
       authFailure: ({ ip, username }: { ip: string; username: string }) => listener?.noteFailureElsewhere(ip, username, false),
       unlock: ({ scope, key }: { scope: 'ip' | 'user'; key: string }) => listener?.unlock(scope, key),
       metrics: () => metrics.registry.getMetricsAsJSON(),
@@ -109,7 +115,7 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
     maxBytes: config.queue.maxSize,
     minFreeDisk: config.queue.minFreeDisk,
     onFault: (message, details) => logger.error(details, message),
-    receiver: { folder: receiverFolder(id), queuedBytes: () => queuedBytes },
+    receiver: { folder: receiverFolder(id), queuedBytes: () => queuedBytes + [...uncounted.values()].reduce((sum, size) => sum + size, 0) },
   });
   await mkdir(spool.incomingDir, { recursive: true, mode: 0o700 });
   const share = new PrimaryShare(channel);
@@ -121,7 +127,12 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
   const pipeline = new Pipeline({
     routes,
     spool,
-    agent: { add: (record: QueueRecord) => channel.tell('committed', record) },
+    agent: {
+      add: (record: QueueRecord) => {
+        uncounted.set(record.id, record.size);
+        channel.tell('committed', record);
+      },
+    },
     metrics,
     health: {
       relayed: (account: string) => channel.tell('relayed', { account }),

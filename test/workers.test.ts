@@ -1,4 +1,5 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import nodemailer from 'nodemailer';
@@ -74,6 +75,20 @@ describe('smtp.workers: devices on several event loops, one owner per piece of s
       expect(result.stdout + result.stderr).toMatch(expected);
     }
   });
+
+  it('reports a port in use once, as one process does, and exits', async () => {
+    const provider = await startProvider();
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    try {
+      const { configFile } = await writeRelayConfig(provider, { smtp: { workers: 2, port: (blocker.address() as net.AddressInfo).port } });
+      const result = await cli(['serve', '--config', configFile]);
+      expect(result.code).toBe(1);
+      expect(result.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^Cannot listen: bind EADDRINUSE .* Choose another port \(smtp\.port/)]);
+    } finally {
+      blocker.close();
+    }
+  }, 30_000);
 
   it('takes sessions in worker processes, delivers every message once, asks for one token, and sums /metrics', async () => {
     const provider = await startProvider();

@@ -270,7 +270,8 @@ main(process.argv.slice(2)).then(
       process.exit(1);
     }
     const err = error as NodeJS.ErrnoException;
-    if (err.syscall === 'listen' && (err.code === 'EADDRINUSE' || err.code === 'EACCES')) {
+    // A worker process's socket is bound through the primary: its failure says bind.
+    if ((err.syscall === 'listen' || err.syscall === 'bind') && (err.code === 'EADDRINUSE' || err.code === 'EACCES')) {
       process.stderr.write(`Cannot listen: ${err.message}. Choose another port (smtp.port / http.port) or stop what uses it.\n`);
       process.exit(1);
     }

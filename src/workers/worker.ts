@@ -162,9 +162,9 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
     const addresses: WorkerAddress[] = (await listener.listen()).map(({ address, port }) => ({ address, port }));
     channel.tell('listening', addresses);
   } catch (error) {
+    // The primary reports it, as a single process would, and stops this worker.
     const { code, syscall, message } = error as NodeJS.ErrnoException;
     channel.tell('listenFailed', { code, syscall, message } satisfies ListenFailure);
-    throw error;
   }
   await disconnected;
   for (const route of routes.values()) route.upstream.close();

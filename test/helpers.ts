@@ -38,6 +38,18 @@ export const ADMIN = { username: 'admin', password: 'admin password of the tests
 export const ADMIN_AUTHORIZATION = `Basic ${Buffer.from(`${ADMIN.username}:${ADMIN.password}`).toString('base64')}`;
 let adminHash: Promise<string> | undefined;
 
+/** Prometheus' own promtool, with `input` on its standard input. */
+export function promtool(args: string[], input = ''): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('promtool', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    child.stderr.on('data', (chunk) => (output += chunk));
+    child.on('close', (code) => resolve({ code: code ?? -1, output }));
+    child.stdin.end(input);
+  });
+}
+
 /** A console action as an administrator takes it: the page's CSRF token and cookie, then the form. */
 export async function consolePost(httpPort: number, path: string, fields: Record<string, string>): Promise<string> {
   const page = await fetch(`http://127.0.0.1:${httpPort}/`, { headers: { authorization: ADMIN_AUTHORIZATION } });

@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { DEVICE, message, sendRaw, startProvider, startRelay, stopStarted, type TestRelay } from './helpers.js';
+import { DEVICE, message, promtool, sendRaw, startProvider, startRelay, stopStarted, type TestRelay } from './helpers.js';
 
 /*
  * deploy/monitoring as an operator installs it: rules Prometheus' own promtool accepts, that fire
@@ -15,17 +14,6 @@ import { DEVICE, message, sendRaw, startProvider, startRelay, stopStarted, type 
 const MONITORING = path.resolve('deploy/monitoring');
 type Rule = { alert: string; expr: string; for?: string; annotations: Record<string, string> };
 type Panel = { type: string; targets?: { expr: string }[]; datasource?: { uid: string } };
-
-function promtool(args: string[], input = ''): Promise<{ code: number; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('promtool', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
-    child.on('close', (code) => resolve({ code: code ?? -1, output }));
-    child.stdin.end(input);
-  });
-}
 
 /** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
 const anchor = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import nodemailer from 'nodemailer';
-import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, cli, consolePost, freePort, message, sendRaw, startProvider, stopStarted, until, writeRelayConfig } from './helpers.js';
+import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, cli, consolePost, freePort, message, promtool, sendRaw, startProvider, stopStarted, until, writeRelayConfig } from './helpers.js';
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { Spool, newQueueRecord } from '../src/spool/index.js';
@@ -106,6 +106,7 @@ describe('smtp.workers: devices on several event loops, one owner per piece of s
     const metrics = await scrape(relay);
     expect(sample(metrics, /^smtp_relay_messages_received_total\{account="office"\}/)).toBe(60);
     expect(sample(metrics, /^smtp_relay_smtp_connections_total /)).toBe(60);
+    expect(await promtool(['check', 'metrics'], metrics)).toEqual({ code: 0, output: '' }); // the sum is still good exposition
     expect(await relay.stop('SIGTERM')).toBe(0);
   }, 60_000);
 

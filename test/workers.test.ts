@@ -7,6 +7,7 @@ import { ADMIN_AUTHORIZATION, DEVICE, MAILBOX, accountFor, adminHttp, cli, conso
 import { RelayProcess } from '../bench/relay-process.js';
 import type { FakeProvider } from '../src/demo/fake-provider.js';
 import { Spool, newQueueRecord } from '../src/spool/index.js';
+import { cpusOfQuota } from '../src/workers/index.js';
 
 /** The live processes whose parent is `pid` (read from /proc: no ps needed; a killed one not reaped yet is left out). */
 async function childPids(pid: number): Promise<number[]> {
@@ -74,6 +75,15 @@ describe('smtp.workers: devices on several event loops, one owner per piece of s
       const result = await cli(['check', '--config', configFile]);
       expect(result.stdout + result.stderr).toMatch(expected);
     }
+  });
+
+  it('auto counts a container\'s CPU limit as cgroups state it', () => {
+    expect(cpusOfQuota('150000 100000')).toBe(1); // cgroup v2 cpu.max, --cpus=1.5
+    expect(cpusOfQuota('200000 100000')).toBe(2);
+    expect(cpusOfQuota('50000 100000')).toBe(1); // half a CPU is still one worker
+    expect(cpusOfQuota('max 100000')).toBeUndefined(); // v2: no limit
+    expect(cpusOfQuota('-1 100000')).toBeUndefined(); // v1 quota and period: no limit
+    expect(cpusOfQuota(' ')).toBeUndefined(); // no cgroup files
   });
 
   it('reports a port in use once, as one process does, and exits', async () => {

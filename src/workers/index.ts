@@ -5,4 +5,4 @@
 export { WorkerPool, type PrimaryParts } from './worker-pool.js';
 export { HostShare } from './host-share.js';
 export { runWorker } from './worker.js';
-export { workerCount, receiverFolder } from './protocol.js';
+export { workerCount, receiverFolder, cpusOfQuota } from './protocol.js';

@@ -100,9 +100,14 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
       unlock: ({ scope, key }: { scope: 'ip' | 'user'; key: string }) => listener?.unlock(scope, key),
       metrics: () => metrics.registry.getMetricsAsJSON(),
       reload: () => {
-        const next = reloadConfig();
-        listener?.prepareReload(workerConfig(next.config))();
-        logger.level = next.config.log.level;
+        try {
+          const next = reloadConfig();
+          listener?.prepareReload(workerConfig(next.config))();
+          logger.level = next.config.log.level;
+        } catch (error) {
+          // The primary read the same file a moment before; it changed since: this worker keeps its config.
+          logger.error({ err: (error as Error).message }, 'configuration not reloaded in this worker; the running one stays');
+        }
       },
       drain: async ({ timeoutMs }: DrainOrder) => {
         await listener?.drain(timeoutMs);

@@ -216,6 +216,7 @@ function consoleSources({ cluster, routes, agent, spool, health, listener, unloc
 }
 
 interface PrimaryOfWorkers {
+  config: Config;
   share: HostShare;
   workers: number;
   spool: Spool;
@@ -235,7 +236,7 @@ interface PrimaryOfWorkers {
  * host's session slots and pace, the console and the control socket; workers take the sessions.
  * Its own listener never listens: it keeps the lockouts every worker's failures add to (the console's view).
  */
-function startWorkerPool({ share, workers, spool, agent, routes, trace, health, activity, listener, cluster, logger, metrics }: PrimaryOfWorkers): WorkerPool {
+function startWorkerPool({ config, share, workers, spool, agent, routes, trace, health, activity, listener, cluster, logger, metrics }: PrimaryOfWorkers): WorkerPool {
   const committed = async (record: QueueRecord) => {
     if (await spool.countReceived(record, () => agent.knows(record.id))) agent.add(record);
   };
@@ -259,6 +260,8 @@ function startWorkerPool({ share, workers, spool, agent, routes, trace, health, 
       login: (username, ip) => activity.login(username, ip),
       queuedBytes: () => spool.bytes,
       incomingDir: spool.incomingDir,
+      listenHost: config.smtp.host,
+      listenPorts: [config.smtp.port, ...(config.smtp.tls?.implicitPort === undefined ? [] : [config.smtp.tls.implicitPort])],
     },
     workers,
   );
@@ -365,7 +368,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     onAuthFailure: (ip, username) => cluster.announceAuthFailure(ip, username),
     onLogin: (username, ip) => activity.login(username, ip),
   });
-  const pool = share instanceof HostShare ? startWorkerPool({ share, workers, spool, agent, routes, trace, health, activity, listener, cluster, logger, metrics }) : undefined;
+  const pool = share instanceof HostShare ? startWorkerPool({ config, share, workers, spool, agent, routes, trace, health, activity, listener, cluster, logger, metrics }) : undefined;
   cluster.onAuthFailure((ip, username) => {
     listener.noteFailureElsewhere(ip, username);
     pool?.broadcast('authFailure', { ip, username });
@@ -392,7 +395,7 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     }
     const problems = draining ? ['draining: stopping, new sessions are refused'] : [...(await spool.acceptProblems(READY_HEADROOM)), ...(pool?.problems() ?? [])];
     const replicas = config.cluster ? { name: cluster.name, storeUp: cluster.up, replicas: await cluster.replicas() } : undefined;
-    return { ready: problems.length === 0, problems, accountsReady, accounts, cluster: replicas };
+    return { ready: problems.length === 0, problems, accountsReady, accounts, cluster: replicas, workers: pool?.state() };
   };
   const onUntrusted = () => metrics.clusterUntrusted.inc({ kind: 'request' });
   const handoffReceiver = new HandoffReceiver({

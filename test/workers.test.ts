@@ -46,9 +46,11 @@ function sample(text: string, line: RegExp): number {
 
 const mail = (n: number, tag = 'workers') => ({ from: 'mfp@printers.local', to: ['alice@example.com'], raw: message(['From: mfp@printers.local', `Subject: ${tag} ${n}`], `message ${n}`) });
 
-/** A device that retries what got no 250, as a scanner does; resolves with the attempts it took. */
-async function sendUntilAccepted(port: () => number, n: number, tag: string, waitFor?: () => Promise<void> | undefined): Promise<number> {
+/** A device that retries what got no 250, as a scanner does (for `giveUpMs` at most); resolves with the attempts it took. */
+async function sendUntilAccepted(port: () => number, n: number, tag: string, waitFor?: () => Promise<void> | undefined, giveUpMs = 60_000): Promise<number> {
+  const giveUpAt = Date.now() + giveUpMs;
   for (let attempt = 1; ; attempt++) {
+    if (Date.now() > giveUpAt) throw new Error(`message ${n} got no 250 in ${giveUpMs / 1000} s of retries`);
     await waitFor?.();
     try {
       await sendRaw(port(), mail(n, tag));
@@ -174,7 +176,9 @@ describe('smtp.workers: devices on several event loops, one owner per piece of s
     }
     expect(refusal).toMatch(/^452 4\.3\.1/);
     expect(accepted).toBeGreaterThanOrEqual(5);
-    expect(accepted).toBeLessThanOrEqual(9); // 100 KB of ~10.5 KB messages
+    // 100 KB holds 9 of these (~10.6 KB each); the other worker may not have heard of the latest
+    // commit when the device's next session reaches it: one message over at most.
+    expect(accepted).toBeLessThanOrEqual(10);
   }, 60_000);
 
   it('a config change on SIGHUP reaches every worker', async () => {
@@ -211,6 +215,21 @@ describe('a message that got 250 survives SIGKILL of a worker and of the primary
     await until(() => provider.received.length === 1);
     expect(provider.received[0].raw.toString()).toContain('Subject: committed before the worker died');
   }, 60_000);
+
+  it('a replacement serves on the same socket: with both first workers killed, mail still flows', async () => {
+    const provider = await startProvider();
+    const { relay } = await startRelayProcess(provider, { smtp: { workers: 2 } });
+    const listening = async () => ((await (await fetch(`http://127.0.0.1:${relay.httpPort}/readyz`)).json()) as { workers: { configured: number; listening: number } }).workers;
+    expect(await listening()).toEqual({ configured: 2, listening: 2 });
+    // One at a time, each killed once its replacement takes sessions: the socket must pass to the new ones.
+    for (const worker of await childPids(relay.child!.pid!)) {
+      process.kill(worker, 'SIGKILL');
+      await until(async () => (await listening()).listening === 1);
+      await until(async () => (await listening()).listening === 2);
+    }
+    for (let n = 0; n < 6; n++) await sendUntilAccepted(() => relay.port, n, 'replaced', undefined, 15_000);
+    await until(() => provider.received.length === 6);
+  }, 90_000);
 
   it('delivers every accepted message across worker kills, none twice', async () => {
     const MESSAGES = 600;

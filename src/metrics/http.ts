@@ -17,6 +17,8 @@ export interface ReadinessReport {
   accounts: Record<string, unknown>;
   /** With cluster: configured, this replica's name, whether the store is reachable, and the replicas. */
   cluster?: { name: string; storeUp: boolean; replicas: unknown[] };
+  /** With smtp.workers above 1: how many worker processes there should be, and how many take sessions now. */
+  workers?: { configured: number; listening: number };
 }
 
 export interface StatusServerOptions {
@@ -105,7 +107,7 @@ export class StatusServer {
         return;
       case '/readyz': {
         const report = await this.options.readiness();
-        sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', problems: report.problems, accountsReady: report.accountsReady, accounts: report.accounts, cluster: report.cluster });
+        sendJson(response, report.ready ? 200 : 503, { status: report.ready ? 'ready' : 'not ready', problems: report.problems, accountsReady: report.accountsReady, accounts: report.accounts, cluster: report.cluster, workers: report.workers });
         return;
       }
       case '/readyz/accounts': {

@@ -58,14 +58,13 @@ export function receiverFolder(workerId: number): string {
   return `worker-${workerId}`;
 }
 
-/** Where the first workers listen, for their replacements (set by the primary when it forks one). */
+/** The ports the primary chose for every worker (a config's 0 resolved once), passed when it forks one. */
 export const LISTENING_PORTS_ENV = 'SMTP_OAUTH_RELAY_WORKER_PORTS';
 
 /**
  * The config as one worker applies it: smtp.maxClients is the host's, so each of N workers takes
- * its share (each accepts from the same socket). A replacement listens on the ports the
- * first workers got, also where the config says 0 (any free port): if every worker had died, the
- * socket would otherwise come back on another port.
+ * its share (each accepts from the same socket), and every worker listens on the ports the
+ * primary chose.
  */
 export function workerConfig(config: Config, ports = process.env[LISTENING_PORTS_ENV]): Config {
   const share = Math.max(1, Math.ceil(config.smtp.maxClients / workerCount(config)));

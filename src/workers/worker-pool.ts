@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import { rm } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { AggregatorRegistry } from 'prom-client';
 import type { SendingLimits } from '../config/index.js';
@@ -33,6 +34,21 @@ export interface PrimaryParts {
   queuedBytes(): number;
   /** The spool's incoming/ folder, where each worker receives into a folder of its own. */
   incomingDir: string;
+  /** Where the workers listen: smtp.host, and smtp.port (then smtp.tls.implicitPort, if set). */
+  listenHost: string;
+  listenPorts: number[];
+}
+
+/** A port free on `host` now (for a config that says 0: any free port). */
+function freePort(host: string): Promise<number> {
+  const server = net.createServer();
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 /** How often the workers hear how full the queue is. */
@@ -69,8 +85,12 @@ export class WorkerPool {
   /** Tells the workers how full the queue is as deliveries empty it; commits tell them at once. */
   private bytesTimer?: NodeJS.Timeout;
   private fillScheduled = false;
-  /** Where the first workers listen: their replacements listen there too. */
-  private ports?: string;
+  /**
+   * The ports every worker listens on, a port 0 in the config chosen once here: node:cluster shares
+   * one socket among workers that ask for the same port, and a replacement asking for 0 again
+   * would not get the socket the others hold (EADDRINUSE), nor, after all had died, the same port.
+   */
+  private ports = '';
 
   constructor(
     private readonly parts: PrimaryParts,
@@ -79,21 +99,25 @@ export class WorkerPool {
 
   /** Starts the workers; resolves with where they listen once every one does. */
   async listen(): Promise<WorkerAddress[]> {
+    this.ports = (await Promise.all(this.parts.listenPorts.map((port) => (port === 0 ? freePort(this.parts.listenHost) : port)))).join(',');
     // The workers accept from the listening socket themselves (SCHED_NONE), rather than the primary
     // accepting and passing each connection on: a connection on its way to a worker that dies would
     // hang until the device's timeout, and the primary, which delivers the queue, would do work per connection.
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     const started = Array.from({ length: this.size }, () => this.start());
     const addresses = await Promise.all(started);
-    this.ports = addresses[0].map(({ port }) => port).join(',');
     this.bytesTimer = setInterval(() => this.tellQueueFill(), QUEUED_BYTES_MS).unref();
     return addresses[0];
   }
 
   /** Why the host cannot take mail for want of workers (for readiness). */
   problems(): string[] {
-    const listening = [...this.members.values()].filter((member) => member.listening).length;
-    return listening === 0 && !this.stopping ? ['workers: no SMTP worker process is running (being restarted)'] : [];
+    return this.state().listening === 0 && !this.stopping ? ['workers: no SMTP worker process is running (being restarted)'] : [];
+  }
+
+  /** How many workers there should be, and how many take sessions now (/readyz). */
+  state(): { configured: number; listening: number } {
+    return { configured: this.size, listening: [...this.members.values()].filter((member) => member.listening).length };
   }
 
   /** Tells every worker (but `except`) something. */
@@ -154,7 +178,7 @@ export class WorkerPool {
   }
 
   private start(): Promise<WorkerAddress[]> {
-    const worker = cluster.fork(this.ports ? { [LISTENING_PORTS_ENV]: this.ports } : {});
+    const worker = cluster.fork({ [LISTENING_PORTS_ENV]: this.ports });
     return new Promise((resolve, reject) => {
       const settled: string[] = [];
       const handlers = this.handlers(
@@ -203,7 +227,10 @@ export class WorkerPool {
     };
     return {
       listening,
-      listenFailed: (failure: ListenFailure) => failed(Object.assign(new Error(failure.message), failure)),
+      listenFailed: (failure: ListenFailure) => {
+        failed(Object.assign(new Error(failure.message), failure));
+        this.members.get(id)?.worker.disconnect(); // it exits; a replacement tries again later
+      },
       token: ({ account: name }: { account: string }) => account(name).getToken(),
       invalidate: ({ account: name, token }: { account: string; token: string }) => account(name).invalidate(token),
       pace: ({ account: name, limits, transactions, recipients }: { account: string; limits: SendingLimits; transactions: number; recipients: number }) => share.pace(name, limits, transactions, recipients),

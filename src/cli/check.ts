@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
-import { formatByteSize, formatDuration, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
+import { formatByteSize, formatDuration, type Config, type LoadedConfig, type ResolvedAccount } from '../config/index.js';
+import { workerCount } from '../workers/index.js';
 import { TokenStore, credentialExpiries, expiryWarning } from '../oauth/index.js';
 import { fingerprint, type TokenStoreError } from '../oauth/token-store.js';
 import { unusedExpiry } from '../oauth/inactivity.js';
@@ -98,7 +99,7 @@ function describeUpstream(account: ResolvedAccount): string {
 
 /** What smtp.workers means on this machine. */
 function describeWorkers(workers: number | 'auto'): string {
-  if (workers === 1) return 'one process';
-  const count = workers === 'auto' ? os.availableParallelism() : workers;
-  return `${count} worker processes${workers === 'auto' ? ' (auto: one per CPU)' : ''} + primary`;
+  const count = workerCount({ smtp: { workers } } as Config);
+  const auto = workers === 'auto' ? ` (auto: ${count === 1 ? '1 CPU' : 'one per CPU'})` : '';
+  return count === 1 ? `one process${auto}` : `${count} worker processes${auto} + primary`;
 }

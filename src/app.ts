@@ -12,7 +12,7 @@ import { Activity, ClusterLog, FileTraceLog, NoTraceLog, type TraceEvent, type T
 import { EmailChannel, Notifier, WebhookChannel, type Channel, type RelaySnapshot } from './notify/index.js';
 import { packageVersion } from './util/package-root.js';
 import { TokenManager, TokenStore, credentialExpiries, expiryWarning } from './oauth/index.js';
-import { Pipeline, type Route } from './pipeline.js';
+import { Pipeline, pipelineSettings, type Route } from './pipeline.js';
 import { DeliveryAgent, Spool, type BounceSettings, type QueueRecord } from './spool/index.js';
 import { Upstream } from './upstream/index.js';
 import { HealthBoard } from './health.js';
@@ -349,14 +349,8 @@ export async function startApp(loaded: LoadedConfig, options: AppOptions = {}): 
     metrics,
     health,
     logger,
-    maxMessageSize: config.smtp.maxMessageSize,
-    maxHeaderBytes: config.smtp.maxHeaderSize,
-    maxHeaderLines: config.smtp.maxHeaderLines,
-    bareLineEndings: config.smtp.bareLineEndings,
-    receivedHeader: config.smtp.receivedHeader,
-    hostname,
     trace,
-    traceSubjects: config.trace.subjects,
+    ...pipelineSettings(config, hostname),
   });
   const listener = new Listener({
     config,

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import type { ResolvedAccount } from './config/index.js';
+import type { Config, ResolvedAccount } from './config/index.js';
 import { formatByteSize } from './config/index.js';
 import type { Transaction } from './listener/index.js';
 import type { Logger } from './log.js';
@@ -17,6 +17,12 @@ import type { ReceivedEvent, TraceSink } from './trace/index.js';
 export interface Route {
   account: ResolvedAccount;
   upstream: Upstream;
+}
+
+/** The pipeline's settings from the config (the same in one process and in every worker). */
+export function pipelineSettings(config: Config, hostname: string): Pick<PipelineOptions, 'maxMessageSize' | 'maxHeaderBytes' | 'maxHeaderLines' | 'bareLineEndings' | 'receivedHeader' | 'hostname' | 'traceSubjects'> {
+  const { smtp } = config;
+  return { maxMessageSize: smtp.maxMessageSize, maxHeaderBytes: smtp.maxHeaderSize, maxHeaderLines: smtp.maxHeaderLines, bareLineEndings: smtp.bareLineEndings, receivedHeader: smtp.receivedHeader, hostname, traceSubjects: config.trace.subjects };
 }
 
 export interface PipelineOptions {

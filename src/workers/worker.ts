@@ -8,7 +8,7 @@ import { Listener } from '../listener/index.js';
 import { createLogger, type Logger } from '../log.js';
 import { createMetrics } from '../metrics/index.js';
 import { TokenError, type AccessTokens } from '../oauth/index.js';
-import { Pipeline, type Route } from '../pipeline.js';
+import { Pipeline, pipelineSettings, type Route } from '../pipeline.js';
 import { Spool, type QueueRecord } from '../spool/index.js';
 import { Upstream } from '../upstream/index.js';
 import type { SessionSlot, UpstreamShare } from '../cluster-state/index.js';
@@ -144,14 +144,8 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
       failed: (account: string, reason: FailureReason, reply: string, hint?: string) => channel.tell('failed', { account, reason, reply, hint }),
     },
     logger,
-    maxMessageSize: config.smtp.maxMessageSize,
-    maxHeaderBytes: config.smtp.maxHeaderSize,
-    maxHeaderLines: config.smtp.maxHeaderLines,
-    bareLineEndings: config.smtp.bareLineEndings,
-    receivedHeader: config.smtp.receivedHeader,
-    hostname,
     trace: { record: (event: TraceEvent) => channel.tell('trace', event) },
-    traceSubjects: config.trace.subjects,
+    ...pipelineSettings(config, hostname),
   });
   listener = new Listener({
     config,

@@ -85,6 +85,7 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
   // a fast device cannot commit past queue.maxSize between two of the primary's updates.
   let queuedBytes = 0;
   const uncounted = new Map<string, number>();
+  let uncountedBytes = 0; // their sum: the spool asks for it with every chunk received
   let listener: Listener | undefined;
   // The primary disconnects a drained worker; a primary that died leaves the channel closed too.
   const disconnected = new Promise<void>((resolve) => process.once('disconnect', resolve));
@@ -94,7 +95,10 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
     {
       queueFill: ({ bytes, settled }: QueueFill) => {
         queuedBytes = bytes;
-        for (const id of settled) uncounted.delete(id);
+        for (const id of settled) {
+          uncountedBytes -= uncounted.get(id) ?? 0;
+          uncounted.delete(id);
+        }
       },
       authFailure: ({ ip, username }: { ip: string; username: string }) => listener?.noteFailureElsewhere(ip, username, false),
       unlock: ({ scope, key }: { scope: 'ip' | 'user'; key: string }) => listener?.unlock(scope, key),
@@ -120,7 +124,7 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
     maxBytes: config.queue.maxSize,
     minFreeDisk: config.queue.minFreeDisk,
     onFault: (message, details) => logger.error(details, message),
-    receiver: { folder: receiverFolder(id), queuedBytes: () => queuedBytes + [...uncounted.values()].reduce((sum, size) => sum + size, 0) },
+    receiver: { folder: receiverFolder(id), queuedBytes: () => queuedBytes + uncountedBytes },
   });
   await mkdir(spool.incomingDir, { recursive: true, mode: 0o700 });
   const share = new PrimaryShare(channel);
@@ -135,6 +139,7 @@ export async function runWorker(loaded: LoadedConfig, reloadConfig: () => Loaded
     agent: {
       add: (record: QueueRecord) => {
         uncounted.set(record.id, record.size);
+        uncountedBytes += record.size;
         channel.tell('committed', record);
       },
     },
